@@ -1,0 +1,32 @@
+# The two commands a new user needs: `make run` (needs internet to reach IDC) and `make test` (offline).
+# Both create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+OUTPUT ?= results
+LIMIT ?= 3
+
+.PHONY: run test lint venv clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/lnq run --limit $(LIMIT) --output $(OUTPUT)/
+
+test: lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pipeline beam_jobs queries tests setup.py
+	$(VENV)/bin/ruff format --check pipeline beam_jobs queries tests setup.py
+	$(VENV)/bin/mypy pipeline
+
+clean:
+	rm -rf $(VENV) $(OUTPUT) *.egg-info

@@ -1,0 +1,85 @@
+"""The ``lnq`` command: select a cohort, run the job."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline.cohort.query import ANNOTATION_CHOICES
+
+
+def _cohort(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipeline.cohort.query import select_cohort
+
+    table = select_cohort(annotation=args.annotation, limit=args.limit)
+    with FileSystems.create(args.out) as f:
+        pq.write_table(table, f)
+    counts = table.group_by("annotation").aggregate([("ct_series_instance_uid", "count")])
+    by = {r["annotation"]: r["ct_series_instance_uid_count"] for r in counts.to_pylist()}
+    logging.getLogger("lnq").info("wrote %d cohort rows to %s %s", table.num_rows, args.out, by)
+    return 0
+
+
+class _OurWorkerMessages(logging.Filter):
+    """Let through what Beam forwards from worker processes only when it is ours or a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return (
+            record.levelno >= logging.WARNING
+            and "semi_persistent" not in text
+            or any(marker in text for marker in ("/beam_jobs/", "/pipeline/"))
+        )
+
+
+def configure_logging(level: str) -> None:
+    """Our INFO progress, Beam's own chatter only from WARNING up (DEBUG shows everything)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        forwarded = logging.getLogger("apache_beam.runners.portability.local_job_service")
+        forwarded.setLevel(logging.INFO)
+        forwarded.addFilter(_OurWorkerMessages())
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="lnq", description="Find and measure mediastinal lymph nodes in CT on NCI IDC."
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cohort = sub.add_parser("cohort", help="select the LNQ cohort from idc-index (offline)")
+    cohort.add_argument("--out", required=True, help="Parquet file to write")
+    cohort.add_argument("--annotation", choices=ANNOTATION_CHOICES, default="all")
+    cohort.add_argument("--limit", type=int)
+
+    sub.add_parser(
+        "run",
+        add_help=False,
+        help="run the job (see 'lnq run --help'); options it does not know go to Beam",
+    )
+
+    args, rest = parser.parse_known_args(argv)
+    configure_logging(args.log_level)
+    if args.command == "cohort":
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return _cohort(args)
+    from beam_jobs.lnq_run import run
+
+    summary = run(rest)
+    print(
+        f"{summary.n_ok} ok, {summary.n_failed} failed of {summary.n_cohort} series; "
+        f"{summary.n_nodes} nodes; tables in {summary.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

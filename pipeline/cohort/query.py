@@ -1,0 +1,58 @@
+"""Select the LNQ cohort from idc-index's bundled index, offline, with DuckDB."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+import queries
+from pipeline.errors import CohortError
+from pipeline.outputs.schemas import COHORT_SCHEMA
+
+LNQ_COLLECTION = "mediastinal_lymph_node_seg"
+ANNOTATION_CHOICES = ("full", "partial", "all")
+
+
+def bundled_index_path() -> str:
+    """The Parquet file of IDC's series index shipped inside the idc-index-data wheel."""
+    import idc_index_data
+
+    return str(idc_index_data.IDC_INDEX_PARQUET_FILEPATH)
+
+
+def select_cohort(
+    *,
+    annotation: str = "all",
+    limit: int | None = None,
+    collection_id: str = LNQ_COLLECTION,
+    index_path: str | None = None,
+) -> pa.Table:
+    """Run ``queries/idc_index/lnq_cohort.sql`` and return rows in the cohort schema."""
+    if annotation not in ANNOTATION_CHOICES:
+        raise CohortError(f"annotation {annotation!r} is not one of {ANNOTATION_CHOICES}")
+    if limit is not None and limit < 1:
+        raise CohortError(f"limit {limit} must be a positive number of series")
+    con = duckdb.connect()
+    try:
+        con.read_parquet(index_path or bundled_index_path()).create_view("index")
+        params: dict[str, Any] = {"collection_id": collection_id, "annotation": annotation}
+        frame = con.execute(queries.load("idc_index/lnq_cohort"), params).df()
+    finally:
+        con.close()
+    if limit is not None:
+        frame = frame.head(limit)
+    return cohort_table(frame)
+
+
+def cohort_table(frame: pd.DataFrame) -> pa.Table:
+    """A cohort DataFrame cast to the cohort schema; duplicate CT series are refused."""
+    duplicated = frame["ct_series_instance_uid"][frame["ct_series_instance_uid"].duplicated()]
+    if len(duplicated):
+        raise CohortError(
+            f"{len(duplicated)} CT series appear more than once in the cohort, "
+            f"for example {duplicated.iloc[0]}"
+        )
+    return pa.Table.from_pandas(frame[COHORT_SCHEMA.names], schema=COHORT_SCHEMA, preserve_index=False)

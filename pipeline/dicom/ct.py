@@ -1,0 +1,256 @@
+"""Decode a folder of CT DICOM files into one HU volume with checked geometry.
+
+Slices are ordered by their position along the slice normal, never by file name
+or InstanceNumber. Anything that would make the volume wrong (a second series, a
+missing slice, a tilted or mixed stack, a truncated file) is rejected with a
+message that says what was found and what was expected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from pipeline.dicom.volume import CtVolume, Geometry
+from pipeline.errors import DecodeError
+
+logger = logging.getLogger(__name__)
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ORIENTATION_TOLERANCE = 1e-4
+PIXEL_SPACING_TOLERANCE_MM = 1e-3
+SLICE_SPACING_TOLERANCE_MM = 0.05
+DUPLICATE_POSITION_TOLERANCE_MM = 1e-3
+IN_PLANE_OFFSET_TOLERANCE_MM = 0.05
+
+
+@dataclass(frozen=True)
+class _Slice:
+    path: str
+    dataset: pydicom.Dataset
+    position: np.ndarray
+
+
+def list_dicom_files(folder: str) -> list[str]:
+    """Regular, non-hidden files below ``folder``, sorted for reproducible errors."""
+    paths: list[str] = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        paths.extend(os.path.join(root, n) for n in names if not n.startswith("."))
+    return sorted(paths)
+
+
+def decode_ct_series(
+    folder: str,
+    *,
+    expected_series_uid: str | None = None,
+    slice_spacing_tolerance_mm: float = SLICE_SPACING_TOLERANCE_MM,
+) -> CtVolume:
+    """Read every file in ``folder`` as one CT series and return it in HU."""
+    label = expected_series_uid or folder
+    paths = list_dicom_files(folder)
+    if not paths:
+        raise DecodeError(f"no files in {folder}", series_uid=label)
+    datasets = [(p, _read(p, label)) for p in paths]
+    series_uid = _single_value(datasets, "SeriesInstanceUID", label)
+    if expected_series_uid is not None and series_uid != expected_series_uid:
+        raise DecodeError(
+            f"files belong to series {series_uid!r}, expected {expected_series_uid!r}",
+            series_uid=label,
+        )
+    label = expected_series_uid or series_uid or folder
+    _check_modality(datasets, label)
+    frame_of_reference = _single_value(datasets, "FrameOfReferenceUID", label)
+    row_dir, col_dir = _common_orientation(datasets, label)
+    pixel_spacing = _common_pixel_spacing(datasets, label)
+    rows, cols = _common_matrix(datasets, label)
+    normal = np.cross(row_dir, col_dir)
+    slices = _sorted_slices(datasets, normal, label)
+    slice_spacing = _uniform_spacing(slices, normal, label, tolerance_mm=slice_spacing_tolerance_mm)
+    hu = _stack_hu(slices, rows, cols, label)
+    direction = np.column_stack([row_dir, col_dir, normal])
+    first = slices[0].dataset
+    geometry = Geometry(
+        size_zyx=(len(slices), rows, cols),
+        origin_mm=tuple(float(v) for v in slices[0].position),  # type: ignore[arg-type]
+        spacing_mm=(float(pixel_spacing[1]), float(pixel_spacing[0]), slice_spacing),
+        direction=tuple(float(v) for v in direction.ravel()),
+    )
+    return CtVolume(
+        hu=hu,
+        geometry=geometry,
+        series_uid=series_uid,
+        study_uid=str(first.get("StudyInstanceUID", "")),
+        frame_of_reference_uid=frame_of_reference,
+        patient_id=str(first.get("PatientID", "")),
+        sop_instance_uids=tuple(
+            _sop_uid(s.dataset, "SOPInstanceUID", "MediaStorageSOPInstanceUID") for s in slices
+        ),
+        source_files=tuple(s.path for s in slices),
+    )
+
+
+def _read(path: str, label: str) -> pydicom.Dataset:
+    name = os.path.basename(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except InvalidDicomError as exc:
+        raise DecodeError(f"{name} is not a DICOM file ({exc})", series_uid=label) from exc
+    except Exception as exc:  # truncated headers raise a variety of errors
+        raise DecodeError(f"{name} is unreadable: {type(exc).__name__}: {exc}", series_uid=label) from exc
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        if keyword not in ds:
+            raise DecodeError(f"{name} has no {keyword}", series_uid=label)
+    if "PixelData" not in ds:
+        raise DecodeError(f"{name} has no pixel data", series_uid=label)
+    return ds
+
+
+def _sop_uid(ds: pydicom.Dataset, keyword: str, meta_keyword: str) -> str:
+    """A SOP UID from the dataset, or from the file meta when the dataset leaves it empty."""
+    value = str(ds.get(keyword, "") or "")
+    if not value and "file_meta" in dir(ds) and ds.file_meta is not None:
+        value = str(ds.file_meta.get(meta_keyword, "") or "")
+    return value
+
+
+def _single_value(datasets: list[tuple[str, pydicom.Dataset]], keyword: str, label: str) -> str:
+    values = sorted({str(ds.get(keyword, "")) for _, ds in datasets})
+    if len(values) > 1:
+        shown = ", ".join(repr(v) for v in values[:4])
+        raise DecodeError(f"more than one {keyword} among {len(datasets)} files: {shown}", series_uid=label)
+    return values[0]
+
+
+def _check_modality(datasets: list[tuple[str, pydicom.Dataset]], label: str) -> None:
+    for path, ds in datasets:
+        modality = str(ds.get("Modality", ""))
+        sop_class = _sop_uid(ds, "SOPClassUID", "MediaStorageSOPClassUID")
+        if modality != "CT" or sop_class != CT_IMAGE_STORAGE:
+            raise DecodeError(
+                f"{os.path.basename(path)} is not CT (Modality {modality!r}, "
+                f"SOP class {sop_class!r}; expected 'CT', {CT_IMAGE_STORAGE})",
+                series_uid=label,
+            )
+
+
+def _common_orientation(
+    datasets: list[tuple[str, pydicom.Dataset]], label: str
+) -> tuple[np.ndarray, np.ndarray]:
+    first = np.asarray(datasets[0][1].ImageOrientationPatient, dtype=float)
+    for path, ds in datasets[1:]:
+        iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+        if np.max(np.abs(iop - first)) > ORIENTATION_TOLERANCE:
+            raise DecodeError(
+                f"orientation differs: {os.path.basename(path)} has {iop.round(5).tolist()}, "
+                f"others {first.round(5).tolist()}",
+                series_uid=label,
+            )
+    row_dir, col_dir = first[:3], first[3:]
+    row_dir = row_dir / np.linalg.norm(row_dir)
+    col_dir = col_dir / np.linalg.norm(col_dir)
+    if abs(float(np.dot(row_dir, col_dir))) > 1e-3:
+        raise DecodeError(f"ImageOrientationPatient {first.tolist()} is not orthogonal", series_uid=label)
+    return row_dir, col_dir
+
+
+def _common_pixel_spacing(datasets: list[tuple[str, pydicom.Dataset]], label: str) -> np.ndarray:
+    first = np.asarray(datasets[0][1].PixelSpacing, dtype=float)
+    for path, ds in datasets[1:]:
+        spacing = np.asarray(ds.PixelSpacing, dtype=float)
+        if np.max(np.abs(spacing - first)) > PIXEL_SPACING_TOLERANCE_MM:
+            raise DecodeError(
+                f"pixel spacing differs: {os.path.basename(path)} has {spacing.tolist()} mm, "
+                f"others {first.tolist()} mm",
+                series_uid=label,
+            )
+    if np.any(first <= 0):
+        raise DecodeError(f"pixel spacing {first.tolist()} is not positive", series_uid=label)
+    return first
+
+
+def _common_matrix(datasets: list[tuple[str, pydicom.Dataset]], label: str) -> tuple[int, int]:
+    matrices = sorted({(int(ds.Rows), int(ds.Columns)) for _, ds in datasets})
+    if len(matrices) > 1:
+        raise DecodeError(f"image matrix differs between files: {matrices} (rows, columns)", series_uid=label)
+    return matrices[0]
+
+
+def _sorted_slices(
+    datasets: list[tuple[str, pydicom.Dataset]], normal: np.ndarray, label: str
+) -> list[_Slice]:
+    slices = [_Slice(path, ds, np.asarray(ds.ImagePositionPatient, dtype=float)) for path, ds in datasets]
+    slices.sort(key=lambda s: float(np.dot(s.position, normal)))
+    along = np.array([float(np.dot(s.position, normal)) for s in slices])
+    for i in range(1, len(slices)):
+        if along[i] - along[i - 1] < DUPLICATE_POSITION_TOLERANCE_MM:
+            raise DecodeError(
+                f"duplicate slice position {along[i]:.3f} mm along the normal in "
+                f"{os.path.basename(slices[i - 1].path)} and {os.path.basename(slices[i].path)}",
+                series_uid=label,
+            )
+    origin = slices[0].position
+    for s in slices[1:]:
+        offset = s.position - origin
+        in_plane = offset - np.dot(offset, normal) * normal
+        if np.linalg.norm(in_plane) > IN_PLANE_OFFSET_TOLERANCE_MM:
+            raise DecodeError(
+                f"{os.path.basename(s.path)} is shifted {np.linalg.norm(in_plane):.3f} mm "
+                "in plane from the first slice (gantry tilt or mixed stacks are not supported)",
+                series_uid=label,
+            )
+    return slices
+
+
+def _uniform_spacing(slices: list[_Slice], normal: np.ndarray, label: str, *, tolerance_mm: float) -> float:
+    if len(slices) == 1:
+        thickness = slices[0].dataset.get("SliceThickness")
+        return float(thickness) if thickness else 1.0
+    along = np.array([float(np.dot(s.position, normal)) for s in slices])
+    gaps = np.diff(along)
+    nominal = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - nominal)))
+    if abs(gaps[worst] - nominal) > tolerance_mm:
+        raise DecodeError(
+            f"slice spacing not uniform ({nominal:.3f} mm then {gaps[worst]:.3f} mm at "
+            f"{along[worst + 1]:.2f} mm along the normal, tolerance {tolerance_mm} mm); "
+            "a slice is missing or the series mixes stacks",
+            series_uid=label,
+        )
+    return float(np.mean(gaps))
+
+
+def _stack_hu(slices: list[_Slice], rows: int, cols: int, label: str) -> np.ndarray:
+    slopes = [float(s.dataset.get("RescaleSlope", 1.0)) for s in slices]
+    intercepts = [float(s.dataset.get("RescaleIntercept", 0.0)) for s in slices]
+    integral = all(v == 1.0 for v in slopes) and all(v == round(v) for v in intercepts)
+    out = np.empty((len(slices), rows, cols), dtype=np.int16 if integral else np.float32)
+    for k, (s, slope, intercept) in enumerate(zip(slices, slopes, intercepts, strict=False)):
+        name = os.path.basename(s.path)
+        if int(s.dataset.get("SamplesPerPixel", 1)) != 1:
+            raise DecodeError(f"{name} is not single-channel", series_uid=label)
+        try:
+            stored = s.dataset.pixel_array
+        except Exception as exc:
+            raise DecodeError(
+                f"{name}: pixel data cannot be decoded "
+                f"(transfer syntax {s.dataset.file_meta.get('TransferSyntaxUID', '?')}): "
+                f"{type(exc).__name__}: {exc}",
+                series_uid=label,
+            ) from exc
+        if stored.shape != (rows, cols):
+            raise DecodeError(
+                f"{name}: pixel array {stored.shape}, expected {(rows, cols)}", series_uid=label
+            )
+        hu = stored.astype(np.float64) * slope + intercept
+        if integral and (hu.min() < -32768 or hu.max() > 32767):
+            out = out.astype(np.float32)
+            integral = False
+        out[k] = hu
+        s.dataset.PixelData = b""  # release the encoded copy as we go
+    return out

@@ -1,0 +1,110 @@
+"""The Parquet tables' schemas, declared once.
+
+Types are the ones BigQuery loads without conversion: string, int64, float64,
+timestamp (microseconds, UTC). Nullable unless marked otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+COHORT_SCHEMA = pa.schema(
+    [
+        pa.field("patient_id", pa.string()),
+        pa.field("study_instance_uid", pa.string()),
+        pa.field("ct_series_instance_uid", pa.string(), nullable=False),
+        pa.field("ct_series_url", pa.string()),
+        pa.field("seg_series_instance_uid", pa.string()),
+        pa.field("seg_series_url", pa.string()),
+        pa.field("annotation", pa.string()),
+        pa.field("ct_instance_count", pa.int64()),
+        pa.field("ct_size_mb", pa.float64()),
+    ]
+)
+
+SERIES_SCHEMA = pa.schema(
+    [
+        pa.field("ct_series_instance_uid", pa.string(), nullable=False),
+        pa.field("patient_id", pa.string()),
+        pa.field("study_instance_uid", pa.string()),
+        pa.field("annotation", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("n_slices", pa.int64()),
+        pa.field("slice_spacing_mm", pa.float64()),
+        pa.field("n_reference_nodes", pa.int64()),
+        pa.field("reference_volume_ml", pa.float64()),
+        pa.field("pipeline_version", pa.string(), nullable=False),
+        pa.field("processed_at", TIMESTAMP, nullable=False),
+        pa.field("fetch_s", pa.float64()),
+        pa.field("decode_s", pa.float64()),
+        pa.field("reference_s", pa.float64()),
+        pa.field("measure_s", pa.float64()),
+        pa.field("total_s", pa.float64()),
+    ]
+)
+
+NODES_SCHEMA = pa.schema(
+    [
+        pa.field("ct_series_instance_uid", pa.string(), nullable=False),
+        pa.field("patient_id", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("node_index", pa.int64(), nullable=False),
+        pa.field("voxel_count", pa.int64(), nullable=False),
+        pa.field("volume_ml", pa.float64(), nullable=False),
+        pa.field("centroid_x_mm", pa.float64()),
+        pa.field("centroid_y_mm", pa.float64()),
+        pa.field("centroid_z_mm", pa.float64()),
+    ]
+)
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("ct_series_instance_uid", pa.string(), nullable=False),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("error_type", pa.string(), nullable=False),
+        pa.field("message", pa.string(), nullable=False),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "series": SERIES_SCHEMA,
+    "nodes": NODES_SCHEMA,
+    "errors": ERRORS_SCHEMA,
+}
+
+SORT_KEYS: dict[str, tuple[str, ...]] = {
+    "series": ("ct_series_instance_uid",),
+    "nodes": ("ct_series_instance_uid", "source", "node_index"),
+    "errors": ("ct_series_instance_uid", "stage", "error_type", "message"),
+}
+
+
+def conform(row: Mapping[str, Any], schema: pa.Schema) -> dict[str, Any]:
+    """``row`` with exactly the schema's columns; a missing or extra column is a bug."""
+    missing = [n for n in schema.names if n not in row]
+    extra = [n for n in row if n not in schema.names]
+    if missing or extra:
+        raise KeyError(f"row does not fit schema: missing {missing}, unexpected {extra}")
+    return {name: row[name] for name in schema.names}
+
+
+def sort_rows(rows: Iterable[Mapping[str, Any]], table: str) -> list[dict[str, Any]]:
+    """Rows in the table's canonical order, so reruns write the same files."""
+    keys = SORT_KEYS[table]
+
+    def key(row: Mapping[str, Any]) -> tuple[tuple[bool, Any], ...]:
+        return tuple((row[k] is None, row[k] if row[k] is not None else "") for k in keys)
+
+    return sorted((dict(r) for r in rows), key=key)
+
+
+def to_table(rows: Iterable[Mapping[str, Any]], table: str) -> pa.Table:
+    """A pyarrow table for ``table`` from row dicts, checked against its schema."""
+    schema = TABLES[table]
+    conformed = [conform(r, schema) for r in sort_rows(rows, table)]
+    return pa.Table.from_pylist(conformed, schema=schema)

@@ -1,0 +1,94 @@
+"""Beam wiring at three levels: process() called directly, TestPipeline, dead letters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+import beam_jobs.transforms as transforms
+from beam_jobs.lnq_run import ProcessCohort
+from beam_jobs.transforms import ProcessSeriesFn, dead_letter_to_result
+from pipeline.fetch.s5cmd import FetchConfig
+from pipeline.process import ProcessConfig
+
+from conftest import cohort_row
+
+CONFIG = ProcessConfig(fetch=FetchConfig(endpoint_url="http://127.0.0.1:9", attempts=1))
+
+
+def _rows(phantom) -> list[dict]:
+    good = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
+    bad = cohort_row(
+        phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path), ct_series_instance_uid="1.2.3.4"
+    )
+    return [good, bad]
+
+
+def test_process_called_directly(phantom, tmp_path: Path) -> None:
+    fn = ProcessSeriesFn(CONFIG, total=1, progress_dir=str(tmp_path))
+    (out,) = list(fn.process(_rows(phantom)[0]))
+    assert out["series"]["status"] == "ok"
+    assert len(out["nodes"]) == 3 and out["errors"] == []
+    assert len(list(tmp_path.iterdir())) == 1  # one progress marker
+
+
+def test_pipeline_gives_one_result_per_row(phantom) -> None:
+    rows = _rows(phantom)
+    with BeamTestPipeline(runner="FnApiRunner") as p:
+        statuses = (
+            p
+            | beam.Create(rows)
+            | ProcessCohort(CONFIG, total=len(rows))
+            | beam.Map(
+                lambda r: (r["series"]["ct_series_instance_uid"], r["series"]["status"], len(r["errors"]))
+            )
+        )
+        assert_that(
+            statuses,
+            equal_to([(phantom.series_uid, "ok", 0), ("1.2.3.4", "error", 1)]),
+        )
+
+
+def _crash_on_bad(raw, *, config):  # type: ignore[no-untyped-def]
+    if raw["ct_series_instance_uid"] == "1.2.3.4":
+        raise MemoryError("simulated worker crash")
+    return _real_process_series(raw, config=config)
+
+
+_real_process_series = transforms.process_series
+
+
+def test_crash_outside_handlers_goes_to_dead_letter_and_is_kept(
+    phantom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transforms, "process_series", _crash_on_bad)
+    rows = _rows(phantom)
+    with BeamTestPipeline(runner="FnApiRunner") as p:
+        out = (
+            p
+            | beam.Create(rows)
+            | ProcessCohort(CONFIG, total=len(rows))
+            | beam.Map(
+                lambda r: (
+                    r["series"]["ct_series_instance_uid"],
+                    r["series"]["status"],
+                    [(e["stage"], e["error_type"]) for e in r["errors"]],
+                )
+            )
+        )
+        assert_that(
+            out,
+            equal_to([(phantom.series_uid, "ok", []), ("1.2.3.4", "error", [("unexpected", "MemoryError")])]),
+        )
+
+
+def test_dead_letter_row_names_the_series() -> None:
+    raw = {"ct_series_instance_uid": "1.2.3", "patient_id": "p"}
+    out = dead_letter_to_result((raw, (ValueError, "ValueError('x')", ["tb"])), "0.1.0")
+    assert out["series"]["status"] == "error"
+    assert out["errors"][0]["message"] == "series 1.2.3: ValueError('x')"
+    assert out["errors"][0]["error_type"] == "ValueError"

@@ -1,0 +1,75 @@
+"""Connected components (26-connectivity), volumes and centroids."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.dicom.volume import Geometry
+from pipeline.measure.components import label_nodes, measure_nodes
+
+IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def _grid(shape, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=IDENTITY) -> Geometry:
+    return Geometry(size_zyx=shape, origin_mm=origin, spacing_mm=spacing, direction=direction)
+
+
+def test_corner_touching_voxels_are_one_node() -> None:
+    mask = np.zeros((4, 4, 4), bool)
+    mask[1, 1, 1] = mask[2, 2, 2] = True  # share only a corner
+    nodes = measure_nodes(mask, _grid(mask.shape))
+    assert [n.voxel_count for n in nodes] == [2]
+
+
+def test_separate_nodes_numbered_by_size_then_position() -> None:
+    mask = np.zeros((6, 8, 8), bool)
+    mask[0, 0, 0] = True  # 1 voxel, first in raster order
+    mask[4, 6, 6] = True  # 1 voxel, later
+    mask[2:4, 2:4, 2:5] = True  # 12 voxels
+    nodes = measure_nodes(mask, _grid(mask.shape))
+    assert [n.voxel_count for n in nodes] == [12, 1, 1]
+    assert [n.node_index for n in nodes] == [1, 2, 3]
+    labels = label_nodes(mask, _grid(mask.shape))
+    assert labels[0, 0, 0] == 2 and labels[4, 6, 6] == 3
+
+
+def test_volume_uses_anisotropic_spacing() -> None:
+    mask = np.zeros((5, 5, 5), bool)
+    mask[1:3, 1:4, 1:5] = True  # 2 x 3 x 4 = 24 voxels
+    nodes = measure_nodes(mask, _grid(mask.shape, spacing=(0.5, 0.8, 2.5)))
+    assert nodes[0].voxel_count == 24
+    assert nodes[0].volume_ml == pytest.approx(24 * 0.5 * 0.8 * 2.5 / 1000)
+
+
+def test_centroid_in_patient_coordinates_with_direction() -> None:
+    # x axis runs to patient right (-x), slices go feet-ward (-z)
+    direction = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+    geometry = _grid((4, 6, 8), spacing=(0.5, 2.0, 3.0), origin=(10.0, -20.0, 100.0), direction=direction)
+    mask = np.zeros((4, 6, 8), bool)
+    mask[2, 3, 4:7] = True  # centre at index z=2, y=3, x=5
+    (node,) = measure_nodes(mask, geometry)
+    assert node.centroid_mm == pytest.approx((10.0 - 5 * 0.5, -20.0 + 3 * 2.0, 100.0 - 2 * 3.0))
+
+
+def test_sphere_volume_close_to_analytic() -> None:
+    spacing = (0.6, 0.6, 1.0)
+    shape = (40, 60, 60)
+    axes = (np.arange(n) * s for n, s in zip(shape, spacing[::-1], strict=True))
+    z, y, x = np.meshgrid(*axes, indexing="ij")
+    r = 10.0
+    mask = (x - 18) ** 2 + (y - 18) ** 2 + (z - 20) ** 2 <= r**2
+    (node,) = measure_nodes(mask, _grid(shape, spacing=spacing))
+    assert node.volume_ml == pytest.approx(4 / 3 * math.pi * r**3 / 1000, rel=0.02)
+    assert node.centroid_mm == pytest.approx((18.0, 18.0, 20.0), abs=0.01)
+
+
+def test_empty_mask_has_no_nodes() -> None:
+    assert measure_nodes(np.zeros((3, 3, 3), bool), _grid((3, 3, 3))) == []
+
+
+def test_shape_mismatch_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not match grid"):
+        measure_nodes(np.zeros((3, 3, 3), bool), _grid((3, 3, 4)))

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from pipeline.outputs.schemas import TABLES, conform, sort_rows, to_table
+
+BIGQUERY_TYPES = {pa.string(), pa.int64(), pa.float64(), pa.timestamp("us", tz="UTC")}
+
+
+def test_every_column_has_a_bigquery_loadable_type() -> None:
+    for name, schema in TABLES.items():
+        for f in schema:
+            assert f.type in BIGQUERY_TYPES, (name, f.name, f.type)
+
+
+def test_contract_columns_present() -> None:
+    assert {
+        "ct_series_instance_uid",
+        "patient_id",
+        "study_instance_uid",
+        "annotation",
+        "status",
+        "n_reference_nodes",
+        "reference_volume_ml",
+        "pipeline_version",
+        "processed_at",
+    } <= set(TABLES["series"].names)
+    assert TABLES["nodes"].names == [
+        "ct_series_instance_uid",
+        "patient_id",
+        "source",
+        "node_index",
+        "voxel_count",
+        "volume_ml",
+        "centroid_x_mm",
+        "centroid_y_mm",
+        "centroid_z_mm",
+    ]
+    assert TABLES["errors"].names == ["ct_series_instance_uid", "stage", "error_type", "message"]
+
+
+def test_conform_refuses_missing_or_extra_columns() -> None:
+    row = {"ct_series_instance_uid": "1", "stage": "fetch", "error_type": "X", "message": "m"}
+    assert conform(row, TABLES["errors"]) == row
+    with pytest.raises(KeyError, match="missing \\['message'\\]"):
+        conform({k: v for k, v in row.items() if k != "message"}, TABLES["errors"])
+    with pytest.raises(KeyError, match="unexpected \\['extra'\\]"):
+        conform({**row, "extra": 1}, TABLES["errors"])
+
+
+def test_nodes_sort_numerically() -> None:
+    rows = [{"ct_series_instance_uid": "1.2", "source": "reference", "node_index": i} for i in (10, 2, 1)]
+    assert [r["node_index"] for r in sort_rows(rows, "nodes")] == [1, 2, 10]
+
+
+def test_to_table_round_trip() -> None:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    row = {n: None for n in TABLES["series"].names}
+    row.update(ct_series_instance_uid="1.2", status="ok", pipeline_version="0", processed_at=now)
+    table = to_table([row], "series")
+    assert table.schema.equals(TABLES["series"])
+    assert table.to_pylist()[0]["processed_at"] == now
