@@ -65,5 +65,5 @@ setup(
     package_data={"pipeline": ["py.typed"], "queries": ["*.sql", "*/*.sql"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={"console_scripts": ["lnq=beam_jobs.cli:main"]},
+    entry_points={"console_scripts": ["lnq=beam_jobs.cli:entry_point"]},
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from pipeline.cohort.query import ANNOTATION_CHOICES
@@ -81,5 +82,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry_point() -> None:
+    """Console script: exit without running interpreter teardown after the job is done.
+
+    Beam's multi-process local runner leaves gRPC threads behind that can abort
+    the interpreter at teardown ("terminate called without an active exception")
+    after all output is written and checked. Flushing and leaving with
+    ``os._exit`` reports the job's real status instead of that abort.
+    """
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except BaseException:
+        logging.getLogger("lnq").exception("lnq failed")
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry_point()
