@@ -24,9 +24,15 @@ test: lint
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline beam_jobs queries tests setup.py
-	$(VENV)/bin/ruff format --check pipeline beam_jobs queries tests setup.py
+	$(VENV)/bin/ruff check pipeline beam_jobs queries tests bench setup.py
+	$(VENV)/bin/ruff format --check pipeline beam_jobs queries tests bench setup.py
 	$(VENV)/bin/mypy pipeline
 
 clean:
 	rm -rf $(VENV) $(OUTPUT) *.egg-info
+
+.PHONY: bench bench-accuracy
+bench-accuracy: $(STAMP)
+	$(PY) bench/recist_accuracy.py
+
+bench: bench-accuracy

@@ -32,6 +32,8 @@ INSTALL_REQUIRES = [
     "pandas>=2.0,<3",
     "pyarrow>=14,<27",
     "duckdb>=1.0,<3",
+    "scipy>=1.10,<2",
+    "scikit-image>=0.22,<1",
     # Decoders for compressed transfer syntaxes (JPEG 2000, JPEG-LS, JPEG lossless, RLE).
     "pylibjpeg>=2.0,<3",
     "pylibjpeg-openjpeg>=2.0,<3",

@@ -10,6 +10,21 @@ import sys
 from pipeline.cohort.query import ANNOTATION_CHOICES
 
 
+def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    import json
+
+    from pipeline.evaluate.case import evaluate_files, evaluate_folders
+
+    if args.pred and args.ref:
+        result = evaluate_files(args.pred, args.ref, ct_dir=args.ct, fully_annotated=args.fully_annotated)
+    elif args.pred_dir and args.ref_dir:
+        result = evaluate_folders(args.pred_dir, args.ref_dir, fully_annotated=args.fully_annotated)
+    else:
+        parser.error("evaluate needs --pred and --ref, or --pred-dir and --ref-dir")
+    print(json.dumps(result, indent=None if args.json else 2, allow_nan=False))
+    return 0
+
+
 def _cohort(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
@@ -60,6 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     cohort.add_argument("--annotation", choices=ANNOTATION_CHOICES, default="all")
     cohort.add_argument("--limit", type=int)
 
+    evaluate = sub.add_parser("evaluate", help="score a prediction against a reference by the LNQ2023 rules")
+    evaluate.add_argument("--pred", help="prediction: DICOM SEG or a label image (.nrrd, .mha, .nii.gz)")
+    evaluate.add_argument("--ref", help="reference: DICOM SEG or a label image")
+    evaluate.add_argument("--ct", help="CT series folder: score on its grid (SEGs placed by reference)")
+    evaluate.add_argument("--pred-dir", help="folder of predictions, paired with --ref-dir by file name")
+    evaluate.add_argument("--ref-dir", help="folder of references; prints per case and cohort aggregates")
+    evaluate.add_argument(
+        "--fully-annotated",
+        action="store_true",
+        help="the reference marks every node, so unmatched predicted nodes count as false positives",
+    )
+    evaluate.add_argument("--json", action="store_true", help="one line of JSON instead of indented")
+
     sub.add_parser(
         "run",
         add_help=False,
@@ -68,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args, rest = parser.parse_known_args(argv)
     configure_logging(args.log_level)
+    if args.command in ("cohort", "evaluate") and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "cohort":
-        if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return _cohort(args)
+    if args.command == "evaluate":
+        return _evaluate(args, parser)
     from beam_jobs.lnq_run import run
 
     summary = run(rest)

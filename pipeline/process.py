@@ -27,7 +27,8 @@ from pipeline.dicom.reference_seg import read_reference_seg
 from pipeline.dicom.volume import CtVolume
 from pipeline.errors import PipelineError, ReferenceSegError
 from pipeline.fetch.s5cmd import FetchConfig, fetch_series
-from pipeline.measure.components import NodeMeasurement, measure_nodes
+from pipeline.measure.burden import burden_columns, series_burden
+from pipeline.measure.nodes import NodeMeasurement, measure_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,7 @@ def base_series_row(raw: Mapping[str, Any], *, pipeline_version: str) -> dict[st
         "status": "error",
         "n_slices": None,
         "slice_spacing_mm": None,
-        "n_reference_nodes": None,
-        "reference_volume_ml": None,
+        **{name: None for name in burden_columns("reference")},
         "pipeline_version": pipeline_version,
         "processed_at": dt.datetime.now(dt.timezone.utc),
         **{f"{stage}_s": None for stage in STAGES},
@@ -93,6 +93,7 @@ def base_series_row(raw: Mapping[str, Any], *, pipeline_version: str) -> dict[st
 
 
 def node_rows(row: CohortRow, source: str, nodes: list[NodeMeasurement]) -> list[dict[str, Any]]:
+    """``nodes`` table rows for one series and source."""
     return [
         {
             "ct_series_instance_uid": row.ct_series_instance_uid,
@@ -104,6 +105,19 @@ def node_rows(row: CohortRow, source: str, nodes: list[NodeMeasurement]) -> list
             "centroid_x_mm": n.centroid_mm[0],
             "centroid_y_mm": n.centroid_mm[1],
             "centroid_z_mm": n.centroid_mm[2],
+            "long_axis_mm": n.long_axis_mm,
+            "short_axis_mm": n.short_axis_mm,
+            "measurement_slice_z_mm": n.measurement_slice_z_mm,
+            "max_diameter_3d_mm": n.max_diameter_3d_mm,
+            "bbox_min_x_mm": n.bbox_min_mm[0],
+            "bbox_min_y_mm": n.bbox_min_mm[1],
+            "bbox_min_z_mm": n.bbox_min_mm[2],
+            "bbox_max_x_mm": n.bbox_max_mm[0],
+            "bbox_max_y_mm": n.bbox_max_mm[1],
+            "bbox_max_z_mm": n.bbox_max_mm[2],
+            "mean_hu": n.mean_hu,
+            "std_hu": n.std_hu,
+            "recist_category": n.recist_category,
         }
         for n in nodes
     ]
@@ -177,10 +191,9 @@ def _run_stages(
             )
         reference = read_reference_seg(_single_seg_file(seg_dir, uid), ct)
     with clock.stage("measure"):
-        nodes = measure_nodes(reference, ct.geometry)
+        nodes = measure_nodes(reference, ct.geometry, hu=ct.hu)
     result.nodes = node_rows(row, "reference", nodes)
-    result.series["n_reference_nodes"] = len(nodes)
-    result.series["reference_volume_ml"] = float(sum(n.volume_ml for n in nodes))
+    result.series.update(series_burden(nodes).columns("reference"))
     _log_done(ct, nodes)
 
 

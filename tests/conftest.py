@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from phantoms import Phantom, make_phantom  # noqa: E402
+from tests.support.phantoms import Phantom, make_phantom  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CT = REPO.parent / "shared" / "data" / "real-ct"
@@ -101,20 +101,3 @@ def real_ct() -> Path:
     if not REAL_CT.is_dir():
         pytest.skip(f"real CT series not present at {REAL_CT}")
     return REAL_CT
-
-
-def cohort_row(phantom: Phantom, *, ct_url: str, seg_url: str | None, **overrides: object) -> dict:
-    """A cohort row (the ``lnq cohort`` contract) for a phantom."""
-    row = {
-        "patient_id": phantom.patient_id,
-        "study_instance_uid": phantom.study_uid,
-        "ct_series_instance_uid": phantom.series_uid,
-        "ct_series_url": ct_url,
-        "seg_series_instance_uid": phantom.seg_series_uid if seg_url else None,
-        "seg_series_url": seg_url,
-        "annotation": phantom.annotation,
-        "ct_instance_count": int(phantom.hu.shape[0]),
-        "ct_size_mb": 1.0,
-    }
-    row.update(overrides)
-    return row

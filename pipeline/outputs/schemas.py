@@ -27,6 +27,18 @@ COHORT_SCHEMA = pa.schema(
     ]
 )
 
+
+def _burden_fields(source: str) -> list[pa.Field]:
+    """Node burden of one source (see ``pipeline.measure.burden``)."""
+    return [
+        pa.field(f"n_{source}_nodes", pa.int64()),
+        pa.field(f"n_{source}_nodes_short_axis_ge_10mm", pa.int64()),
+        pa.field(f"{source}_volume_ml", pa.float64()),
+        pa.field(f"{source}_sum_short_axis_pathological_mm", pa.float64()),
+        pa.field(f"{source}_spd_mm2", pa.float64()),
+    ]
+
+
 SERIES_SCHEMA = pa.schema(
     [
         pa.field("ct_series_instance_uid", pa.string(), nullable=False),
@@ -36,8 +48,7 @@ SERIES_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("n_slices", pa.int64()),
         pa.field("slice_spacing_mm", pa.float64()),
-        pa.field("n_reference_nodes", pa.int64()),
-        pa.field("reference_volume_ml", pa.float64()),
+        *_burden_fields("reference"),
         pa.field("pipeline_version", pa.string(), nullable=False),
         pa.field("processed_at", TIMESTAMP, nullable=False),
         pa.field("fetch_s", pa.float64()),
@@ -59,6 +70,19 @@ NODES_SCHEMA = pa.schema(
         pa.field("centroid_x_mm", pa.float64()),
         pa.field("centroid_y_mm", pa.float64()),
         pa.field("centroid_z_mm", pa.float64()),
+        pa.field("long_axis_mm", pa.float64()),
+        pa.field("short_axis_mm", pa.float64()),
+        pa.field("measurement_slice_z_mm", pa.float64()),
+        pa.field("max_diameter_3d_mm", pa.float64()),
+        pa.field("bbox_min_x_mm", pa.float64()),
+        pa.field("bbox_min_y_mm", pa.float64()),
+        pa.field("bbox_min_z_mm", pa.float64()),
+        pa.field("bbox_max_x_mm", pa.float64()),
+        pa.field("bbox_max_y_mm", pa.float64()),
+        pa.field("bbox_max_z_mm", pa.float64()),
+        pa.field("mean_hu", pa.float64()),
+        pa.field("std_hu", pa.float64()),
+        pa.field("recist_category", pa.string()),
     ]
 )
 

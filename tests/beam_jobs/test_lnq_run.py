@@ -14,11 +14,10 @@ import pytest
 
 from beam_jobs.lnq_run import pipeline_options, read_table
 from pipeline.dicom.volume import Geometry
-from pipeline.measure.components import measure_nodes
+from pipeline.measure.nodes import measure_nodes
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
-
-from conftest import cohort_row
-from phantoms import make_phantom
+from tests.support.cohort import cohort_row
+from tests.support.phantoms import make_phantom
 
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 

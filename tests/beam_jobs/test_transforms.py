@@ -14,8 +14,7 @@ from beam_jobs.lnq_run import ProcessCohort
 from beam_jobs.transforms import ProcessSeriesFn, dead_letter_to_result
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.process import ProcessConfig
-
-from conftest import cohort_row
+from tests.support.cohort import cohort_row
 
 CONFIG = ProcessConfig(fetch=FetchConfig(endpoint_url="http://127.0.0.1:9", attempts=1))
 

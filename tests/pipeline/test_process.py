@@ -9,12 +9,11 @@ import pytest
 
 from pipeline.dicom.volume import Geometry
 from pipeline.fetch.s5cmd import FetchConfig
-from pipeline.measure.components import measure_nodes
+from pipeline.measure.nodes import measure_nodes
 from pipeline.outputs.schemas import ERRORS_SCHEMA, NODES_SCHEMA, SERIES_SCHEMA, conform
 from pipeline.process import ProcessConfig, process_series
-
-from conftest import cohort_row
-from phantoms import make_phantom
+from tests.support.cohort import cohort_row
+from tests.support.phantoms import make_phantom
 
 
 def _config(endpoint: str = "http://127.0.0.1:9") -> ProcessConfig:

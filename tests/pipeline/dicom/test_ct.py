@@ -20,8 +20,7 @@ from pydicom.uid import (
 
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.errors import DecodeError
-
-from phantoms import make_phantom
+from tests.support.phantoms import make_phantom
 
 
 def _copy_ct(phantom, tmp_path: Path) -> Path:

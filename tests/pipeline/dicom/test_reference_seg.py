@@ -13,8 +13,7 @@ import pytest
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.reference_seg import read_reference_seg
 from pipeline.errors import ReferenceSegError
-
-from phantoms import make_phantom
+from tests.support.phantoms import make_phantom
 
 
 def test_phantom_seg_lands_voxel_for_voxel(phantom) -> None:

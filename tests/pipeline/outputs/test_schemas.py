@@ -28,7 +28,7 @@ def test_contract_columns_present() -> None:
         "pipeline_version",
         "processed_at",
     } <= set(TABLES["series"].names)
-    assert TABLES["nodes"].names == [
+    assert TABLES["nodes"].names[:9] == [
         "ct_series_instance_uid",
         "patient_id",
         "source",
@@ -39,6 +39,22 @@ def test_contract_columns_present() -> None:
         "centroid_y_mm",
         "centroid_z_mm",
     ]
+    assert {
+        "long_axis_mm",
+        "short_axis_mm",
+        "measurement_slice_z_mm",
+        "max_diameter_3d_mm",
+        "bbox_min_x_mm",
+        "bbox_max_z_mm",
+        "mean_hu",
+        "std_hu",
+        "recist_category",
+    } <= set(TABLES["nodes"].names)
+    assert {
+        "n_reference_nodes_short_axis_ge_10mm",
+        "reference_sum_short_axis_pathological_mm",
+        "reference_spd_mm2",
+    } <= set(TABLES["series"].names)
     assert TABLES["errors"].names == ["ct_series_instance_uid", "stage", "error_type", "message"]
 
 

@@ -304,34 +304,79 @@ def _gdcm_transcode(ds: Dataset, transfer_syntax: str) -> Dataset:
 
 
 def write_reference_seg(phantom: Phantom, datasets: list[Dataset], *, rng: random.Random) -> Path:
-    """An expert-style SEG: one segment, MANUAL, BINARY, empty frames omitted."""
+    """An expert-style SEG of the phantom's nodes: one segment, MANUAL, BINARY, empty frames omitted."""
+    return write_seg(
+        datasets,
+        phantom.mask,
+        phantom.seg_path,
+        series_uid=phantom.seg_series_uid,
+        rng=rng,
+        series_description="Fully Annotated" if phantom.annotation == "full" else "Partially Annotated",
+        series_number=2000 if phantom.annotation == "full" else 1000,
+    )
+
+
+def ct_datasets(phantom: Phantom) -> list[Dataset]:
+    """The phantom's CT slices, read back and ordered by position (the SEG's frame order)."""
+    slices = [pydicom.dcmread(p) for p in phantom.ct_dir.iterdir()]
+    return sorted(slices, key=lambda ds: float(ds.ImagePositionPatient[2]))
+
+
+def write_seg(
+    datasets: list[Dataset],
+    mask: np.ndarray,
+    path: Path,
+    *,
+    series_uid: str | None = None,
+    rng: random.Random | None = None,
+    series_description: str = "Prediction",
+    series_number: int = 3000,
+    algorithm_type: str = "MANUAL",
+) -> Path:
+    """A BINARY SEG of ``mask`` (``[z, y, x]`` in the order of ``datasets``) with one node segment."""
+    rng = rng or random.Random(0)
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label="Mediastinal lymph node",
         segmented_property_category=ANATOMICAL_STRUCTURE,
         segmented_property_type=LYMPH_NODE,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues[algorithm_type],
+        algorithm_identification=(
+            hd.AlgorithmIdentificationSequence(
+                name="test", version="0", family=codes.cid7162.ArtificialIntelligence
+            )
+            if algorithm_type == "AUTOMATIC"
+            else None
+        ),
     )
     seg = hd.seg.Segmentation(
         source_images=datasets,
-        pixel_array=phantom.mask.astype(np.uint8),
+        pixel_array=mask.astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[description],
-        series_instance_uid=phantom.seg_series_uid,
-        series_number=2000 if phantom.annotation == "full" else 1000,
+        series_instance_uid=series_uid or uid(rng),
+        series_number=series_number,
         sop_instance_uid=uid(rng),
         instance_number=1,
         manufacturer="QIICR",
         manufacturer_model_name="https://github.com/QIICR/dcmqi",
         software_versions="phantom",
         device_serial_number="0",
-        series_description="Fully Annotated" if phantom.annotation == "full" else "Partially Annotated",
+        series_description=series_description,
         content_date=dt.date(2024, 1, 1),
         content_time=dt.time(12, 0),
     )
-    phantom.seg_path.parent.mkdir(parents=True, exist_ok=True)
-    seg.save_as(phantom.seg_path)
-    return phantom.seg_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seg.save_as(path)
+    return path
 
 
-__all__ = ["Ellipsoid", "Phantom", "codes", "default_nodes", "generate_uid", "make_phantom"]
+__all__ = [
+    "Ellipsoid",
+    "Phantom",
+    "ct_datasets",
+    "default_nodes",
+    "generate_uid",
+    "make_phantom",
+    "write_seg",
+]

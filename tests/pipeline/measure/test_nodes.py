@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.dicom.volume import Geometry
-from pipeline.measure.components import label_nodes, measure_nodes
+from pipeline.measure.components import label_nodes
+from pipeline.measure.nodes import measure_nodes
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -73,3 +74,31 @@ def test_empty_mask_has_no_nodes() -> None:
 def test_shape_mismatch_is_refused() -> None:
     with pytest.raises(ValueError, match="does not match grid"):
         measure_nodes(np.zeros((3, 3, 3), bool), _grid((3, 3, 4)))
+
+
+def test_every_measure_on_a_phantom_node(phantom) -> None:
+    from pipeline.dicom.ct import decode_ct_series
+
+    ct = decode_ct_series(str(phantom.ct_dir))
+    nodes = measure_nodes(phantom.mask, ct.geometry, hu=ct.hu)
+    big = nodes[0]
+    truth = phantom.nodes[0]  # semi-axes 11 x 8 x 9 mm, the largest
+    assert big.centroid_mm == pytest.approx(truth.center_mm, abs=0.6)
+    pixel = max(phantom.spacing_mm[:2])
+    assert big.long_axis_mm == pytest.approx(2 * 11.0, abs=pixel + 0.2)
+    assert big.short_axis_mm == pytest.approx(2 * 8.0, abs=pixel + 0.2)
+    assert big.recist_category == "target"
+    assert big.max_diameter_3d_mm == pytest.approx(22.0, abs=max(phantom.spacing_mm))
+    assert abs(big.measurement_slice_z_mm - truth.center_mm[2]) <= phantom.spacing_mm[2]
+    assert big.mean_hu == pytest.approx(40.0, abs=2.0)
+    assert 4.0 < big.std_hu < 12.0  # the phantom's noise is 8 HU
+    cx, cy, cz = truth.center_mm
+    a, b, c = truth.semi_axes_mm
+    assert big.bbox_min_mm == pytest.approx((cx - a, cy - b, cz - c), abs=max(phantom.spacing_mm))
+    assert big.bbox_max_mm == pytest.approx((cx + a, cy + b, cz + c), abs=max(phantom.spacing_mm))
+    assert [n.recist_category for n in nodes] == ["target", "non_target", "normal"]
+
+
+def test_hu_shape_mismatch_is_refused() -> None:
+    with pytest.raises(ValueError, match="HU shape"):
+        measure_nodes(np.ones((3, 3, 3), bool), _grid((3, 3, 3)), hu=np.zeros((3, 3, 2)))

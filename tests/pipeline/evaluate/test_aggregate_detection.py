@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.evaluate.aggregate import aggregate_scores
+from pipeline.evaluate.detection import detect
+
+
+def test_aggregates_and_ranking_convention() -> None:
+    out = aggregate_scores([0.8, 0.6, 0.0, 0.7], [2.0, 4.0, math.nan, 3.0])
+    assert out["n_cases"] == 4 and out["n_assd_nan"] == 1
+    assert out["dsc_mean"] == pytest.approx(0.525)
+    assert out["dsc_median"] == pytest.approx(0.65)
+    assert out["assd_mm_mean"] == pytest.approx(3.0)
+    assert out["assd_mm_median"] == pytest.approx(3.0)
+    assert out["assd_mm_mean_nan_as_max"] == pytest.approx((2 + 4 + 4 + 3) / 4)
+    assert out["assd_mm_median_nan_as_max"] == pytest.approx(3.5)
+
+
+def test_aggregates_all_nan() -> None:
+    out = aggregate_scores([0.0], [math.nan])
+    assert out["assd_mm_mean"] is None and out["assd_mm_mean_nan_as_max"] is None
+
+
+def _labels() -> tuple[np.ndarray, np.ndarray]:
+    ref = np.zeros((1, 10, 30), np.int32)
+    ref[0, 1:3, 1:3] = 1  # short 12 mm, detected
+    ref[0, 1:3, 6:8] = 2  # short 11 mm, missed
+    ref[0, 1:3, 11:13] = 3  # short 5 mm, detected (not counted in sensitivity)
+    pred = np.zeros_like(ref)
+    pred[0, 2:4, 2:4] = 1  # overlaps reference node 1 by one voxel
+    pred[0, 2:3, 12:13] = 2  # inside reference node 3
+    pred[0, 7:9, 20:22] = 3  # nowhere near: a false positive
+    return pred, ref
+
+
+def test_detection_figures_full_annotation() -> None:
+    pred, ref = _labels()
+    d = detect(pred, ref, ref_short_axis_mm={1: 12.0, 2: 11.0, 3: 5.0}, fully_annotated=True)
+    assert d.n_reference_short_axis_ge_10mm == 2
+    assert d.n_detected_short_axis_ge_10mm == 1
+    assert d.sensitivity_short_axis_ge_10mm == pytest.approx(0.5)
+    assert d.n_false_positive_nodes == 1
+
+
+def test_partial_annotation_counts_no_false_positives() -> None:
+    pred, ref = _labels()
+    d = detect(pred, ref, ref_short_axis_mm={1: 12.0, 2: 11.0, 3: 5.0}, fully_annotated=False)
+    assert d.n_false_positive_nodes is None
+    assert d.columns()["false_positive_nodes"] is None
+
+
+def test_no_pathological_reference_nodes_gives_no_sensitivity() -> None:
+    pred, ref = _labels()
+    d = detect(pred, ref, ref_short_axis_mm={1: 5.0, 2: 5.0, 3: 5.0}, fully_annotated=True)
+    assert math.isnan(d.sensitivity_short_axis_ge_10mm)
+    assert d.columns()["sensitivity_short_axis_ge_10mm"] is None

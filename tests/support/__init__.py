@@ -1,0 +1,1 @@
+"""Test helpers: phantom DICOM writers, analytic shapes, cohort rows."""
