@@ -7,20 +7,26 @@ STAMP := $(VENV)/.installed-stamp
 OUTPUT ?= results
 LIMIT ?= 3
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean tools
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,nnunet]'
 	touch $(STAMP)
+
+# dicom3tools' dciodvfy validates the SEGs we write (Debian package).
+tools:
+	@command -v dciodvfy >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dicom3tools)
 
 venv: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/lnq run --limit $(LIMIT) --output $(OUTPUT)/
 
-test: lint
+test: lint tools
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -31,8 +37,11 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(OUTPUT) *.egg-info
 
-.PHONY: bench bench-accuracy
+.PHONY: bench bench-accuracy bench-stages
 bench-accuracy: $(STAMP)
 	$(PY) bench/recist_accuracy.py
 
-bench: bench-accuracy
+bench-stages: $(STAMP)
+	$(PY) bench/pipeline_stages.py --sizes 108 556
+
+bench: bench-accuracy bench-stages

@@ -34,6 +34,8 @@ INSTALL_REQUIRES = [
     "duckdb>=1.0,<3",
     "scipy>=1.10,<2",
     "scikit-image>=0.22,<1",
+    # sliding-window inference with Gaussian blending for TorchScript models
+    "monai>=1.4,<2",
     # Decoders for compressed transfer syntaxes (JPEG 2000, JPEG-LS, JPEG lossless, RLE).
     "pylibjpeg>=2.0,<3",
     "pylibjpeg-openjpeg>=2.0,<3",
@@ -42,6 +44,12 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
+    # nnU-Net v2 results folders. timm (through dynamic-network-architectures) needs torchvision;
+    # below 0.29 it pairs with torch 2.13 instead of pulling a newer (CUDA) torch.
+    "nnunet": [
+        "nnunetv2>=2.5,<3",
+        "torchvision>=0.18,<0.29",
+    ],
     "test": [
         "pytest>=8,<10",
         "pytest-timeout>=2.2,<3",
@@ -51,6 +59,8 @@ EXTRAS_REQUIRE = {
         "mypy>=1.10,<3",
         # test-only encoder for JPEG lossless phantoms (pydicom has no encoder for it)
         "python-gdcm>=3.0,<4",
+        # segimage2itkimage: checks that our SEGs convert with dcmqi
+        "dcmqi>=1.3,<2",
     ],
 }
 

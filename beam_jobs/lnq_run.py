@@ -23,9 +23,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 import pipeline
-from beam_jobs.transforms import ProcessSeriesFn, WriteTable, dead_letter_to_result
+from beam_jobs.transforms import ProcessSeriesFn, SegFileSink, WriteTable, dead_letter_to_result
 from pipeline.cohort.query import ANNOTATION_CHOICES, select_cohort
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, FetchConfig
+from pipeline.models.spec import DEVICES, parse_model_spec, shared_model
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
 from pipeline.process import ProcessConfig
 
@@ -62,6 +63,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="local worker processes")
     parser.add_argument("--work-dir", help="where per-series temporary folders go")
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default="reference",
+        help="reference (measure the expert SEG), nnunet:DIR (nnU-Net v2 results folder) "
+        "or torchscript:FILE (with FILE's .json sidecar)",
+    )
+    model.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs")
+    model.add_argument("--folds", nargs="+", help="nnU-Net folds to ensemble (default: all present)")
+    model.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
+    model.add_argument("--step-size", type=float, default=0.5, help="nnU-Net sliding-window step (0-1]")
+    model.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="nnU-Net test-time mirroring (--no-tta is faster)",
+    )
 
 
 def load_cohort_rows(path: str | None, *, annotation: str, limit: int | None) -> list[dict[str, Any]]:
@@ -80,8 +98,8 @@ def load_cohort_rows(path: str | None, *, annotation: str, limit: int | None) ->
 
 
 def clear_tables(output: str) -> None:
-    """Delete earlier results of the tables we write, so a rerun overwrites."""
-    for table in TABLES:
+    """Delete earlier results (tables and SEGs), so a rerun overwrites and never mixes runs."""
+    for table in (*TABLES, "seg"):
         matches = FileSystems.match([f"{output}/{table}/*"])[0].metadata_list
         if matches:
             FileSystems.delete([m.path for m in matches])
@@ -112,14 +130,24 @@ def pipeline_options(beam_args: list[str], *, workers: int) -> PipelineOptions:
 class ProcessCohort(beam.PTransform):
     """Cohort rows in; one ``{"series", "nodes", "errors"}`` result per row out, crashes included."""
 
-    def __init__(self, config: ProcessConfig, *, total: int, progress_dir: str | None = None):
+    def __init__(
+        self,
+        config: ProcessConfig,
+        *,
+        total: int,
+        progress_dir: str | None = None,
+        seg_sink: SegFileSink | None = None,
+    ):
         super().__init__()
         self._config = config
         self._total = total
         self._progress_dir = progress_dir
+        self._seg_sink = seg_sink
 
     def expand(self, rows):  # type: ignore[no-untyped-def]
-        fn = ProcessSeriesFn(self._config, total=self._total, progress_dir=self._progress_dir)
+        fn = ProcessSeriesFn(
+            self._config, total=self._total, progress_dir=self._progress_dir, seg_sink=self._seg_sink
+        )
         results, crashed = (
             rows | "Spread" >> beam.Reshuffle() | "Process" >> beam.ParDo(fn).with_exception_handling()
         )
@@ -134,12 +162,14 @@ def build(
     output: str,
     config: ProcessConfig,
     progress_dir: str | None,
+    output_as_given: str | None = None,
 ) -> None:
-    """Wire the job into ``p``."""
+    """Wire the job into ``p``; in model mode SEGs go to ``OUTPUT/seg/``."""
+    sink = None if config.model.is_reference else SegFileSink(output, output_as_given or output)
     merged = (
         p
         | "Cohort" >> beam.Create(rows, reshuffle=False)
-        | "ProcessCohort" >> ProcessCohort(config, total=len(rows), progress_dir=progress_dir)
+        | "ProcessCohort" >> ProcessCohort(config, total=len(rows), progress_dir=progress_dir, seg_sink=sink)
     )
     series = merged | "SeriesRows" >> beam.Map(lambda r: r["series"])
     nodes = merged | "NodeRows" >> beam.FlatMap(lambda r: r["nodes"])
@@ -165,17 +195,38 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     output = normalise_output(args.output)
     rows = load_cohort_rows(args.cohort, annotation=args.annotation, limit=args.limit)
     logger.info("cohort: %d series; output: %s", len(rows), output)
+    try:
+        spec = parse_model_spec(
+            args.model,
+            device=args.device,
+            checkpoint=args.checkpoint,
+            step_size=args.step_size,
+            tta=args.tta,
+            folds=tuple(int(f) if f.isdigit() else f for f in (args.folds or ())),
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not spec.is_reference:
+        shared_model(spec)  # fail fast, before any series, if the model cannot be loaded
     config = ProcessConfig(
         fetch=FetchConfig(endpoint_url=args.s3_endpoint),
         work_dir=args.work_dir,
         pipeline_version=pipeline.__version__,
+        model=spec,
     )
     clear_tables(output)
     options = pipeline_options(beam_args, workers=args.workers)
     is_local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
     with tempfile.TemporaryDirectory(prefix="lnq-progress-") as progress_dir:
         p = test_pipeline or beam.Pipeline(options=options)
-        build(p, rows, output=output, config=config, progress_dir=progress_dir if is_local else None)
+        build(
+            p,
+            rows,
+            output=output,
+            config=config,
+            progress_dir=progress_dir if is_local else None,
+            output_as_given=args.output,
+        )
         p.run().wait_until_finish()
     return summarise(output, rows)
 

@@ -1,9 +1,14 @@
-"""Process one cohort row: fetch, decode, place the reference, measure.
+"""Process one cohort row: fetch, decode, reference, inference, measure, SEG, score.
 
 Pure orchestration with no Beam in it, so it can be called from a DoFn, a
 test or a notebook. Whatever goes wrong with this series ends up in the
 returned :class:`SeriesResult` as a ``status='error'`` series row plus error
 rows; it never propagates to stop other series.
+
+Reference mode (no model) measures the expert SEG, which must exist. Model mode
+also segments the CT, measures the prediction, hands its DICOM SEG to a sink
+(the Beam job writes it to ``DIR/seg/``) and, when a reference exists, scores
+the prediction against it (LNQ2023 DSC and ASSD, node detection).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,15 +29,32 @@ import pipeline
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.reference_seg import read_reference_seg
-from pipeline.dicom.volume import CtVolume
+from pipeline.dicom.seg_writer import prediction_seg, seg_bytes
+from pipeline.dicom.volume import CtVolume, mask_to_sitk
 from pipeline.errors import PipelineError, ReferenceSegError
+from pipeline.evaluate.detection import detect
+from pipeline.evaluate.lnq2023 import score_case
 from pipeline.fetch.s5cmd import FetchConfig, fetch_series
 from pipeline.measure.burden import burden_columns, series_burden
-from pipeline.measure.nodes import NodeMeasurement, measure_nodes
+from pipeline.measure.components import label_nodes
+from pipeline.measure.nodes import NodeMeasurement, measure_labelled
+from pipeline.models.base import SegmentationModel
+from pipeline.models.spec import ModelSpec
+from pipeline.outputs.schemas import STAGE_NAMES
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("fetch", "decode", "reference", "measure")
+STAGES = STAGE_NAMES
+SCORE_COLUMNS = (
+    "dsc",
+    "assd_mm",
+    "n_reference_nodes_ge_10mm_detected",
+    "sensitivity_short_axis_ge_10mm",
+    "false_positive_nodes",
+)
+
+SegSink = Callable[[str, bytes], str]
+"""Stores one SEG (series UID, DICOM bytes) and returns where it went."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +64,7 @@ class ProcessConfig:
     fetch: FetchConfig = FetchConfig()
     work_dir: str | None = None
     pipeline_version: str = pipeline.__version__
+    model: ModelSpec = field(default_factory=ModelSpec)
 
 
 @dataclass
@@ -69,7 +92,9 @@ def error_row(series_uid: str, stage: str, exc: BaseException) -> dict[str, Any]
     }
 
 
-def base_series_row(raw: Mapping[str, Any], *, pipeline_version: str) -> dict[str, Any]:
+def base_series_row(
+    raw: Mapping[str, Any], *, pipeline_version: str, model: str = "reference"
+) -> dict[str, Any]:
     """A series row with the cohort's identifiers and every measure still empty."""
 
     def text(name: str) -> str | None:
@@ -82,9 +107,13 @@ def base_series_row(raw: Mapping[str, Any], *, pipeline_version: str) -> dict[st
         "study_instance_uid": text("study_instance_uid"),
         "annotation": text("annotation"),
         "status": "error",
+        "model": model,
+        "seg_uri": None,
         "n_slices": None,
         "slice_spacing_mm": None,
         **{name: None for name in burden_columns("reference")},
+        **{name: None for name in burden_columns("prediction")},
+        **{name: None for name in SCORE_COLUMNS},
         "pipeline_version": pipeline_version,
         "processed_at": dt.datetime.now(dt.timezone.utc),
         **{f"{stage}_s": None for stage in STAGES},
@@ -137,22 +166,38 @@ class _StageClock:
         try:
             yield
         finally:
-            self.series[f"{name}_s"] = round(time.perf_counter() - start, 4)
+            self.series[f"{name}_s"] = round(
+                (self.series[f"{name}_s"] or 0.0) + time.perf_counter() - start, 4
+            )
 
 
-def process_series(raw: Mapping[str, Any], *, config: ProcessConfig = ProcessConfig()) -> SeriesResult:
-    """Run every stage for one cohort row and return its output rows."""
+def process_series(
+    raw: Mapping[str, Any],
+    *,
+    config: ProcessConfig = ProcessConfig(),
+    model: SegmentationModel | None = None,
+    seg_sink: SegSink | None = None,
+) -> SeriesResult:
+    """Run every stage for one cohort row and return its output rows.
+
+    ``model`` is the loaded model of ``config.model`` (None in reference mode);
+    ``seg_sink`` stores the prediction's SEG (None: no SEG is written).
+    """
     start = time.perf_counter()
-    series = base_series_row(raw, pipeline_version=config.pipeline_version)
+    series = base_series_row(raw, pipeline_version=config.pipeline_version, model=config.model.label)
     result = SeriesResult(series=series)
     clock = _StageClock(series)
     try:
         row = validate_cohort_row(raw)
+        if model is None and not config.model.is_reference:
+            raise PipelineError(
+                f"model {config.model.label} was not loaded", series_uid=row.ct_series_instance_uid
+            )
         with tempfile.TemporaryDirectory(prefix="lnq-", dir=config.work_dir) as tmp:
-            _run_stages(row, tmp, clock, result, config)
+            _run_stages(row, tmp, clock, result, fetch=config.fetch, model=model, seg_sink=seg_sink)
         series["status"] = "ok"
     except Exception as exc:  # every failure of this series becomes rows, never a crash
-        stage = exc.stage if isinstance(exc, PipelineError) else clock.current
+        stage = exc.stage if isinstance(exc, PipelineError) and exc.stage != "pipeline" else clock.current
         uid = series["ct_series_instance_uid"]
         result.errors.append(error_row(uid, stage, exc))
         result.nodes = []
@@ -163,38 +208,92 @@ def process_series(raw: Mapping[str, Any], *, config: ProcessConfig = ProcessCon
 
 
 def _run_stages(
-    row: CohortRow, tmp: str, clock: _StageClock, result: SeriesResult, config: ProcessConfig
+    row: CohortRow,
+    tmp: str,
+    clock: _StageClock,
+    result: SeriesResult,
+    *,
+    fetch: FetchConfig,
+    model: SegmentationModel | None,
+    seg_sink: SegSink | None,
 ) -> None:
     uid = row.ct_series_instance_uid
+    series = result.series
     with clock.stage("fetch"):
         ct_dir = fetch_series(
             row.ct_series_url,
             os.path.join(tmp, "ct"),
             series_uid=uid,
             expected_count=row.ct_instance_count,
-            config=config.fetch,
+            config=fetch,
         )
         seg_dir = None
         if row.seg_series_url is not None:
-            seg_dir = fetch_series(
-                row.seg_series_url, os.path.join(tmp, "seg"), series_uid=uid, config=config.fetch
-            )
+            seg_dir = fetch_series(row.seg_series_url, os.path.join(tmp, "seg"), series_uid=uid, config=fetch)
     with clock.stage("decode"):
         ct = decode_ct_series(ct_dir, expected_series_uid=uid)
-    result.series["n_slices"] = ct.geometry.size_zyx[0]
-    result.series["slice_spacing_mm"] = ct.geometry.spacing_mm[2]
-    with clock.stage("reference"):
-        if seg_dir is None:
-            raise ReferenceSegError(
-                "the cohort row has no reference SEG (seg_series_url is null) to measure",
-                series_uid=uid,
-            )
-        reference = read_reference_seg(_single_seg_file(seg_dir, uid), ct)
+    series["n_slices"] = ct.geometry.size_zyx[0]
+    series["slice_spacing_mm"] = ct.geometry.spacing_mm[2]
+
+    reference = None
+    if seg_dir is not None:
+        with clock.stage("reference"):
+            reference = read_reference_seg(_single_seg_file(seg_dir, uid), ct)
+    elif model is None:
+        raise ReferenceSegError(
+            "the cohort row has no reference SEG (seg_series_url is null) to measure", series_uid=uid
+        )
+
+    prediction = None
+    if model is not None:
+        with clock.stage("inference"):
+            predicted = model.predict(ct)
+        for step, seconds in predicted.seconds.items():
+            series[f"{step}_s"] = round(seconds, 4)
+        prediction = predicted.mask
+
+    ref_short: dict[int, float] = {}
     with clock.stage("measure"):
-        nodes = measure_nodes(reference, ct.geometry, hu=ct.hu)
-    result.nodes = node_rows(row, "reference", nodes)
-    result.series.update(series_burden(nodes).columns("reference"))
-    _log_done(ct, nodes)
+        labels: dict[str, np.ndarray] = {}
+        for source, mask in (("reference", reference), ("prediction", prediction)):
+            if mask is None:
+                continue
+            labels[source] = label_nodes(mask, ct.geometry)
+            nodes = measure_labelled(labels[source], ct.geometry, hu=ct.hu)
+            result.nodes.extend(node_rows(row, source, nodes))
+            series.update(series_burden(nodes).columns(source))
+            if source == "reference":
+                ref_short = {n.node_index: n.short_axis_mm for n in nodes}
+
+    if prediction is not None and model is not None:
+        if seg_sink is not None:
+            with clock.stage("seg_write"):
+                seg = prediction_seg(prediction, ct, model_name=model.name, model_version=model.version)
+                series["seg_uri"] = seg_sink(uid, seg_bytes(seg))
+        if reference is not None:
+            with clock.stage("score"):
+                _score(series, ct, prediction, reference, labels, ref_short, row)
+    _log_done(ct, series)
+
+
+def _score(
+    series: dict[str, Any],
+    ct: CtVolume,
+    prediction: np.ndarray,
+    reference: np.ndarray,
+    labels: dict[str, np.ndarray],
+    ref_short: dict[int, float],
+    row: CohortRow,
+) -> None:
+    score = score_case(mask_to_sitk(prediction, ct.geometry), mask_to_sitk(reference, ct.geometry))
+    series.update(score.as_json())
+    detection = detect(
+        labels["prediction"],
+        labels["reference"],
+        ref_short_axis_mm=ref_short,
+        fully_annotated=row.annotation == "full",
+    )
+    series.update(detection.columns())
 
 
 def _single_seg_file(folder: str, series_uid: str) -> str:
@@ -208,11 +307,11 @@ def _single_seg_file(folder: str, series_uid: str) -> str:
     return os.path.join(folder, files[0])
 
 
-def _log_done(ct: CtVolume, nodes: list[NodeMeasurement]) -> None:
+def _log_done(ct: CtVolume, series: dict[str, Any]) -> None:
     logger.info(
-        "series %s: %d slices, %d reference nodes, %.2f ml",
+        "series %s: %d slices, %s reference nodes, %s predicted nodes",
         ct.series_uid,
         ct.geometry.size_zyx[0],
-        len(nodes),
-        float(np.sum([n.volume_ml for n in nodes])) if nodes else 0.0,
+        series["n_reference_nodes"],
+        series["n_prediction_nodes"],
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 
@@ -35,6 +34,8 @@ def select_cohort(
         raise CohortError(f"annotation {annotation!r} is not one of {ANNOTATION_CHOICES}")
     if limit is not None and limit < 1:
         raise CohortError(f"limit {limit} must be a positive number of series")
+    import duckdb  # only cohort selection needs it; workers never do
+
     con = duckdb.connect()
     try:
         con.read_parquet(index_path or bundled_index_path()).create_view("index")

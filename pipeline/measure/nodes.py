@@ -44,7 +44,13 @@ def measure_nodes(
         raise ValueError(f"mask shape {mask.shape} does not match grid {geometry.size_zyx}")
     if hu is not None and hu.shape != mask.shape:
         raise ValueError(f"HU shape {hu.shape} does not match mask {mask.shape}")
-    labels = label_nodes(mask, geometry)
+    return measure_labelled(label_nodes(mask, geometry), geometry, hu=hu)
+
+
+def measure_labelled(
+    labels: np.ndarray, geometry: Geometry, *, hu: np.ndarray | None = None
+) -> list[NodeMeasurement]:
+    """Measure nodes already labelled 1..N (as :func:`label_nodes` numbers them)."""
     boxes = ndimage.find_objects(labels)
     return [
         _measure_one(labels, index + 1, box, geometry, hu)

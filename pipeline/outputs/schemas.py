@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+STAGE_NAMES = ("fetch", "decode", "reference", "inference", "postprocess", "measure", "seg_write", "score")
 
 COHORT_SCHEMA = pa.schema(
     [
@@ -46,15 +47,20 @@ SERIES_SCHEMA = pa.schema(
         pa.field("study_instance_uid", pa.string()),
         pa.field("annotation", pa.string()),
         pa.field("status", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("seg_uri", pa.string()),
         pa.field("n_slices", pa.int64()),
         pa.field("slice_spacing_mm", pa.float64()),
         *_burden_fields("reference"),
+        *_burden_fields("prediction"),
+        pa.field("dsc", pa.float64()),
+        pa.field("assd_mm", pa.float64()),
+        pa.field("n_reference_nodes_ge_10mm_detected", pa.int64()),
+        pa.field("sensitivity_short_axis_ge_10mm", pa.float64()),
+        pa.field("false_positive_nodes", pa.int64()),
         pa.field("pipeline_version", pa.string(), nullable=False),
         pa.field("processed_at", TIMESTAMP, nullable=False),
-        pa.field("fetch_s", pa.float64()),
-        pa.field("decode_s", pa.float64()),
-        pa.field("reference_s", pa.float64()),
-        pa.field("measure_s", pa.float64()),
+        *[pa.field(f"{stage}_s", pa.float64()) for stage in STAGE_NAMES],
         pa.field("total_s", pa.float64()),
     ]
 )

@@ -135,3 +135,143 @@ def test_local_runner_is_named_explicitly() -> None:
     assert options["direct_num_workers"] == 3
     dataflow = pipeline_options(["--runner=DataflowRunner"], workers=3).get_all_options()
     assert dataflow["runner"] == "DataflowRunner" and dataflow["direct_num_workers"] == 1
+
+
+@pytest.fixture(scope="module")
+def clean_cohort(tmp_path_factory: pytest.TempPathFactory, upload_series) -> tuple[Path, list]:  # type: ignore[no-untyped-def]
+    base = tmp_path_factory.mktemp("clean-e2e")
+    phantoms = [
+        make_phantom(
+            base / f"c{i}",
+            patient_id=f"clean_{i}",
+            seed=60 + i,
+            noise_sd=0.0,
+            anatomy=False,
+            shape_zyx=(30 + 6 * i, 80, 96),
+            slice_spacing_mm=2.0 + i,
+        )
+        for i in range(2)
+    ]
+    rows = [
+        cohort_row(p, ct_url=upload_series(p.ct_dir), seg_url=upload_series(p.seg_path)) for p in phantoms
+    ]
+    path = base / "cohort.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
+    return path, phantoms
+
+
+@pytest.mark.slow
+def test_lnq_run_model_mode_lines_up_and_writes_segs(clean_cohort, s3_endpoint: str, tmp_path: Path) -> None:
+    import highdicom as hd
+
+    from tests.support.models import HuWindow, save_torchscript
+
+    cohort, phantoms = clean_cohort
+    model = save_torchscript(
+        HuWindow(40.0, 70.0),
+        tmp_path / "models" / "window.pt",
+        name="window",
+        version="7",
+        spacing_mm=[2.5, 1.5, 1.5],
+        patch_size=(8, 48, 48),
+    )
+    done = _lnq(
+        "run",
+        "--cohort",
+        str(cohort),
+        "--output",
+        "out",
+        "--s3-endpoint",
+        s3_endpoint,
+        "--model",
+        f"torchscript:{model}",
+        "--device",
+        "cpu",
+        "--workers",
+        "2",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 ok, 0 failed of 2 series" in done.stdout
+    series = {r["ct_series_instance_uid"]: r for r in read_table(str(tmp_path / "out"), "series").to_pylist()}
+    nodes = read_table(str(tmp_path / "out"), "nodes").to_pylist()
+    for p in phantoms:
+        s = series[p.series_uid]
+        assert s["model"] == f"torchscript:{model}"
+        assert s["seg_uri"] == f"out/seg/{p.series_uid}.dcm"  # the form --output was given in
+        assert s["dsc"] > 0.85 and s["assd_mm"] < 1.0, s
+        assert s["n_prediction_nodes"] == s["n_reference_nodes"] == 3
+        seg = hd.seg.segread(tmp_path / s["seg_uri"])
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == p.series_uid
+        assert seg.get_segment_description(1).algorithm_identification[0].AlgorithmName == "window"
+        pred = sorted(
+            (n for n in nodes if n["ct_series_instance_uid"] == p.series_uid and n["source"] == "prediction"),
+            key=lambda n: n["node_index"],
+        )
+        ref = sorted(
+            (n for n in nodes if n["ct_series_instance_uid"] == p.series_uid and n["source"] == "reference"),
+            key=lambda n: n["node_index"],
+        )
+        for a, b in zip(pred, ref, strict=True):  # same nodes, same place
+            assert (
+                np.linalg.norm(
+                    np.subtract(
+                        [a["centroid_x_mm"], a["centroid_y_mm"], a["centroid_z_mm"]],
+                        [b["centroid_x_mm"], b["centroid_y_mm"], b["centroid_z_mm"]],
+                    )
+                )
+                < 1.0
+            )
+    assert sorted(os.listdir(tmp_path / "out" / "seg")) == sorted(f"{p.series_uid}.dcm" for p in phantoms)
+
+
+@pytest.mark.slow
+def test_lnq_run_nnunet_folder(clean_cohort, s3_endpoint: str, tmp_path: Path) -> None:
+    pytest.importorskip("nnunetv2")
+    from tests.support.models import make_nnunet_folder
+
+    cohort, phantoms = clean_cohort
+    folder = make_nnunet_folder(tmp_path / "Dataset999_LNQTiny")
+    done = _lnq(
+        "run",
+        "--cohort",
+        str(cohort),
+        "--output",
+        str(tmp_path / "out"),
+        "--limit",
+        "1",
+        "--s3-endpoint",
+        s3_endpoint,
+        "--model",
+        f"nnunet:{folder}",
+        "--folds",
+        "0",
+        "--no-tta",
+        "--step-size",
+        "1.0",
+        "--device",
+        "cpu",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (s,) = read_table(str(tmp_path / "out"), "series").to_pylist()
+    assert s["status"] == "ok" and s["model"] == f"nnunet:{folder}"
+    assert s["dsc"] is not None and s["inference_s"] > 0
+    assert os.path.isfile(s["seg_uri"])
+
+
+def test_unloadable_model_fails_before_any_series(clean_cohort, tmp_path: Path) -> None:
+    cohort, _ = clean_cohort
+    done = _lnq(
+        "run",
+        "--cohort",
+        str(cohort),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        f"torchscript:{tmp_path / 'absent.pt'}",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "does not exist" in done.stderr
+    assert not (tmp_path / "out" / "series").exists()

@@ -52,10 +52,10 @@ def test_pipeline_gives_one_result_per_row(phantom) -> None:
         )
 
 
-def _crash_on_bad(raw, *, config):  # type: ignore[no-untyped-def]
+def _crash_on_bad(raw, **kwargs):  # type: ignore[no-untyped-def]
     if raw["ct_series_instance_uid"] == "1.2.3.4":
         raise MemoryError("simulated worker crash")
-    return _real_process_series(raw, config=config)
+    return _real_process_series(raw, **kwargs)
 
 
 _real_process_series = transforms.process_series

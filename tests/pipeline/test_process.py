@@ -88,7 +88,7 @@ def test_unexpected_exception_is_caught_with_its_stage(phantom, monkeypatch: pyt
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(process, "measure_nodes", broken)
+    monkeypatch.setattr(process, "measure_labelled", broken)
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
     result = process.process_series(row, config=_config())
     assert result.series["status"] == "error"
@@ -103,3 +103,93 @@ def test_temporary_folders_are_removed(phantom, upload_series, s3_endpoint: str,
     config = ProcessConfig(fetch=FetchConfig(endpoint_url=s3_endpoint), work_dir=str(work))
     assert process_series(row, config=config).series["status"] == "ok"
     assert list(work.iterdir()) == []
+
+
+# ---- model mode -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def window_model(tmp_path_factory: pytest.TempPathFactory):
+    from pipeline.models.torchscript import TorchScriptModel
+    from tests.support.models import HuWindow, save_torchscript
+
+    path = save_torchscript(
+        HuWindow(40.0, 70.0), tmp_path_factory.mktemp("m") / "window.pt", patch_size=(8, 48, 48)
+    )
+    import torch
+
+    return path, TorchScriptModel(str(path), device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory):
+    return make_phantom(tmp_path_factory.mktemp("clean"), seed=41, noise_sd=0.0, anatomy=False)
+
+
+def _model_config(path) -> ProcessConfig:
+    from pipeline.models.spec import parse_model_spec
+
+    return ProcessConfig(
+        fetch=FetchConfig(endpoint_url="http://127.0.0.1:9", attempts=1),
+        model=parse_model_spec(f"torchscript:{path}", device="cpu"),
+    )
+
+
+def test_model_mode_measures_scores_and_writes_seg(clean, window_model) -> None:
+    path, model = window_model
+    stored: dict[str, bytes] = {}
+
+    def sink(uid: str, data: bytes) -> str:
+        stored[uid] = data
+        return f"results/seg/{uid}.dcm"
+
+    row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path))
+    result = process_series(row, config=_model_config(path), model=model, seg_sink=sink)
+    s = conform(result.series, SERIES_SCHEMA)
+    assert s["status"] == "ok", result.errors
+    assert s["model"] == f"torchscript:{path}"
+    assert s["seg_uri"] == f"results/seg/{clean.series_uid}.dcm" and clean.series_uid in stored
+    assert s["dsc"] == pytest.approx(1.0) and s["assd_mm"] == pytest.approx(0.0, abs=1e-5)
+    assert s["n_prediction_nodes"] == s["n_reference_nodes"] == 3
+    assert s["prediction_spd_mm2"] == pytest.approx(s["reference_spd_mm2"])
+    assert s["sensitivity_short_axis_ge_10mm"] == pytest.approx(1.0)
+    assert s["false_positive_nodes"] == 0  # 'full' annotation
+    for stage in ("inference_s", "postprocess_s", "seg_write_s", "score_s"):
+        assert s[stage] is not None
+    sources = sorted({n["source"] for n in result.nodes})
+    assert sources == ["prediction", "reference"]
+    pred = [n for n in result.nodes if n["source"] == "prediction"]
+    ref = [n for n in result.nodes if n["source"] == "reference"]
+    assert [n["short_axis_mm"] for n in pred] == pytest.approx([n["short_axis_mm"] for n in ref])
+
+
+def test_model_mode_without_reference_is_not_an_error(clean, window_model) -> None:
+    path, model = window_model
+    row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=None, annotation="partial")
+    result = process_series(row, config=_model_config(path), model=model)
+    assert result.series["status"] == "ok"
+    assert result.series["dsc"] is None and result.series["n_prediction_nodes"] == 3
+    assert result.series["seg_uri"] is None  # no sink given
+
+
+def test_partial_annotation_counts_no_false_positives(clean, window_model) -> None:
+    path, model = window_model
+    row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path), annotation="partial")
+    result = process_series(row, config=_model_config(path), model=model)
+    assert result.series["false_positive_nodes"] is None
+    assert result.series["sensitivity_short_axis_ge_10mm"] == pytest.approx(1.0)
+
+
+def test_model_failure_is_an_inference_error(clean, window_model, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, model = window_model
+
+    class Broken:
+        name, version = "broken", "0"
+
+        def predict(self, ct):  # type: ignore[no-untyped-def]
+            raise RuntimeError("CUDA out of memory (simulated)")
+
+    row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path))
+    result = process_series(row, config=_model_config(path), model=Broken())
+    assert result.series["status"] == "error"
+    assert (result.errors[0]["stage"], result.errors[0]["error_type"]) == ("inference", "RuntimeError")

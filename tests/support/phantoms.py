@@ -96,6 +96,8 @@ def make_phantom(
     signed: bool = True,
     annotation: str = "full",
     write_seg: bool = True,
+    noise_sd: float = 8.0,
+    anatomy: bool = True,
 ) -> Phantom:
     """Write a phantom CT series (one file per slice, shuffled names) and its SEG."""
     rng = random.Random(seed)
@@ -108,16 +110,18 @@ def make_phantom(
     origin = (-(nx - 1) * col_mm / 2.0, -(ny - 1) * row_mm / 2.0, -300.0)
     z_center = origin[2] + (nz - 1) * slice_spacing_mm / 2.0
     nodes = default_nodes(z_center) if nodes is None else nodes
-    z, y, x = np.meshgrid(
-        origin[2] + np.arange(nz) * slice_spacing_mm,
-        origin[1] + np.arange(ny) * row_mm,
-        origin[0] + np.arange(nx) * col_mm,
-        indexing="ij",
-    )
-    hu, mask = _anatomy(x, y, z, nodes, fov_mm=nx * col_mm)
-    hu = np.round(hu + np_rng.normal(0.0, 8.0, hu.shape)).astype(np.int16)
-    if not signed:  # 12 stored bits with intercept -1024 cover -1024..3071 HU
-        hu = np.clip(hu, -1024, 3071).astype(np.int16)
+    y, x = np.meshgrid(origin[1] + np.arange(ny) * row_mm, origin[0] + np.arange(nx) * col_mm, indexing="ij")
+    body = _anatomy(x, y, fov_mm=nx * col_mm, anatomy=anatomy)
+    hu = np.empty((nz, ny, nx), dtype=np.int16)
+    mask = np.zeros((nz, ny, nx), dtype=bool)
+    for k in range(nz):  # slice by slice keeps large phantoms (512 x 512 x 556) cheap
+        z = origin[2] + k * slice_spacing_mm
+        for node in nodes:
+            mask[k] |= node.contains(x, y, np.float64(z))
+        values = np.where(mask[k], 40.0, body) + np_rng.normal(0.0, noise_sd, body.shape)
+        if not signed:  # 12 stored bits with intercept -1024 cover -1024..3071 HU
+            values = np.clip(values, -1024, 3071)
+        hu[k] = np.round(values)
     study_uid, series_uid, for_uid = uid(rng), uid(rng), uid(rng)
     datasets = []
     order = list(range(nz))
@@ -162,11 +166,12 @@ def make_phantom(
     return phantom
 
 
-def _anatomy(
-    x: np.ndarray, y: np.ndarray, z: np.ndarray, nodes: list[Ellipsoid], *, fov_mm: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _anatomy(x: np.ndarray, y: np.ndarray, *, fov_mm: float, anatomy: bool) -> np.ndarray:
+    """In-plane chest anatomy (HU); without it, the nodes (40 HU) sit in fat (-100 HU) alone."""
     f = fov_mm
-    hu = np.full(x.shape, -1000.0)
+    hu = np.full(x.shape, -1000.0 if anatomy else -100.0)
+    if not anatomy:
+        return hu
 
     def ellipse(cx: float, cy: float, a: float, b: float) -> np.ndarray:
         return ((x - cx) / a) ** 2 + ((y - cy) / b) ** 2 <= 1.0
@@ -178,12 +183,7 @@ def _anatomy(
     hu[ellipse(0.0, -0.02 * f, 0.075 * f, 0.24 * f)] = -100.0  # mediastinal fat
     hu[ellipse(0.045 * f, 0.09 * f, 0.028 * f, 0.028 * f)] = 220.0  # descending aorta
     hu[ellipse(0.0, 0.27 * f, 0.05 * f, 0.045 * f)] = 650.0  # vertebral body
-    mask = np.zeros(x.shape, dtype=bool)
-    for node in nodes:
-        inside = node.contains(x, y, z)
-        mask |= inside
-    hu[mask] = 40.0
-    return hu, mask
+    return hu
 
 
 def _ct_slice(

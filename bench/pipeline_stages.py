@@ -1,0 +1,251 @@
+"""Seconds per stage and peak memory for one series, on LNQ-sized phantoms.
+
+For each size (512 x 512 x 108 slices, LNQ's median, and 512 x 512 x 556, its
+largest) a phantom CT and its reference SEG are written as DICOM, served from a
+local S3 server (moto) to the real s5cmd (unless --local), and processed by
+``pipeline.process.process_series`` with the tiny TorchScript model: fetch,
+decode, reference, inference, post-processing, measurement, SEG writing, scoring,
+then the Parquet tables are written. Each size runs in a fresh child process so
+its peak resident memory (ru_maxrss) is its own.
+
+    .venv/bin/python bench/pipeline_stages.py [--sizes 108 556] [--device cpu|cuda] [--local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BENCH_NODES_PER_SERIES = 9  # fully annotated LNQ cases average about 9 nodes
+
+
+def _nodes(z_center: float):  # type: ignore[no-untyped-def]
+    from tests.support.phantoms import Ellipsoid
+
+    nodes = []
+    for i in range(BENCH_NODES_PER_SERIES):
+        dz = (i - BENCH_NODES_PER_SERIES // 2) * 22.0
+        semi = 4.0 + (i % 4) * 2.5
+        nodes.append(
+            Ellipsoid((-8.0 + (i % 3) * 8.0, -30.0 + (i % 5) * 15.0, z_center + dz), (semi, semi * 0.8, semi))
+        )
+    return nodes
+
+
+def make_series(work: Path, n_slices: int, *, s3: bool) -> dict:
+    """Write the phantom (and upload it); return the cohort row."""
+    from tests.support.phantoms import make_phantom
+
+    z_center = -300.0 + (n_slices - 1) * 1.25 / 2.0 if n_slices > 300 else -300.0 + (n_slices - 1) * 2.5 / 2
+    spacing = 1.25 if n_slices > 300 else 2.5
+    phantom = make_phantom(
+        work / f"p{n_slices}",
+        shape_zyx=(n_slices, 512, 512),
+        pixel_spacing_mm=(0.78, 0.78),
+        slice_spacing_mm=spacing,
+        seed=n_slices,
+        nodes=_nodes(z_center),
+    )
+    ct_url, seg_url = str(phantom.ct_dir), str(phantom.seg_path)
+    if s3:
+        from tests.support import s3 as s3_support
+
+        client = s3_support.public_bucket(os.environ["LNQ_BENCH_S3"])
+        ct_url, seg_url = (
+            s3_support.upload_series(client, phantom.ct_dir),
+            s3_support.upload_series(client, phantom.seg_path),
+        )
+    return {
+        "patient_id": phantom.patient_id,
+        "study_instance_uid": phantom.study_uid,
+        "ct_series_instance_uid": phantom.series_uid,
+        "ct_series_url": ct_url,
+        "seg_series_instance_uid": phantom.seg_series_uid,
+        "seg_series_url": seg_url,
+        "annotation": "full",
+        "ct_instance_count": n_slices,
+        "ct_size_mb": None,
+    }
+
+
+def tiny_model(work: Path) -> Path:
+    import torch
+
+    from tests.support.models import TinyConvNet, save_torchscript
+
+    torch.manual_seed(0)
+    return save_torchscript(
+        TinyConvNet(),
+        work / "tiny.pt",
+        name="tiny-conv",
+        version="1",
+        spacing_mm=[2.5, 1.5, 1.5],
+        patch_size=(32, 128, 128),
+        overlap=0.25,
+    )
+
+
+def child(args: argparse.Namespace) -> None:
+    """Process one series and print its timings as JSON (runs in a fresh process)."""
+    import pyarrow.parquet as pq
+
+    from pipeline.fetch.s5cmd import FetchConfig
+    from pipeline.models.spec import parse_model_spec, shared_model
+    from pipeline.outputs.schemas import to_table
+    from pipeline.process import ProcessConfig, process_series
+
+    row = json.loads(Path(args.row).read_text())
+    spec = parse_model_spec(f"torchscript:{args.model}", device=args.device)
+    start = time.perf_counter()
+    model = shared_model(spec)
+    load_s = time.perf_counter() - start
+    out = Path(args.out)
+    seg_dir = out / "seg"
+    seg_dir.mkdir(parents=True, exist_ok=True)
+
+    def sink(uid: str, data: bytes) -> str:
+        path = seg_dir / f"{uid}.dcm"
+        path.write_bytes(data)
+        return str(path)
+
+    config = ProcessConfig(fetch=FetchConfig(endpoint_url=os.environ.get("LNQ_BENCH_S3", "")), model=spec)
+    result = process_series(row, config=config, model=model, seg_sink=sink)
+    if result.series["status"] != "ok":
+        raise SystemExit(f"series failed: {result.errors}")
+    start = time.perf_counter()
+    for table, rows in (("series", [result.series]), ("nodes", result.nodes), ("errors", result.errors)):
+        (out / table).mkdir(exist_ok=True)
+        pq.write_table(to_table(rows, table), out / table / "part-00000-of-00001.parquet")
+    parquet_s = time.perf_counter() - start
+    s = result.series
+    stages = {
+        k: s[f"{k}_s"]
+        for k in ("fetch", "decode", "reference", "inference", "postprocess", "measure", "seg_write", "score")
+    }
+    gpu_peak = None
+    if spec.device != "cpu":
+        import torch
+
+        if torch.cuda.is_available():
+            gpu_peak = torch.cuda.max_memory_allocated() / 2**20
+    print(
+        json.dumps(
+            {
+                "slices": s["n_slices"],
+                "model_load_s": round(load_s, 3),
+                **{k: round(v or 0.0, 3) for k, v in stages.items()},
+                "parquet_s": round(parquet_s, 4),
+                "total_s": round(s["total_s"] + parquet_s, 3),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "gpu_peak_mib": None if gpu_peak is None else round(gpu_peak, 1),
+                "nodes_reference": s["n_reference_nodes"],
+                "nodes_predicted": s["n_prediction_nodes"],
+                "seg_bytes": os.path.getsize(s["seg_uri"]),
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[108, 556])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--local", action="store_true", help="read the phantoms from disk, no S3 server")
+    parser.add_argument("--json-out", help="also write the results here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--row", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    import torch
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="lnq-bench-") as tmp:
+        work = Path(tmp)
+        moto = None
+        if not args.local:
+            from tests.support.s3 import start_moto
+
+            moto, endpoint = start_moto()
+            os.environ["LNQ_BENCH_S3"] = endpoint
+        try:
+            model = tiny_model(work)
+            for n in args.sizes:
+                row_path = work / f"row{n}.json"
+                row_path.write_text(json.dumps(make_series(work, n, s3=not args.local)))
+                done = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        "--row",
+                        str(row_path),
+                        "--model",
+                        str(model),
+                        "--out",
+                        str(work / f"out{n}"),
+                        "--device",
+                        args.device,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if done.returncode != 0:
+                    raise SystemExit(f"size {n} failed:\n{done.stderr[-3000:]}")
+                results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        finally:
+            if moto is not None:
+                moto.terminate()
+    machine = {
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": args.device,
+        "gpu": torch.cuda.get_device_name(0) if args.device != "cpu" and torch.cuda.is_available() else None,
+        "fetch": "local folder" if args.local else "moto S3 on loopback via s5cmd",
+    }
+    report = {"machine": machine, "results": results}
+    print(json.dumps(report, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+    columns = [
+        "slices",
+        "fetch",
+        "decode",
+        "reference",
+        "inference",
+        "postprocess",
+        "measure",
+        "seg_write",
+        "score",
+        "parquet_s",
+        "total_s",
+        "peak_rss_mib",
+        "gpu_peak_mib",
+    ]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in results:
+        print("| " + " | ".join(str(r.get(c)) for c in columns) + " |")
+
+
+if __name__ == "__main__":
+    main()

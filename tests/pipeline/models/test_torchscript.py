@@ -1,0 +1,172 @@
+"""TorchScript models: sidecar contract, sliding windows, grids, and one load per process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from pipeline.dicom.ct import decode_ct_series
+from pipeline.dicom.volume import mask_to_sitk
+from pipeline.evaluate.lnq2023 import score_case
+from pipeline.measure.nodes import measure_nodes
+from pipeline.models import spec as spec_module
+from pipeline.models.base import ModelError, probabilities_to_ct_grid
+from pipeline.models.spec import ModelSpec, load_model, parse_model_spec, resolve_device, shared_model
+from pipeline.models.torchscript import TorchScriptModel
+from tests.support.models import HuWindow, save_torchscript
+from tests.support.phantoms import make_phantom
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def clean_phantom(tmp_path_factory: pytest.TempPathFactory):
+    """Noise-free nodes (40 HU) in fat (-100 HU): a HU window finds exactly the nodes."""
+    return make_phantom(tmp_path_factory.mktemp("clean"), seed=31, noise_sd=0.0, anatomy=False)
+
+
+def _window(tmp: Path, **kw) -> Path:
+    """Foreground above -30 HU (half-way from fat to node), so resampled borders stay put."""
+    channels = 2 if kw.get("output") == "softmax" else 1
+    return save_torchscript(HuWindow(40.0, 70.0, channels=channels), tmp / "window.pt", **kw)
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "softmax"])
+def test_on_the_ct_grid_the_prediction_is_exact(clean_phantom, tmp_path: Path, output: str) -> None:
+    model = TorchScriptModel(str(_window(tmp_path, output=output, patch_size=(8, 40, 40))), device=CPU)
+    ct = decode_ct_series(str(clean_phantom.ct_dir))
+    prediction = model.predict(ct)
+    np.testing.assert_array_equal(prediction.mask, clean_phantom.mask)
+    assert set(prediction.seconds) == {"inference", "postprocess"}
+
+
+def _centroid_errors(mask: np.ndarray, phantom, ct) -> list[float]:
+    nodes = measure_nodes(mask, ct.geometry)
+    return [
+        min(np.linalg.norm(np.array(n.centroid_mm) - np.array(e.center_mm)) for e in phantom.nodes)
+        for n in nodes
+    ]
+
+
+def test_model_spacing_round_trip_lines_up(clean_phantom, tmp_path: Path) -> None:
+    """Resampled to 3 x 2 x 2 mm and back: the nodes stay where they are."""
+    model = TorchScriptModel(
+        str(_window(tmp_path, spacing_mm=[3.0, 2.0, 2.0], patch_size=(8, 32, 32))), device=CPU
+    )
+    ct = decode_ct_series(str(clean_phantom.ct_dir))
+    mask = model.predict(ct).mask
+    assert mask.shape == ct.hu.shape
+    score = score_case(mask_to_sitk(mask, ct.geometry), mask_to_sitk(clean_phantom.mask, ct.geometry))
+    assert score.dsc > 0.8 and score.assd_mm < 1.5
+    assert len(measure_nodes(mask, ct.geometry)) == 3
+    assert max(_centroid_errors(mask, clean_phantom, ct)) < 1.0
+
+
+def test_flipped_orientation_still_lines_up(clean_phantom, tmp_path: Path) -> None:
+    """x running to patient right: resampling must follow the direction cosines."""
+    import shutil
+
+    ct_dir = tmp_path / "ct"
+    shutil.copytree(clean_phantom.ct_dir, ct_dir)
+    for path in ct_dir.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = [-1, 0, 0, 0, -1, 0]
+        ds.save_as(path)
+    model = TorchScriptModel(
+        str(_window(tmp_path, spacing_mm=[3.0, 2.0, 2.0], patch_size=(8, 32, 32))), device=CPU
+    )
+    ct = decode_ct_series(str(ct_dir))
+    mask = model.predict(ct).mask
+    score = score_case(mask_to_sitk(mask, ct.geometry), mask_to_sitk(clean_phantom.mask, ct.geometry))
+    assert score.dsc > 0.8
+
+
+def test_probabilities_resampled_linearly_then_thresholded() -> None:
+    from pipeline.dicom.volume import Geometry
+
+    identity = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
+    coarse = Geometry((1, 1, 2), (0.0, 0.0, 0.0), (2.0, 1.0, 1.0), identity)
+    fine = Geometry((1, 1, 5), (0.0, 0.0, 0.0), (0.5, 1.0, 1.0), identity)
+    probabilities = np.array([[[0.0, 1.0]]], dtype=np.float32)  # voxel centres at x = 0 and x = 2
+    # linear: 0, .25, .5, .75, 1 at x = 0, .5, 1, 1.5, 2; foreground strictly above 0.5
+    np.testing.assert_array_equal(
+        probabilities_to_ct_grid(probabilities, coarse, fine)[0, 0], [False, False, False, True, True]
+    )
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "message"),
+    [
+        ({"version": "1", "patch_size": [8, 8, 8]}, "lacks \\['name'\\]"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8]}, "patch_size"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "spacing_mm": [1, 1]}, "spacing_mm"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "overlap": 1.0}, "overlap"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "output": "logits"}, "output"),
+    ],
+)
+def test_sidecar_rejections(tmp_path: Path, sidecar: dict, message: str) -> None:
+    path = _window(tmp_path)
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    with pytest.raises(ModelError, match=message):
+        TorchScriptModel(str(path), device=CPU)
+
+
+def test_missing_model_or_sidecar(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        TorchScriptModel(str(tmp_path / "absent.pt"), device=CPU)
+    path = _window(tmp_path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(ModelError, match="sidecar .* unreadable"):
+        TorchScriptModel(str(path), device=CPU)
+
+
+def test_wrong_channel_count_is_an_error(clean_phantom, tmp_path: Path) -> None:
+    path = save_torchscript(
+        HuWindow(40.0, 2.5, channels=2), tmp_path / "two.pt", output="sigmoid", patch_size=(8, 40, 40)
+    )
+    ct = decode_ct_series(str(clean_phantom.ct_dir))
+    with pytest.raises(ModelError, match="'sigmoid' output but returned 2 channels"):
+        TorchScriptModel(str(path), device=CPU).predict(ct)
+
+
+def test_model_loaded_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = spec_module.load_model
+    monkeypatch.setattr(spec_module, "load_model", lambda s: calls.append(s) or real(s))
+    monkeypatch.setattr(spec_module, "_CACHE", {})
+    spec = parse_model_spec(f"torchscript:{_window(tmp_path)}", device="cpu")
+    first = shared_model(spec)
+    assert all(shared_model(spec) is first for _ in range(5))
+    assert len(calls) == 1
+
+
+def test_spec_parsing_and_devices(tmp_path: Path) -> None:
+    assert parse_model_spec("reference").is_reference
+    spec = parse_model_spec("nnunet:/models/lnq", folds=(0, 1), tta=False)
+    assert (spec.kind, spec.path, spec.folds, spec.label) == (
+        "nnunet",
+        "/models/lnq",
+        (0, 1),
+        "nnunet:/models/lnq",
+    )
+    for bad, message in (
+        ("onnx:/m", "expected reference"),
+        ("torchscript", "needs a path"),
+        ("reference:/x", "takes no path"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            parse_model_spec(bad)
+    with pytest.raises(ValueError, match="--device"):
+        parse_model_spec("reference", device="tpu")
+    assert resolve_device("cpu") == CPU
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ModelError, match="reference mode"):
+        load_model(ModelSpec())

@@ -1,0 +1,194 @@
+"""Tiny models made in tests: TorchScript modules with sidecars and nnU-Net v2 results folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+class HuWindow(torch.nn.Module):
+    """Logits that are positive where HU lies within ``center +- half_width``: a content-only model,
+    so its prediction lines up with the phantom's nodes only if geometry is handled right."""
+
+    def __init__(self, center: float, half_width: float, gain: float = 4.0, channels: int = 1):
+        super().__init__()
+        self.center = center
+        self.half_width = half_width
+        self.gain = gain
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        foreground = self.gain * (self.half_width - torch.abs(x - self.center))
+        if self.channels == 1:
+            return foreground
+        return torch.cat([torch.zeros_like(foreground), foreground], dim=1)
+
+
+class TinyConvNet(torch.nn.Module):
+    """A small random 3D conv net, for timing: normalises HU itself, as the sidecar contract says."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv3d(1, width, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv3d(width, width, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv3d(width, 1, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(torch.clamp(x, -1000.0, 1000.0) / 500.0)
+
+
+def save_torchscript(
+    module: torch.nn.Module,
+    path: Path,
+    *,
+    name: str = "tiny",
+    version: str = "1",
+    spacing_mm: list[float] | None = None,
+    patch_size: tuple[int, int, int] = (16, 48, 48),
+    overlap: float = 0.5,
+    output: str = "sigmoid",
+) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(module.eval()).save(str(path))
+    sidecar = {
+        "name": name,
+        "version": version,
+        "spacing_mm": spacing_mm,
+        "patch_size": list(patch_size),
+        "overlap": overlap,
+        "output": output,
+    }
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    return path
+
+
+def make_nnunet_folder(
+    folder: Path,
+    *,
+    spacing_zyx: tuple[float, float, float] = (2.5, 1.6, 1.6),
+    patch_size: tuple[int, int, int] = (16, 32, 32),
+    folds: tuple[int, ...] = (0,),
+    seed: int = 0,
+) -> Path:
+    """An nnU-Net v2 results folder (3d_fullres, PlainConvUNet, random weights) of the published layout."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+    arch = {
+        "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
+        "arch_kwargs": {
+            "n_stages": 3,
+            "features_per_stage": [4, 8, 16],
+            "conv_op": "torch.nn.modules.conv.Conv3d",
+            "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+            "n_conv_per_stage": [1, 1, 1],
+            "n_conv_per_stage_decoder": [1, 1],
+            "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None,
+            "dropout_op_kwargs": None,
+            "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True},
+        },
+        "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
+    }
+    plans = {
+        "dataset_name": "Dataset999_LNQTiny",
+        "plans_name": "nnUNetPlans",
+        "original_median_spacing_after_transp": list(spacing_zyx),
+        "original_median_shape_after_transp": [40, 128, 128],
+        "image_reader_writer": "SimpleITKIO",
+        "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2],
+        "configurations": {
+            "3d_fullres": {
+                "data_identifier": "nnUNetPlans_3d_fullres",
+                "preprocessor_name": "DefaultPreprocessor",
+                "batch_size": 2,
+                "patch_size": list(patch_size),
+                "median_image_size_in_voxels": [40, 128, 128],
+                "spacing": list(spacing_zyx),
+                "normalization_schemes": ["CTNormalization"],
+                "use_mask_for_norm": [False],
+                "resampling_fn_data": "resample_data_or_seg_to_shape",
+                "resampling_fn_seg": "resample_data_or_seg_to_shape",
+                "resampling_fn_data_kwargs": {
+                    "is_seg": False,
+                    "order": 3,
+                    "order_z": 0,
+                    "force_separate_z": None,
+                },
+                "resampling_fn_seg_kwargs": {
+                    "is_seg": True,
+                    "order": 1,
+                    "order_z": 0,
+                    "force_separate_z": None,
+                },
+                "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+                "resampling_fn_probabilities_kwargs": {
+                    "is_seg": False,
+                    "order": 1,
+                    "order_z": 0,
+                    "force_separate_z": None,
+                },
+                "architecture": arch,
+                "batch_dice": False,
+            }
+        },
+        "experiment_planner_used": "ExperimentPlanner",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {
+            "0": {
+                "max": 3071.0,
+                "mean": 40.0,
+                "median": 40.0,
+                "min": -1024.0,
+                "percentile_00_5": -200.0,
+                "percentile_99_5": 300.0,
+                "std": 60.0,
+            }
+        },
+    }
+    dataset = {
+        "channel_names": {"0": "CT"},
+        "labels": {"background": 0, "lymph_node": 1},
+        "numTraining": 1,
+        "file_ending": ".nii.gz",
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "plans.json").write_text(json.dumps(plans, indent=2))
+    (folder / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    torch.manual_seed(seed)
+    for fold in folds:
+        network = get_network_from_plans(
+            arch["network_class_name"],
+            arch["arch_kwargs"],
+            arch["_kw_requires_import"],
+            input_channels=1,
+            output_channels=2,
+            allow_init=True,
+            deep_supervision=False,
+        )
+        (folder / f"fold_{fold}").mkdir(exist_ok=True)
+        torch.save(
+            {
+                "network_weights": network.state_dict(),
+                "trainer_name": "nnUNetTrainer",
+                "init_args": {
+                    "plans": plans,
+                    "configuration": "3d_fullres",
+                    "fold": fold,
+                    "dataset_json": dataset,
+                },
+                "inference_allowed_mirroring_axes": (0, 1, 2),
+            },
+            folder / f"fold_{fold}" / "checkpoint_final.pth",
+        )
+    return folder
