@@ -10,6 +10,13 @@ resampling, no connected-component step, no size filter.
   voxels to the reference surface and that of the reference's to the
   prediction's are averaged (two means, not pooled).
 - An empty prediction (or an empty reference) gives DSC 0 and ASSD NaN.
+
+Both images are first cropped to the union bounding box of the two masks plus
+one voxel of background (clamped at the image border). This changes no score:
+every surface voxel is inside the crop, Maurer's map is the exact Euclidean
+distance to the nearest one, and the margin keeps contours as they were. On a
+512 x 512 x 556 series it turns distance maps of 145 M voxels into ones of the
+nodes' size.
 """
 
 from __future__ import annotations
@@ -59,9 +66,26 @@ def score_case(prediction: sitk.Image, reference: sitk.Image) -> CaseScore:
     pred, ref = binary_uint8(prediction), binary_uint8(reference)
     if _is_empty(pred) or _is_empty(ref):
         return CaseScore(dsc=0.0, assd_mm=math.nan)
+    pred, ref = _crop_to_union(pred, ref)
     overlap = sitk.LabelOverlapMeasuresImageFilter()
     overlap.Execute(ref, pred)
     return CaseScore(dsc=float(overlap.GetDiceCoefficient()), assd_mm=_assd(pred, ref))
+
+
+def _crop_to_union(pred: sitk.Image, ref: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    either = sitk.GetArrayViewFromImage(pred) | sitk.GetArrayViewFromImage(ref)
+    lower_zyx, upper_zyx = [], []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(either.any(axis=other))
+        lower_zyx.append(max(int(present[0]) - 1, 0))
+        upper_zyx.append(min(int(present[-1]) + 1, either.shape[axis] - 1))
+    index = [int(v) for v in lower_zyx[::-1]]
+    size = [int(u - lo + 1) for lo, u in zip(lower_zyx[::-1], upper_zyx[::-1], strict=True)]
+    cropped_pred = sitk.RegionOfInterest(pred, size, index)
+    cropped_ref = sitk.RegionOfInterest(ref, size, index)
+    cropped_pred.CopyInformation(cropped_ref)  # one grid (already checked within tolerance)
+    return cropped_pred, cropped_ref
 
 
 def _is_empty(image: sitk.Image) -> bool:
