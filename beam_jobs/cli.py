@@ -25,13 +25,60 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _load_bigquery(args: argparse.Namespace) -> int:
+    from google.cloud import bigquery
+
+    from beam_jobs.bigquery import check_dataset, load_results
+
+    project = check_dataset(args.dataset).split(".")[0]
+    client = bigquery.Client(project=project, location=args.location)
+    loaded = load_results(client, output=args.output, dataset=args.dataset)
+    print(", ".join(f"{table}: {n} rows" for table, n in loaded.items()))
+    return 0
+
+
+def _analytics(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if bool(args.output) == bool(args.dataset):
+        parser.error("analytics needs --output DIR (DuckDB) or --dataset PROJECT.DATASET (BigQuery)")
+    if args.output:
+        from pipeline.outputs.analytics import run_query
+
+        table = run_query(args.output, args.query)
+    else:
+        from google.cloud import bigquery
+
+        from beam_jobs.bigquery import run_analytics_bigquery
+
+        client = bigquery.Client(project=args.dataset.split(".")[0])
+        table = run_analytics_bigquery(client, dataset=args.dataset, name=args.query)
+    frame = table.to_pandas()
+    if args.format == "json":
+        print(frame.to_json(orient="records", date_format="iso"))
+    elif args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
+            print(frame.to_string(index=False))
+    return 0
+
+
 def _cohort(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
     from pipeline.cohort.query import select_cohort
 
-    table = select_cohort(annotation=args.annotation, limit=args.limit)
+    if args.bigquery_project:
+        from google.cloud import bigquery
+
+        from beam_jobs.bigquery import select_cohort_bigquery
+
+        client = bigquery.Client(project=args.bigquery_project)
+        table = select_cohort_bigquery(client, annotation=args.annotation, limit=args.limit)
+    else:
+        table = select_cohort(annotation=args.annotation, limit=args.limit)
     with FileSystems.create(args.out) as f:
         pq.write_table(table, f)
     counts = table.group_by("annotation").aggregate([("ct_series_instance_uid", "count")])
@@ -74,6 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     cohort.add_argument("--out", required=True, help="Parquet file to write")
     cohort.add_argument("--annotation", choices=ANNOTATION_CHOICES, default="all")
     cohort.add_argument("--limit", type=int)
+    cohort.add_argument(
+        "--bigquery-project",
+        help="run the BigQuery twin on bigquery-public-data.idc_current (billed to this project)",
+    )
+
+    load = sub.add_parser("load-bigquery", help="load a run's Parquet tables from gs:// into BigQuery")
+    load.add_argument("--output", required=True, help="the run's output folder, gs://...")
+    load.add_argument("--dataset", required=True, help="PROJECT.DATASET to load into")
+    load.add_argument("--location", default=None, help="BigQuery location of the dataset (e.g. US)")
+
+    analytics = sub.add_parser("analytics", help="run an analytics query on a run's output (DuckDB)")
+    analytics.add_argument("--output", help="the run's local output folder")
+    analytics.add_argument("--dataset", help="or PROJECT.DATASET: run the query on BigQuery instead")
+    analytics.add_argument("--query", required=True, help="node_burden, recist_categories, model_agreement")
+    analytics.add_argument("--format", choices=("table", "json", "csv"), default="table")
 
     evaluate = sub.add_parser("evaluate", help="score a prediction against a reference by the LNQ2023 rules")
     evaluate.add_argument("--pred", help="prediction: DICOM SEG or a label image (.nrrd, .mha, .nii.gz)")
@@ -96,12 +158,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args, rest = parser.parse_known_args(argv)
     configure_logging(args.log_level)
-    if args.command in ("cohort", "evaluate") and rest:
+    if args.command in ("cohort", "evaluate", "load-bigquery", "analytics") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "cohort":
         return _cohort(args)
     if args.command == "evaluate":
         return _evaluate(args, parser)
+    if args.command == "load-bigquery":
+        return _load_bigquery(args)
+    if args.command == "analytics":
+        return _analytics(args, parser)
     from beam_jobs.lnq_run import run
 
     summary = run(rest)

@@ -23,10 +23,17 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 import pipeline
-from beam_jobs.transforms import ProcessSeriesFn, SegFileSink, WriteTable, dead_letter_to_result
+from beam_jobs.dataflow import GpuRequest, dataflow_args, is_dataflow, repo_setup_file
+from beam_jobs.transforms import (
+    ProcessSeriesFn,
+    SegFileSink,
+    WriteTable,
+    check_model_reachable,
+    dead_letter_to_result,
+)
 from pipeline.cohort.query import ANNOTATION_CHOICES, select_cohort
-from pipeline.fetch.s5cmd import AWS_ENDPOINT, FetchConfig
-from pipeline.models.spec import DEVICES, parse_model_spec, shared_model
+from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
+from pipeline.models.spec import DEVICES, parse_model_spec
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
 from pipeline.process import ProcessConfig
 
@@ -58,11 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="process only the first N cohort rows")
     parser.add_argument(
         "--s3-endpoint",
-        default=AWS_ENDPOINT,
-        help=f"S3 endpoint for s5cmd (default {AWS_ENDPOINT}; https://storage.googleapis.com for GCS)",
+        default=None,
+        help=f"S3 endpoint for s5cmd: {AWS_ENDPOINT} (AWS, the local default) or {GCS_ENDPOINT} "
+        "(IDC's Google Cloud copy, the default on Dataflow)",
     )
     parser.add_argument("--workers", type=int, default=1, help="local worker processes")
     parser.add_argument("--work-dir", help="where per-series temporary folders go")
+    cloud = parser.add_argument_group("Dataflow")
+    cloud.add_argument("--gpu", help="GPU per worker VM, TYPE[:COUNT], e.g. nvidia-l4:1 (Dataflow only)")
+    cloud.add_argument(
+        "--series-per-worker",
+        type=int,
+        default=2,
+        help="series in flight per worker VM (number_of_worker_harness_threads; bounds memory)",
+    )
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",
@@ -115,8 +131,11 @@ def read_table(output: str, table: str) -> pa.Table:
     return pa.concat_tables(parts) if parts else TABLES[table].empty_table()
 
 
-def pipeline_options(beam_args: list[str], *, workers: int) -> PipelineOptions:
-    """Beam options; locally the in-process runner is named explicitly (no Prism download)."""
+def pipeline_options(
+    beam_args: list[str], *, workers: int, gpu: str | None = None, series_per_worker: int = 2
+) -> PipelineOptions:
+    """Beam options; locally the in-process runner is named explicitly (no Prism download),
+    on Dataflow GPU workers and bounded model copies are added (``beam_jobs.dataflow``)."""
     args = list(beam_args)
     runner = PipelineOptions(args).view_as(StandardOptions).runner
     if runner is None:
@@ -124,6 +143,15 @@ def pipeline_options(beam_args: list[str], *, workers: int) -> PipelineOptions:
         args.append(f"--runner={LOCAL_RUNNER}")
     if runner in StandardOptions.LOCAL_RUNNERS and workers > 1:
         args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    if runner.endswith("DataflowRunner"):
+        args = dataflow_args(
+            args,
+            gpu=GpuRequest.parse(gpu) if gpu else None,
+            harness_threads=series_per_worker,
+            setup_file=repo_setup_file(),
+        )
+    elif gpu:
+        raise ValueError("--gpu asks Dataflow for GPU workers; locally use --device cuda")
     return PipelineOptions(args)
 
 
@@ -206,16 +234,22 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         )
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        options = pipeline_options(
+            beam_args, workers=args.workers, gpu=args.gpu, series_per_worker=args.series_per_worker
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     if not spec.is_reference:
-        shared_model(spec)  # fail fast, before any series, if the model cannot be loaded
+        check_model_reachable(spec)  # fail fast, before any series, if the model cannot be loaded
+    endpoint = args.s3_endpoint or (GCS_ENDPOINT if is_dataflow(options) else AWS_ENDPOINT)
     config = ProcessConfig(
-        fetch=FetchConfig(endpoint_url=args.s3_endpoint),
+        fetch=FetchConfig(endpoint_url=endpoint),
         work_dir=args.work_dir,
         pipeline_version=pipeline.__version__,
         model=spec,
     )
     clear_tables(output)
-    options = pipeline_options(beam_args, workers=args.workers)
     is_local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
     with tempfile.TemporaryDirectory(prefix="lnq-progress-") as progress_dir:
         p = test_pipeline or beam.Pipeline(options=options)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
+import tempfile
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,13 +16,63 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.metrics import Metrics
 
-from pipeline.models.base import SegmentationModel
-from pipeline.models.spec import shared_model
+from pipeline.models.base import ModelError, SegmentationModel
+from pipeline.models.spec import ModelSpec, shared_model
 from pipeline.outputs.schemas import TABLES, conform, sort_rows
 from pipeline.process import ProcessConfig, SeriesResult, base_series_row, error_row, process_series
 from pipeline.uids import uid_problem
 
 logger = logging.getLogger(__name__)
+
+
+def localized_spec(spec: ModelSpec) -> ModelSpec:
+    """The spec with a gs:// model copied to this worker's disk once (file + sidecar, or folder)."""
+    if spec.path is None or "://" not in spec.path:
+        return spec
+    with _LOCALIZE_LOCK:
+        local = _LOCALIZED.get(spec.path)
+        if local is None:
+            local = _LOCALIZED[spec.path] = _copy_model(spec.path)
+    return dataclasses.replace(spec, path=local)
+
+
+_LOCALIZED: dict[str, str] = {}
+_LOCALIZE_LOCK = threading.Lock()
+
+
+def _copy_model(url: str) -> str:
+    target = tempfile.mkdtemp(prefix="lnq-model-")
+    base = url.rstrip("/")
+    if FileSystems.exists(base) and not base.endswith("/"):
+        sources = [base]
+        sidecar = os.path.splitext(base)[0] + ".json"
+        if FileSystems.exists(sidecar):
+            sources.append(sidecar)
+        for source in sources:
+            _copy_one(source, os.path.join(target, os.path.basename(source)))
+        return os.path.join(target, os.path.basename(base))
+    folder = os.path.join(target, os.path.basename(base))
+    for meta in FileSystems.match([f"{base}/**"])[0].metadata_list:
+        relative = meta.path[len(base) + 1 :]
+        _copy_one(meta.path, os.path.join(folder, relative))
+    return folder
+
+
+def _copy_one(source: str, destination: str) -> None:
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    with FileSystems.open(source) as src, open(destination, "wb") as dst:
+        while chunk := src.read(16 << 20):
+            dst.write(chunk)
+
+
+def check_model_reachable(spec: ModelSpec) -> None:
+    """Load a local model once on the launcher (fail fast); a gs:// model must at least exist."""
+    assert spec.path is not None
+    if "://" in spec.path:
+        if not FileSystems.match([spec.path.rstrip("/") + "*"])[0].metadata_list:
+            raise ModelError(f"model {spec.path} does not exist")
+        return
+    shared_model(spec)
 
 
 class SegFileSink:
@@ -66,7 +119,7 @@ class ProcessSeriesFn(beam.DoFn):
 
     def setup(self) -> None:
         if not self._config.model.is_reference:
-            self._model = shared_model(self._config.model)
+            self._model = shared_model(localized_spec(self._config.model))
 
     def process(self, raw: dict[str, Any]) -> Iterator[dict[str, Any]]:
         result = process_series(raw, config=self._config, model=self._model, seg_sink=self._seg_sink)
@@ -98,7 +151,7 @@ def dead_letter_to_result(
     series = base_series_row(raw, pipeline_version=pipeline_version, model=model)
     uid = series["ct_series_instance_uid"]
     logger.error("series %s crashed outside the stage handlers: %s", uid, "".join(trace[-3:]))
-    error = error_row(uid, "unexpected", RuntimeError(exc_repr))
+    error = error_row(uid, "unexpected", RuntimeError(exc_repr), model=model)
     error["error_type"] = getattr(exc_type, "__name__", str(exc_type))
     return SeriesResult(series=series, errors=[error]).as_dict()
 

@@ -79,13 +79,14 @@ class SeriesResult:
         return {"series": self.series, "nodes": self.nodes, "errors": self.errors}
 
 
-def error_row(series_uid: str, stage: str, exc: BaseException) -> dict[str, Any]:
+def error_row(series_uid: str, stage: str, exc: BaseException, *, model: str = "reference") -> dict[str, Any]:
     """An ``errors`` row; the message names the series and what was wrong."""
     message = str(exc) or repr(exc)
     if series_uid and series_uid not in message:
         message = f"series {series_uid}: {message}"
     return {
         "ct_series_instance_uid": series_uid,
+        "model": model,
         "stage": stage,
         "error_type": type(exc).__name__,
         "message": message,
@@ -121,12 +122,15 @@ def base_series_row(
     }
 
 
-def node_rows(row: CohortRow, source: str, nodes: list[NodeMeasurement]) -> list[dict[str, Any]]:
-    """``nodes`` table rows for one series and source."""
+def node_rows(
+    row: CohortRow, source: str, nodes: list[NodeMeasurement], *, model: str = "reference"
+) -> list[dict[str, Any]]:
+    """``nodes`` table rows for one series and source; ``model`` is the run's model label."""
     return [
         {
             "ct_series_instance_uid": row.ct_series_instance_uid,
             "patient_id": row.patient_id,
+            "model": model,
             "source": source,
             "node_index": n.node_index,
             "voxel_count": n.voxel_count,
@@ -199,7 +203,7 @@ def process_series(
     except Exception as exc:  # every failure of this series becomes rows, never a crash
         stage = exc.stage if isinstance(exc, PipelineError) and exc.stage != "pipeline" else clock.current
         uid = series["ct_series_instance_uid"]
-        result.errors.append(error_row(uid, stage, exc))
+        result.errors.append(error_row(uid, stage, exc, model=series["model"]))
         result.nodes = []
         log = logger.warning if isinstance(exc, PipelineError) else logger.exception
         log("series %s failed at %s: %s", uid, stage, exc)
@@ -260,7 +264,7 @@ def _run_stages(
                 continue
             labels[source] = label_nodes(mask, ct.geometry)
             nodes = measure_labelled(labels[source], ct.geometry, hu=ct.hu)
-            result.nodes.extend(node_rows(row, source, nodes))
+            result.nodes.extend(node_rows(row, source, nodes, model=series["model"]))
             series.update(series_burden(nodes).columns(source))
             if source == "reference":
                 ref_short = {n.node_index: n.short_axis_mm for n in nodes}

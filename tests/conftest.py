@@ -54,3 +54,22 @@ def real_ct() -> Path:
     if not REAL_CT.is_dir():
         pytest.skip(f"real CT series not present at {REAL_CT}")
     return REAL_CT
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket() -> Iterator[str]:
+    """A bucket on a local GCS emulator; Beam's gs:// filesystem talks to it anonymously."""
+    from tests.support.gcs import start_gcs_emulator, use_anonymous_beam_credentials
+
+    bucket = "lnq-results"
+    proc, url = start_gcs_emulator(bucket)
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = url
+    use_anonymous_beam_credentials()
+    yield bucket
+    if previous is None:
+        os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    else:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+    proc.terminate()
+    proc.wait(timeout=10)

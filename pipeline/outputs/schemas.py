@@ -69,6 +69,7 @@ NODES_SCHEMA = pa.schema(
     [
         pa.field("ct_series_instance_uid", pa.string(), nullable=False),
         pa.field("patient_id", pa.string()),
+        pa.field("model", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
         pa.field("node_index", pa.int64(), nullable=False),
         pa.field("voxel_count", pa.int64(), nullable=False),
@@ -95,6 +96,7 @@ NODES_SCHEMA = pa.schema(
 ERRORS_SCHEMA = pa.schema(
     [
         pa.field("ct_series_instance_uid", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
         pa.field("stage", pa.string(), nullable=False),
         pa.field("error_type", pa.string(), nullable=False),
         pa.field("message", pa.string(), nullable=False),

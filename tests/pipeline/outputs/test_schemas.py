@@ -28,7 +28,7 @@ def test_contract_columns_present() -> None:
         "pipeline_version",
         "processed_at",
     } <= set(TABLES["series"].names)
-    assert TABLES["nodes"].names[:9] == [
+    contract = [
         "ct_series_instance_uid",
         "patient_id",
         "source",
@@ -39,6 +39,8 @@ def test_contract_columns_present() -> None:
         "centroid_y_mm",
         "centroid_z_mm",
     ]
+    assert [n for n in TABLES["nodes"].names if n in contract] == contract
+    assert "model" in TABLES["nodes"].names and "model" in TABLES["errors"].names
     assert {
         "long_axis_mm",
         "short_axis_mm",
@@ -55,11 +57,22 @@ def test_contract_columns_present() -> None:
         "reference_sum_short_axis_pathological_mm",
         "reference_spd_mm2",
     } <= set(TABLES["series"].names)
-    assert TABLES["errors"].names == ["ct_series_instance_uid", "stage", "error_type", "message"]
+    assert [n for n in TABLES["errors"].names if n != "model"] == [
+        "ct_series_instance_uid",
+        "stage",
+        "error_type",
+        "message",
+    ]
 
 
 def test_conform_refuses_missing_or_extra_columns() -> None:
-    row = {"ct_series_instance_uid": "1", "stage": "fetch", "error_type": "X", "message": "m"}
+    row = {
+        "ct_series_instance_uid": "1",
+        "model": "reference",
+        "stage": "fetch",
+        "error_type": "X",
+        "message": "m",
+    }
     assert conform(row, TABLES["errors"]) == row
     with pytest.raises(KeyError, match="missing \\['message'\\]"):
         conform({k: v for k, v in row.items() if k != "message"}, TABLES["errors"])

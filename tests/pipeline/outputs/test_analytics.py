@@ -1,0 +1,127 @@
+"""Analytics SQL (BigQuery dialect) run locally on DuckDB over a phantom run's Parquet."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from beam_jobs.lnq_run import run
+from pipeline.outputs.analytics import duckdb_sql, run_query
+from pipeline.outputs.schemas import COHORT_SCHEMA
+from tests.support.cohort import cohort_row
+from tests.support.models import HuWindow, save_torchscript
+from tests.support.phantoms import make_phantom
+
+
+@pytest.fixture(scope="module")
+def phantom_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    base = tmp_path_factory.mktemp("analytics")
+    phantoms = [
+        make_phantom(
+            base / f"p{i}",
+            patient_id=f"patient_{i}",
+            seed=80 + i,
+            shape_zyx=(32, 80, 80),
+            noise_sd=0.0,
+            anatomy=False,
+            annotation="full" if i == 0 else "partial",
+        )
+        for i in range(2)
+    ]
+    rows = [cohort_row(p, ct_url=str(p.ct_dir), seg_url=str(p.seg_path)) for p in phantoms]
+    rows.append(
+        cohort_row(
+            phantoms[0],
+            ct_url="/nowhere",
+            seg_url=None,
+            ct_series_instance_uid="1.2.3.9",
+            patient_id="patient_failed",
+        )
+    )
+    cohort = base / "cohort.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), cohort)
+    model = save_torchscript(HuWindow(40.0, 70.0), base / "window.pt", patch_size=(8, 40, 40))
+    output = base / "out"
+    run(
+        [
+            "--cohort",
+            str(cohort),
+            "--output",
+            str(output),
+            "--model",
+            f"torchscript:{model}",
+            "--device",
+            "cpu",
+        ]
+    )
+    return output, phantoms
+
+
+def test_node_burden_numbers(phantom_run) -> None:
+    output, phantoms = phantom_run
+    rows = run_query(str(output), "node_burden").to_pylist()
+    assert {r["patient_id"] for r in rows} == {"patient_0", "patient_1"}  # the failed series is left out
+    for p in phantoms:
+        for source in ("reference", "prediction"):
+            (r,) = [r for r in rows if r["patient_id"] == p.patient_id and r["source"] == source]
+            assert r["n_series"] == 1 and r["n_nodes"] == 3
+            assert r["n_nodes_short_axis_ge_10mm"] == 2  # the default nodes: target, non-target, normal
+            assert r["n_nodes_short_axis_ge_15mm"] == 1
+            assert r["total_volume_ml"] == pytest.approx(p.mask.sum() * np.prod(p.spacing_mm) / 1000)
+            assert r["max_short_axis_mm"] == pytest.approx(16.0, abs=1.7)
+
+
+def test_recist_categories_and_model_agreement(phantom_run) -> None:
+    output, _ = phantom_run
+    categories = run_query(str(output), "recist_categories").to_pylist()
+    counts = {(r["source"], r["recist_category"]): r["n_nodes"] for r in categories}
+    assert counts == {
+        (s, c): 2 for s in ("prediction", "reference") for c in ("non_target", "normal", "target")
+    }
+    agreement = {r["annotation"]: r for r in run_query(str(output), "model_agreement").to_pylist()}
+    assert agreement["full"]["dsc_mean"] == pytest.approx(1.0)
+    assert agreement["full"]["false_positive_nodes"] == 0
+    assert agreement["partial"]["false_positive_nodes"] is None  # not counted for partial annotations
+    assert agreement["full"]["volume_bias_ml"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cli_json_is_one_array_of_row_objects(phantom_run) -> None:
+    output, _ = phantom_run
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beam_jobs.cli",
+            "analytics",
+            "--output",
+            str(output),
+            "--query",
+            "node_burden",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert isinstance(rows, list) and len(rows) == 4
+    assert {"patient_id", "source", "n_nodes", "n_nodes_short_axis_ge_10mm", "total_volume_ml"} <= set(
+        rows[0]
+    )
+
+
+def test_translation_and_unknown_query(tmp_path: Path) -> None:
+    assert "COUNT_IF" in duckdb_sql("node_burden")
+    with pytest.raises(ValueError, match="no analytics query 'nope'"):
+        duckdb_sql("nope")
+    with pytest.raises(FileNotFoundError, match="no series/ Parquet"):
+        run_query(str(tmp_path), "node_burden")
