@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 OUTPUT ?= results
 LIMIT ?= 3
 
-.PHONY: run test lint venv clean tools
+.PHONY: run test lint venv clean tools airflow-venv
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -16,6 +16,18 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test,nnunet]'
 	touch $(STAMP)
+
+# Airflow as Cloud Composer runs it (composer-3-airflow-2.10.5), in its own venv: its pins clash with Beam's.
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
+$(AIRFLOW_STAMP):
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install -q "apache-airflow==2.10.5" "apache-airflow-providers-google>=14,<17" \
+		"apache-airflow-providers-apache-beam>=5,<7"
+	touch $(AIRFLOW_STAMP)
+
+airflow-venv: $(AIRFLOW_STAMP)
 
 # dicom3tools' dciodvfy validates the SEGs we write (Debian package).
 tools:
@@ -26,16 +38,16 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/lnq run --limit $(LIMIT) --output $(OUTPUT)/
 
-test: lint tools
-	$(PY) -m pytest
+test: lint tools airflow-venv
+	LNQ_AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) -m pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline beam_jobs queries tests bench setup.py
-	$(VENV)/bin/ruff format --check pipeline beam_jobs queries tests bench setup.py
+	$(VENV)/bin/ruff check pipeline beam_jobs queries tests bench infra setup.py
+	$(VENV)/bin/ruff format --check pipeline beam_jobs queries tests bench infra setup.py
 	$(VENV)/bin/mypy pipeline
 
 clean:
-	rm -rf $(VENV) $(OUTPUT) *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) *.egg-info
 
 .PHONY: bench bench-accuracy bench-stages
 bench-accuracy: $(STAMP)
@@ -45,3 +57,22 @@ bench-stages: $(STAMP)
 	$(PY) bench/pipeline_stages.py --sizes 108 556
 
 bench: bench-accuracy bench-stages
+
+# ---- Google Cloud (see README "Run on Google Cloud"); needs gcloud and docker ----
+PROJECT ?= $(shell gcloud config get-value project 2>/dev/null)
+REGION ?= us-central1
+AR_REPO ?= lnq
+BUCKET ?= $(PROJECT)-lnq-staging
+TAG ?= $(shell $(PYTHON) -c "import re;print(re.search(r'__version__ = \"(.+)\"', open('pipeline/__init__.py').read()).group(1))")
+IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(AR_REPO)/lnq-worker:$(TAG)
+TEMPLATE ?= gs://$(BUCKET)/templates/lnq-$(TAG).json
+
+.PHONY: image template
+image:
+	docker build -f containers/worker/Dockerfile -t $(IMAGE) .
+	docker push $(IMAGE)
+
+template: image
+	gcloud dataflow flex-template build $(TEMPLATE) --image $(IMAGE) --sdk-language PYTHON \
+		--metadata-file infra/dataflow/metadata.json --project $(PROJECT)
+	@echo "template: $(TEMPLATE)"

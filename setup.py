@@ -34,6 +34,8 @@ INSTALL_REQUIRES = [
     "duckdb>=1.0,<3",
     "scipy>=1.10,<2",
     "scikit-image>=0.22,<1",
+    # analytics SQL is written in BigQuery's dialect and translated for DuckDB
+    "sqlglot>=25,<31",
     # sliding-window inference with Gaussian blending for TorchScript models
     "monai>=1.4,<2",
     # Decoders for compressed transfer syntaxes (JPEG 2000, JPEG-LS, JPEG lossless, RLE).
@@ -61,6 +63,9 @@ EXTRAS_REQUIRE = {
         "python-gdcm>=3.0,<4",
         # segimage2itkimage: checks that our SEGs convert with dcmqi
         "dcmqi>=1.3,<2",
+        # offline stand-ins and checks for the Google Cloud parts
+        "gcp-storage-emulator>=2024.0",
+        "python-hcl2>=4,<9",
     ],
 }
 

@@ -1,0 +1,189 @@
+"""Scheduled LNQ reprocessing on Cloud Composer.
+
+Once a month (and on demand): select the LNQ series that have no 'ok' result for the configured
+model (new IDC series, a new model version, earlier failures), export them as a cohort, run the
+Dataflow flex template on them, load the results into BigQuery (staging, then replace the run's
+rows), and check that every cohort row is accounted for. Nothing pending: the run stops after
+the count.
+
+Configuration comes from the environment variables Terraform sets on the Composer environment
+(``LNQ_PROJECT``, ``LNQ_REGION``, ``LNQ_RESULTS_BUCKET``, ``LNQ_STAGING_BUCKET``, ``LNQ_TEMP_BUCKET``,
+``LNQ_DATASET``, ``LNQ_SERVICE_ACCOUNT``) and from DAG params (model, GPU, template).
+The SQL is the project's own (``queries/bigquery``), deployed beside this file as ``lnq_sql/``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow import DAG
+from airflow.models.param import Param
+from airflow.operators.python import ShortCircuitOperator
+from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+from airflow.providers.google.cloud.operators.bigquery import BigQueryCheckOperator, BigQueryInsertJobOperator
+from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
+
+PROJECT = os.environ.get("LNQ_PROJECT", "my-project")
+REGION = os.environ.get("LNQ_REGION", "us-central1")
+RESULTS_BUCKET = os.environ.get("LNQ_RESULTS_BUCKET", f"{PROJECT}-lnq-results")
+STAGING_BUCKET = os.environ.get("LNQ_STAGING_BUCKET", f"{PROJECT}-lnq-staging")
+TEMP_BUCKET = os.environ.get("LNQ_TEMP_BUCKET", f"{PROJECT}-lnq-temp")
+DATASET = os.environ.get("LNQ_DATASET", f"{PROJECT}.lnq_results")
+SERVICE_ACCOUNT = os.environ.get("LNQ_SERVICE_ACCOUNT", f"lnq-pipeline@{PROJECT}.iam.gserviceaccount.com")
+TABLES = ("series", "nodes", "errors")
+RUN = "runs/{{ ds_nodash }}-{{ ti.try_number }}"
+
+
+def _sql(name: str) -> str:
+    """The project's SQL: deployed beside the DAG, or read from the repository's queries/."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "lnq_sql", here.parents[2] / "queries" / "bigquery"):
+        if (folder / f"{name}.sql").is_file():
+            return (folder / f"{name}.sql").read_text()
+    raise FileNotFoundError(f"{name}.sql is neither in lnq_sql/ beside the DAG nor in queries/bigquery")
+
+
+def _table(name: str) -> dict[str, str]:
+    project, dataset = DATASET.split(".")
+    return {"projectId": project, "datasetId": dataset, "tableId": name}
+
+
+def _count_pending() -> bool:
+    rows = BigQueryHook(use_legacy_sql=False).get_records(f"SELECT COUNT(*) FROM `{DATASET}.cohort_pending`")
+    return bool(rows and rows[0][0])
+
+
+with DAG(
+    dag_id="lnq_reprocess",
+    description="Reprocess LNQ series not yet processed with the configured model; load into BigQuery.",
+    schedule="@monthly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=10)},
+    params={
+        "model": Param(
+            "reference",
+            type="string",
+            description="lnq --model: reference, nnunet:gs://..., torchscript:gs://...",
+        ),
+        "annotation": Param("all", enum=["all", "full", "partial"]),
+        "gpu": Param(
+            "", type="string", description="TYPE[:COUNT] per worker, e.g. nvidia-l4:1; empty for CPU"
+        ),
+        "template": Param(f"gs://{STAGING_BUCKET}/templates/lnq.json", type="string"),
+    },
+    tags=["lnq", "idc", "dataflow"],
+) as dag:
+    select_pending = BigQueryInsertJobOperator(
+        task_id="select_pending",
+        project_id=PROJECT,
+        configuration={
+            "query": {
+                "query": _sql("pending_series"),
+                "useLegacySql": False,
+                "defaultDataset": {
+                    "projectId": _table("x")["projectId"],
+                    "datasetId": _table("x")["datasetId"],
+                },
+                "destinationTable": _table("cohort_pending"),
+                "writeDisposition": "WRITE_TRUNCATE",
+                "parameterMode": "NAMED",
+                "queryParameters": [
+                    {
+                        "name": "collection_id",
+                        "parameterType": {"type": "STRING"},
+                        "parameterValue": {"value": "mediastinal_lymph_node_seg"},
+                    },
+                    {
+                        "name": "annotation",
+                        "parameterType": {"type": "STRING"},
+                        "parameterValue": {"value": "{{ params.annotation }}"},
+                    },
+                    {
+                        "name": "model",
+                        "parameterType": {"type": "STRING"},
+                        "parameterValue": {"value": "{{ params.model }}"},
+                    },
+                ],
+            }
+        },
+    )
+
+    any_pending = ShortCircuitOperator(task_id="any_pending", python_callable=_count_pending)
+
+    export_cohort = BigQueryInsertJobOperator(
+        task_id="export_cohort",
+        project_id=PROJECT,
+        configuration={
+            "extract": {
+                "sourceTable": _table("cohort_pending"),
+                "destinationUris": [f"gs://{RESULTS_BUCKET}/{RUN}/cohort.parquet"],
+                "destinationFormat": "PARQUET",
+            }
+        },
+    )
+
+    reprocess = DataflowStartFlexTemplateOperator(
+        task_id="reprocess",
+        project_id=PROJECT,
+        location=REGION,
+        wait_until_finished=True,
+        body={
+            "launchParameter": {
+                "jobName": "lnq-{{ ds_nodash }}-{{ ti.try_number }}",
+                "containerSpecGcsPath": "{{ params.template }}",
+                "parameters": {
+                    "cohort": f"gs://{RESULTS_BUCKET}/{RUN}/cohort.parquet",
+                    "output": f"gs://{RESULTS_BUCKET}/{RUN}",
+                    "model": "{{ params.model }}",
+                    "gpu": "{{ params.gpu }}",
+                },
+                "environment": {
+                    "serviceAccountEmail": SERVICE_ACCOUNT,
+                    "tempLocation": f"gs://{TEMP_BUCKET}/tmp",
+                    "stagingLocation": f"gs://{STAGING_BUCKET}/staging",
+                },
+            }
+        },
+    )
+
+    check = BigQueryCheckOperator(
+        task_id="every_cohort_row_accounted_for",
+        sql=_sql("check_run_complete")
+        .replace("FROM cohort_pending", f"FROM `{DATASET}.cohort_pending`")
+        .replace("FROM series_staging", f"FROM `{DATASET}.series_staging`")
+        .replace("JOIN series_staging", f"JOIN `{DATASET}.series_staging`"),
+        use_legacy_sql=False,
+    )
+
+    for table in TABLES:
+        load = BigQueryInsertJobOperator(
+            task_id=f"load_{table}",
+            project_id=PROJECT,
+            configuration={
+                "load": {
+                    "sourceUris": [f"gs://{RESULTS_BUCKET}/{RUN}/{table}/*.parquet"],
+                    "sourceFormat": "PARQUET",
+                    "destinationTable": _table(f"{table}_staging"),
+                    "writeDisposition": "WRITE_TRUNCATE",
+                }
+            },
+        )
+        merge = BigQueryInsertJobOperator(
+            task_id=f"merge_{table}",
+            project_id=PROJECT,
+            configuration={
+                "query": {
+                    "query": _sql("merge_results")
+                    .replace("{target}", f"{DATASET}.{table}")
+                    .replace("{staging}", f"{DATASET}.{table}_staging"),
+                    "useLegacySql": False,
+                }
+            },
+        )
+        reprocess >> load >> merge >> check
+
+    select_pending >> any_pending >> export_cohort >> reprocess

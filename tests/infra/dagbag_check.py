@@ -1,0 +1,25 @@
+"""Run by the Airflow virtual environment: load the DAG folder with DagBag, print what it found as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from airflow.models import DagBag
+
+bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
+print(
+    json.dumps(
+        {
+            "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+            "dags": {
+                dag_id: {
+                    "schedule": str(dag.schedule_interval),
+                    "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},
+                    "operators": {t.task_id: type(t).__name__ for t in dag.tasks},
+                }
+                for dag_id, dag in bag.dags.items()
+            },
+        }
+    )
+)

@@ -1,0 +1,71 @@
+"""The worker image and the flex template agree with the code they ship (checked offline)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import apache_beam
+
+from beam_jobs.flex_main import OWN_OPTIONS, translate
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = (REPO / "containers" / "worker" / "Dockerfile").read_text()
+METADATA = json.loads((REPO / "infra" / "dataflow" / "metadata.json").read_text())
+
+
+def _arg(name: str) -> str:
+    match = re.search(rf"^ARG {name}=(\S+)$", DOCKERFILE, re.M)
+    assert match, f"Dockerfile has no ARG {name}"
+    return match.group(1)
+
+
+def test_image_carries_the_beam_sdk_at_the_launching_version() -> None:
+    assert _arg("BEAM_VERSION") == apache_beam.__version__
+    assert _arg("PYTHON_VERSION") == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert "FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION} AS beam" in DOCKERFILE
+    assert "COPY --from=beam /opt/apache/beam /opt/apache/beam" in DOCKERFILE
+    assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in DOCKERFILE
+    assert "python_template_launcher" in DOCKERFILE
+    py_file = re.search(r"FLEX_TEMPLATE_PYTHON_PY_FILE=/app/(\S+)", DOCKERFILE).group(1)
+    assert (REPO / py_file).is_file()
+    for copied in re.findall(r"^COPY (?!--)(\S+)", DOCKERFILE, re.M):
+        assert (REPO / copied).exists(), copied
+
+
+def test_every_template_parameter_is_described_and_understood() -> None:
+    names = [p["name"] for p in METADATA["parameters"]]
+    assert len(names) == len(set(names))
+    assert set(names) == set(OWN_OPTIONS)
+    for p in METADATA["parameters"]:
+        assert p["label"] and len(p["helpText"]) > 20 and "isOptional" in p, p["name"]
+        for regex in p.get("regexes", []):
+            re.compile(regex)
+    assert not next(p for p in METADATA["parameters"] if p["name"] == "output")["isOptional"]
+
+
+def test_parameters_translate_to_lnq_run_options() -> None:
+    from beam_jobs.lnq_run import add_arguments
+
+    argv = translate(
+        [
+            "--output=gs://b/r",
+            "--model=nnunet:gs://b/m/Dataset1",
+            "--s3_endpoint=https://storage.googleapis.com",
+            "--series_per_worker=3",
+            "--folds=0,1",
+            "--tta=false",
+            "--step_size=0.5",
+            "--runner=DataflowRunner",
+        ]
+    )
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args, beam_args = parser.parse_known_args(argv)
+    assert args.s3_endpoint == "https://storage.googleapis.com" and args.series_per_worker == 3
+    assert args.folds == ["0", "1"] and args.tta is False and args.step_size == 0.5
+    assert beam_args == ["--runner=DataflowRunner"]
