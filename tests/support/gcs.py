@@ -2,43 +2,29 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.support.s3 import free_port
+from tests.support.s3 import free_port, start_server
 
 
 def start_gcs_emulator(bucket: str, timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
     """Start the emulator in memory with ``bucket``; return the process and its URL."""
     port = free_port()
     exe = Path(sys.executable).with_name("gcp-storage-emulator")
-    proc = subprocess.Popen(
-        [
-            str(exe),
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--in-memory",
-            "--default-bucket",
-            bucket,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"gcp-storage-emulator did not start within {timeout_s} s")
+    command = [
+        str(exe),
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--in-memory",
+        "--default-bucket",
+        bucket,
+    ]
+    return start_server(command, port, timeout_s=timeout_s)
 
 
 def use_anonymous_beam_credentials() -> None:

@@ -18,13 +18,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_moto(timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``moto_server`` on a free loopback port; return the process and its endpoint URL."""
-    port = free_port()
-    moto = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+def start_server(
+    command: list[str], port: int, *, timeout_s: float = 30.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a local server and wait until it accepts connections on ``port``; return it and its URL."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -33,7 +31,14 @@ def start_moto(timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"moto_server did not start within {timeout_s} s")
+    raise RuntimeError(f"{Path(command[0]).name} did not start within {timeout_s} s")
+
+
+def start_moto(timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``moto_server`` on a free loopback port; return the process and its endpoint URL."""
+    port = free_port()
+    moto = Path(sys.executable).with_name("moto_server")
+    return start_server([str(moto), "-H", "127.0.0.1", "-p", str(port)], port, timeout_s=timeout_s)
 
 
 def public_bucket(endpoint: str):  # type: ignore[no-untyped-def]
