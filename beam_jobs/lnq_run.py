@@ -158,28 +158,18 @@ def pipeline_options(
 class ProcessCohort(beam.PTransform):
     """Cohort rows in; one ``{"series", "nodes", "errors"}`` result per row out, crashes included."""
 
-    def __init__(
-        self,
-        config: ProcessConfig,
-        *,
-        total: int,
-        progress_dir: str | None = None,
-        seg_sink: SegFileSink | None = None,
-    ):
+    def __init__(self, fn: ProcessSeriesFn, *, config: ProcessConfig):
         super().__init__()
+        self._fn = fn
         self._config = config
-        self._total = total
-        self._progress_dir = progress_dir
-        self._seg_sink = seg_sink
 
     def expand(self, rows):  # type: ignore[no-untyped-def]
-        fn = ProcessSeriesFn(
-            self._config, total=self._total, progress_dir=self._progress_dir, seg_sink=self._seg_sink
-        )
         results, crashed = (
-            rows | "Spread" >> beam.Reshuffle() | "Process" >> beam.ParDo(fn).with_exception_handling()
+            rows | "Spread" >> beam.Reshuffle() | "Process" >> beam.ParDo(self._fn).with_exception_handling()
         )
-        recovered = crashed | "DeadLetters" >> beam.Map(dead_letter_to_result, self._config.pipeline_version)
+        recovered = crashed | "DeadLetters" >> beam.Map(
+            dead_letter_to_result, self._config.pipeline_version, self._config.model.label
+        )
         return (results, recovered) | "Merge" >> beam.Flatten()
 
 
@@ -197,7 +187,10 @@ def build(
     merged = (
         p
         | "Cohort" >> beam.Create(rows, reshuffle=False)
-        | "ProcessCohort" >> ProcessCohort(config, total=len(rows), progress_dir=progress_dir, seg_sink=sink)
+        | "ProcessCohort"
+        >> ProcessCohort(
+            ProcessSeriesFn(config, total=len(rows), progress_dir=progress_dir, seg_sink=sink), config=config
+        )
     )
     series = merged | "SeriesRows" >> beam.Map(lambda r: r["series"])
     nodes = merged | "NodeRows" >> beam.FlatMap(lambda r: r["nodes"])

@@ -27,24 +27,10 @@ resource "google_storage_bucket" "results" {
   }
 }
 
-resource "google_storage_bucket" "temp" {
-  name                        = local.buckets.temp
-  location                    = var.region
-  uniform_bucket_level_access = true
-  public_access_prevention    = "enforced"
-  force_destroy               = true
-  lifecycle_rule {
-    condition {
-      age = var.temp_retention_days
-    }
-    action {
-      type = "Delete"
-    }
-  }
-}
-
-resource "google_storage_bucket" "staging" {
-  name                        = local.buckets.staging
+# Dataflow temp files and staged packages/templates: both expire.
+resource "google_storage_bucket" "scratch" {
+  for_each                    = { temp = local.buckets.temp, staging = local.buckets.staging }
+  name                        = each.value
   location                    = var.region
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
@@ -109,8 +95,8 @@ resource "google_project_iam_member" "pipeline_project" {
 resource "google_storage_bucket_iam_member" "pipeline_buckets" {
   for_each = {
     results = google_storage_bucket.results.name
-    temp    = google_storage_bucket.temp.name
-    staging = google_storage_bucket.staging.name
+    temp    = google_storage_bucket.scratch["temp"].name
+    staging = google_storage_bucket.scratch["staging"].name
   }
   bucket = each.value
   role   = "roles/storage.objectAdmin"
@@ -179,7 +165,7 @@ resource "google_project_iam_member" "composer_bigquery_jobs" {
 resource "google_storage_bucket_iam_member" "composer_buckets" {
   for_each = var.enable_composer ? {
     results = google_storage_bucket.results.name
-    staging = google_storage_bucket.staging.name
+    staging = google_storage_bucket.scratch["staging"].name
   } : {}
   bucket = each.value
   role   = "roles/storage.objectAdmin"
@@ -197,8 +183,8 @@ resource "google_composer_environment" "lnq" {
         LNQ_PROJECT         = var.project_id
         LNQ_REGION          = var.region
         LNQ_RESULTS_BUCKET  = google_storage_bucket.results.name
-        LNQ_STAGING_BUCKET  = google_storage_bucket.staging.name
-        LNQ_TEMP_BUCKET     = google_storage_bucket.temp.name
+        LNQ_STAGING_BUCKET  = google_storage_bucket.scratch["staging"].name
+        LNQ_TEMP_BUCKET     = google_storage_bucket.scratch["temp"].name
         LNQ_DATASET         = "${var.project_id}.${google_bigquery_dataset.results.dataset_id}"
         LNQ_SERVICE_ACCOUNT = google_service_account.pipeline.email
       }

@@ -5,12 +5,12 @@ output "results_bucket" {
 
 output "temp_location" {
   description = "Dataflow --temp_location."
-  value       = "gs://${google_storage_bucket.temp.name}/tmp"
+  value       = "gs://${google_storage_bucket.scratch["temp"].name}/tmp"
 }
 
 output "staging_location" {
   description = "Dataflow --staging_location; flex templates are stored under templates/."
-  value       = "gs://${google_storage_bucket.staging.name}/staging"
+  value       = "gs://${google_storage_bucket.scratch["staging"].name}/staging"
 }
 
 output "dataset" {

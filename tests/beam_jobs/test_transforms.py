@@ -41,7 +41,7 @@ def test_pipeline_gives_one_result_per_row(phantom) -> None:
         statuses = (
             p
             | beam.Create(rows)
-            | ProcessCohort(CONFIG, total=len(rows))
+            | ProcessCohort(ProcessSeriesFn(CONFIG, total=len(rows)), config=CONFIG)
             | beam.Map(
                 lambda r: (r["series"]["ct_series_instance_uid"], r["series"]["status"], len(r["errors"]))
             )
@@ -70,7 +70,7 @@ def test_crash_outside_handlers_goes_to_dead_letter_and_is_kept(
         out = (
             p
             | beam.Create(rows)
-            | ProcessCohort(CONFIG, total=len(rows))
+            | ProcessCohort(ProcessSeriesFn(CONFIG, total=len(rows)), config=CONFIG)
             | beam.Map(
                 lambda r: (
                     r["series"]["ct_series_instance_uid"],

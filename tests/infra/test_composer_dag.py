@@ -52,6 +52,7 @@ def test_no_import_errors(dagbag: dict) -> None:
 def test_task_graph(dagbag: dict) -> None:
     dag = dagbag["dags"]["lnq_reprocess"]
     down = dag["downstream"]
+    assert down["select_cohort"] == ["select_pending"]
     assert down["select_pending"] == ["any_pending"]
     assert down["any_pending"] == ["export_cohort"]
     assert down["export_cohort"] == ["reprocess"]

@@ -39,10 +39,9 @@ def _s(value: object) -> str:
 
 def test_buckets_with_lifecycle_rules(resources) -> None:
     buckets = resources["google_storage_bucket"]
-    assert set(buckets) == {"results", "temp", "staging"}
-    assert "Delete" in _text(buckets["temp"]["lifecycle_rule"]) and "Delete" in _text(
-        buckets["staging"]["lifecycle_rule"]
-    )
+    assert set(buckets) == {"results", "scratch"}
+    assert set(buckets["scratch"]["for_each"]) == {"temp", "staging"}
+    assert "Delete" in _text(buckets["scratch"]["lifecycle_rule"])
     assert "NEARLINE" in _text(buckets["results"]["lifecycle_rule"])
     for body in buckets.values():
         assert body["uniform_bucket_level_access"] is True

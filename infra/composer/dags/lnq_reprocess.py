@@ -1,10 +1,10 @@
 """Scheduled LNQ reprocessing on Cloud Composer.
 
-Once a month (and on demand): select the LNQ series that have no 'ok' result for the configured
-model (new IDC series, a new model version, earlier failures), export them as a cohort, run the
-Dataflow flex template on them, load the results into BigQuery (staging, then replace the run's
-rows), and check that every cohort row is accounted for. Nothing pending: the run stops after
-the count.
+Once a month (and on demand): select the LNQ cohort from IDC's current release, keep the series
+that have no 'ok' result for the configured model (new IDC series, a new model version, earlier
+failures), export them as a cohort, run the Dataflow flex template on them, load the results into
+BigQuery (staging, then replace the run's rows), and check that every cohort row is accounted for.
+Nothing pending: the run stops after the count.
 
 Configuration comes from the environment variables Terraform sets on the Composer environment
 (``LNQ_PROJECT``, ``LNQ_REGION``, ``LNQ_RESULTS_BUCKET``, ``LNQ_STAGING_BUCKET``, ``LNQ_TEMP_BUCKET``,
@@ -77,18 +77,16 @@ with DAG(
     },
     tags=["lnq", "idc", "dataflow"],
 ) as dag:
-    select_pending = BigQueryInsertJobOperator(
-        task_id="select_pending",
+    default_dataset = {"projectId": _table("x")["projectId"], "datasetId": _table("x")["datasetId"]}
+
+    select_cohort = BigQueryInsertJobOperator(
+        task_id="select_cohort",
         project_id=PROJECT,
         configuration={
             "query": {
-                "query": _sql("pending_series"),
+                "query": _sql("lnq_cohort"),
                 "useLegacySql": False,
-                "defaultDataset": {
-                    "projectId": _table("x")["projectId"],
-                    "datasetId": _table("x")["datasetId"],
-                },
-                "destinationTable": _table("cohort_pending"),
+                "destinationTable": _table("cohort_all"),
                 "writeDisposition": "WRITE_TRUNCATE",
                 "parameterMode": "NAMED",
                 "queryParameters": [
@@ -102,6 +100,23 @@ with DAG(
                         "parameterType": {"type": "STRING"},
                         "parameterValue": {"value": "{{ params.annotation }}"},
                     },
+                ],
+            }
+        },
+    )
+
+    select_pending = BigQueryInsertJobOperator(
+        task_id="select_pending",
+        project_id=PROJECT,
+        configuration={
+            "query": {
+                "query": _sql("pending_series"),
+                "useLegacySql": False,
+                "defaultDataset": default_dataset,
+                "destinationTable": _table("cohort_pending"),
+                "writeDisposition": "WRITE_TRUNCATE",
+                "parameterMode": "NAMED",
+                "queryParameters": [
                     {
                         "name": "model",
                         "parameterType": {"type": "STRING"},
@@ -186,4 +201,4 @@ with DAG(
         )
         reprocess >> load >> merge >> check
 
-    select_pending >> any_pending >> export_cohort >> reprocess
+    select_cohort >> select_pending >> any_pending >> export_cohort >> reprocess
