@@ -69,63 +69,83 @@ def perpendicular_chord(polygons: list[np.ndarray], direction: np.ndarray) -> fl
     """Longest chord of the polygons perpendicular to unit ``direction`` (outermost crossings).
 
     Along the direction, the chord length is piecewise linear between vertex
-    projections, so its maximum is found exactly by evaluating it at each one.
+    projections, so its maximum is found exactly by evaluating it at each one
+    (all at once, in blocks that bound memory on long contours).
     """
     u = np.asarray(direction, dtype=float)
     v = np.array([-u[1], u[0]])
-    starts = np.concatenate([p for p in polygons])
+    starts = np.concatenate(list(polygons))
     ends = np.concatenate([np.roll(p, -1, axis=0) for p in polygons])
     a_u, b_u, a_v, b_v = starts @ u, ends @ u, starts @ v, ends @ v
     lo, hi = np.minimum(a_u, b_u), np.maximum(a_u, b_u)
+    du = b_u - a_u
+    flat = np.abs(du) < 1e-12
+    safe_du = np.where(flat, 1.0, du)
     best = 0.0
-    for t in np.unique(starts @ u):
+    positions = np.unique(a_u)
+    block = max(1, 2_000_000 // max(len(a_u), 1))
+    for first in range(0, len(positions), block):
+        t = positions[first : first + block, None]  # (T, 1) against (E,) edges
         hit = (lo <= t) & (hi >= t)
-        if not np.any(hit):
-            continue
-        du = b_u[hit] - a_u[hit]
-        flat = np.abs(du) < 1e-12
-        frac = np.where(flat, 0.0, (t - a_u[hit]) / np.where(flat, 1.0, du))
-        crossings = a_v[hit] + frac * (b_v[hit] - a_v[hit])
-        crossings = np.concatenate([crossings, b_v[hit][flat]])
-        best = max(best, float(crossings.max() - crossings.min()))
+        frac = np.where(flat, 0.0, (t - a_u) / safe_du)
+        crossing = a_v + frac * (b_v - a_v)
+        # an edge lying on the line contributes both of its ends
+        top = np.maximum(np.where(hit, crossing, -np.inf), np.where(hit & flat, b_v, -np.inf)).max(axis=1)
+        bottom = np.minimum(np.where(hit, crossing, np.inf), np.where(hit & flat, b_v, np.inf)).min(axis=1)
+        valid = np.isfinite(top)
+        if np.any(valid):
+            best = max(best, float(np.max(top[valid] - bottom[valid])))
     return best
+
+
+def _long_axis(
+    mask2d: np.ndarray, spacing_xy_mm: tuple[float, float]
+) -> tuple[float, np.ndarray, np.ndarray, list[np.ndarray]]:
+    polygons = boundary_polygons(mask2d, spacing_xy_mm)
+    if not polygons:
+        zero = np.zeros(2)
+        return 0.0, zero, zero, polygons
+    long_mm, p, q = feret_diameter(np.concatenate(polygons))
+    return long_mm, p, q, polygons
+
+
+def _short_axis(polygons: list[np.ndarray], long_mm: float, p: np.ndarray, q: np.ndarray) -> float:
+    return perpendicular_chord(polygons, (q - p) / long_mm) if long_mm > 0.0 else 0.0
 
 
 def slice_axes(
     mask2d: np.ndarray, spacing_xy_mm: tuple[float, float]
 ) -> tuple[float, float, np.ndarray, np.ndarray]:
     """(long, short, long-axis end points) of one cross-section; zeros when it is empty."""
-    polygons = boundary_polygons(mask2d, spacing_xy_mm)
-    if not polygons:
-        zero = np.zeros(2)
-        return 0.0, 0.0, zero, zero
-    long_mm, p, q = feret_diameter(np.concatenate(polygons))
-    if long_mm == 0.0:
-        return 0.0, 0.0, p, q
-    short_mm = perpendicular_chord(polygons, (q - p) / long_mm)
-    return long_mm, short_mm, p, q
+    long_mm, p, q, polygons = _long_axis(mask2d, spacing_xy_mm)
+    return long_mm, _short_axis(polygons, long_mm, p, q), p, q
 
 
 def recist_axes(node_zyx: np.ndarray, spacing_mm: tuple[float, float, float]) -> AxialAxes:
     """RECIST axes of a node mask ``[z, y, x]`` with spacing ``(x, y, z)`` mm.
 
     The slice with the longest long axis is measured; among equally long ones,
-    the one with the longer short axis, then the lower index.
+    the one with the longer short axis, then the lower index. Short axes are only
+    computed on those candidate slices.
     """
     spacing_xy = (float(spacing_mm[0]), float(spacing_mm[1]))
+    per_slice = [
+        (int(k), *_long_axis(node_zyx[k], spacing_xy)) for k in np.flatnonzero(node_zyx.any(axis=(1, 2)))
+    ]
+    if not per_slice:
+        raise ValueError("the node mask is empty")
+    longest = max(entry[1] for entry in per_slice)
     best: AxialAxes | None = None
-    for k in np.flatnonzero(node_zyx.any(axis=(1, 2))):
-        long_mm, short_mm, p, q = slice_axes(node_zyx[k], spacing_xy)
-        if best is None or (long_mm, short_mm) > (best.long_axis_mm, best.short_axis_mm):
+    for k, long_mm, p, q, polygons in per_slice:
+        if long_mm != longest:
+            continue
+        short_mm = _short_axis(polygons, long_mm, p, q)
+        if best is None or short_mm > best.short_axis_mm:
             best = AxialAxes(
                 long_axis_mm=long_mm,
                 short_axis_mm=short_mm,
-                slice_index=int(k),
-                long_axis_endpoints_mm=(
-                    (float(p[0]), float(p[1])),
-                    (float(q[0]), float(q[1])),
-                ),
+                slice_index=k,
+                long_axis_endpoints_mm=((float(p[0]), float(p[1])), (float(q[0]), float(q[1]))),
             )
-    if best is None:
-        raise ValueError("the node mask is empty")
+    assert best is not None
     return best
