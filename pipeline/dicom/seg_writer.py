@@ -110,6 +110,17 @@ def _source_headers(files: list[str], ct: CtVolume) -> list[pydicom.Dataset]:
         "SeriesInstanceUID": ct.series_uid or derived_uid("series-of", first_sop),
     }
     for ds in headers:
+        for keyword in ("ReferencedStudySequence", "ReferencedPatientSequence"):
+            if keyword in ds:  # copied into the SEG: keep only complete references (both UIDs)
+                items = [
+                    i
+                    for i in ds[keyword].value
+                    if i.get("ReferencedSOPClassUID") and i.get("ReferencedSOPInstanceUID")
+                ]
+                if items:
+                    ds[keyword].value = items
+                else:
+                    del ds[keyword]
         if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
             del ds.SpecificCharacterSet  # empty means the default repertoire; highdicom wants it absent
         if not ds.get("SOPClassUID"):

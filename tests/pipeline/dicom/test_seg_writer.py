@@ -105,7 +105,12 @@ def test_real_ct_model_run_gives_a_valid_seg(real_ct: Path, tmp_path: Path) -> N
         HuWindow(40.0, 30.0), tmp_path / "soft.pt", spacing_mm=[3.0, 2.0, 2.0], patch_size=(16, 64, 64)
     )
     model = TorchScriptModel(str(model_path), device=__import__("torch").device("cpu"))
-    for name in ("lpctdx-A0002-8mm-B40f", "totalseg-example-j2k", "dcmqi-ct3slice/ct"):
+    for name in (
+        "lpctdx-A0001-5mm-kernelB",
+        "lpctdx-A0002-8mm-B40f",
+        "totalseg-example-j2k",
+        "dcmqi-ct3slice/ct",
+    ):
         ct = decode_ct_series(str(real_ct / name))
         mask = model.predict(ct).mask
         assert mask.shape == ct.hu.shape
@@ -133,3 +138,19 @@ def test_the_validity_check_itself_sees_errors(phantom, tmp_path: Path) -> None:
     del ds.SegmentSequence[0].SegmentLabel
     ds.save_as(tmp_path / "broken.dcm")
     assert any("SegmentLabel" in e for e in dciodvfy_errors(tmp_path / "broken.dcm"))
+
+
+def test_incomplete_references_in_the_ct_are_not_copied(phantom, tmp_path: Path) -> None:
+    """Scanner CT can carry a ReferencedStudySequence item without its SOP class (seen in TCIA data)."""
+    ct_dir = tmp_path / "ct"
+    shutil.copytree(phantom.ct_dir, ct_dir)
+    for path in ct_dir.iterdir():
+        ds = pydicom.dcmread(path)
+        item = pydicom.Dataset()
+        item.ReferencedSOPInstanceUID = "1.2.3.4.5"
+        ds.ReferencedStudySequence = [item]
+        ds.save_as(path)
+    ct = decode_ct_series(str(ct_dir))
+    path = _write(tmp_path, phantom.mask, ct)
+    assert dciodvfy_errors(path) == []
+    assert "ReferencedStudySequence" not in pydicom.dcmread(path)
