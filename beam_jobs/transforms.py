@@ -18,6 +18,7 @@ from apache_beam.metrics import Metrics
 
 from pipeline.models.base import ModelError, SegmentationModel
 from pipeline.models.spec import ModelSpec, shared_model
+from pipeline.models.torchscript import sidecar_path
 from pipeline.outputs.schemas import TABLES, conform, sort_rows
 from pipeline.process import ProcessConfig, SeriesResult, base_series_row, error_row, process_series
 from pipeline.uids import uid_problem
@@ -43,9 +44,9 @@ _LOCALIZE_LOCK = threading.Lock()
 def _copy_model(url: str) -> str:
     target = tempfile.mkdtemp(prefix="lnq-model-")
     base = url.rstrip("/")
-    if FileSystems.exists(base) and not base.endswith("/"):
+    if FileSystems.exists(base):  # one file (TorchScript); otherwise a folder (nnU-Net)
         sources = [base]
-        sidecar = os.path.splitext(base)[0] + ".json"
+        sidecar = sidecar_path(base)
         if FileSystems.exists(sidecar):
             sources.append(sidecar)
         for source in sources:

@@ -16,7 +16,7 @@ from pipeline.evaluate.detection import detect
 from pipeline.evaluate.images import common_grid, read_label_image, read_on_ct
 from pipeline.evaluate.lnq2023 import score_case
 from pipeline.measure.components import label_nodes
-from pipeline.measure.nodes import measure_nodes
+from pipeline.measure.nodes import measure_labelled
 
 
 def evaluate_masks(
@@ -28,10 +28,11 @@ def evaluate_masks(
     pred = sitk.GetArrayFromImage(prediction) > 0
     ref = sitk.GetArrayFromImage(reference) > 0
     if ref.any():
-        ref_nodes = measure_nodes(ref, geometry)
+        ref_labels = label_nodes(ref, geometry)  # labelled once, for both measuring and matching
+        ref_nodes = measure_labelled(ref_labels, geometry)
         detection = detect(
             label_nodes(pred, geometry),
-            label_nodes(ref, geometry),
+            ref_labels,
             ref_short_axis_mm={n.node_index: n.short_axis_mm for n in ref_nodes},
             fully_annotated=fully_annotated,
         )

@@ -116,6 +116,14 @@ def test_load_results_stages_then_replaces_the_runs_rows() -> None:
     assert merges[0] == merge_sql("proj.lnq.series", "proj.lnq.series_staging")
 
 
+def test_scheduling_sql_parses_as_bigquery() -> None:
+    pending = sqlglot.parse_one(queries.load("bigquery/pending_series"), read="bigquery")
+    assert {p.name for p in pending.find_all(sqlglot.exp.Parameter)} == {"model"}
+    check = queries.load("bigquery/check_run_complete").replace("{dataset}", "proj.lnq")
+    tree = sqlglot.parse_one(check, read="bigquery")
+    assert {t.name for t in tree.find_all(sqlglot.exp.Table)} == {"cohort_pending", "series_staging"}
+
+
 def test_merge_sql_parses_and_refuses_odd_identifiers() -> None:
     statements = sqlglot.parse(merge_sql("p.d.nodes", "p.d.nodes_staging"), read="bigquery")
     assert [type(s).__name__ for s in statements] == ["Delete", "Insert"]

@@ -36,18 +36,28 @@ TABLES = ("series", "nodes", "errors")
 RUN = "runs/{{ ds_nodash }}-{{ ti.try_number }}"
 
 
-def _sql(name: str) -> str:
-    """The project's SQL: deployed beside the DAG, or read from the repository's queries/."""
+def _sql(name: str, **identifiers: str) -> str:
+    """The project's SQL (deployed beside the DAG, or the repository's queries/), with its
+    ``{identifier}`` placeholders (table ids, which cannot be bound) filled in."""
     here = Path(__file__).resolve().parent
     for folder in (here / "lnq_sql", here.parents[2] / "queries" / "bigquery"):
         if (folder / f"{name}.sql").is_file():
-            return (folder / f"{name}.sql").read_text()
+            text = (folder / f"{name}.sql").read_text()
+            for key, value in identifiers.items():
+                text = text.replace("{" + key + "}", value)
+            return text
     raise FileNotFoundError(f"{name}.sql is neither in lnq_sql/ beside the DAG nor in queries/bigquery")
 
 
+DEFAULT_DATASET = dict(zip(("projectId", "datasetId"), DATASET.split("."), strict=True))
+
+
 def _table(name: str) -> dict[str, str]:
-    project, dataset = DATASET.split(".")
-    return {"projectId": project, "datasetId": dataset, "tableId": name}
+    return {**DEFAULT_DATASET, "tableId": name}
+
+
+def _string_param(name: str, value: str) -> dict:
+    return {"name": name, "parameterType": {"type": "STRING"}, "parameterValue": {"value": value}}
 
 
 def _count_pending() -> bool:
@@ -77,8 +87,6 @@ with DAG(
     },
     tags=["lnq", "idc", "dataflow"],
 ) as dag:
-    default_dataset = {"projectId": _table("x")["projectId"], "datasetId": _table("x")["datasetId"]}
-
     select_cohort = BigQueryInsertJobOperator(
         task_id="select_cohort",
         project_id=PROJECT,
@@ -90,16 +98,8 @@ with DAG(
                 "writeDisposition": "WRITE_TRUNCATE",
                 "parameterMode": "NAMED",
                 "queryParameters": [
-                    {
-                        "name": "collection_id",
-                        "parameterType": {"type": "STRING"},
-                        "parameterValue": {"value": "mediastinal_lymph_node_seg"},
-                    },
-                    {
-                        "name": "annotation",
-                        "parameterType": {"type": "STRING"},
-                        "parameterValue": {"value": "{{ params.annotation }}"},
-                    },
+                    _string_param("collection_id", "mediastinal_lymph_node_seg"),
+                    _string_param("annotation", "{{ params.annotation }}"),
                 ],
             }
         },
@@ -112,17 +112,11 @@ with DAG(
             "query": {
                 "query": _sql("pending_series"),
                 "useLegacySql": False,
-                "defaultDataset": default_dataset,
+                "defaultDataset": DEFAULT_DATASET,
                 "destinationTable": _table("cohort_pending"),
                 "writeDisposition": "WRITE_TRUNCATE",
                 "parameterMode": "NAMED",
-                "queryParameters": [
-                    {
-                        "name": "model",
-                        "parameterType": {"type": "STRING"},
-                        "parameterValue": {"value": "{{ params.model }}"},
-                    },
-                ],
+                "queryParameters": [_string_param("model", "{{ params.model }}")],
             }
         },
     )
@@ -167,10 +161,7 @@ with DAG(
 
     check = BigQueryCheckOperator(
         task_id="every_cohort_row_accounted_for",
-        sql=_sql("check_run_complete")
-        .replace("FROM cohort_pending", f"FROM `{DATASET}.cohort_pending`")
-        .replace("FROM series_staging", f"FROM `{DATASET}.series_staging`")
-        .replace("JOIN series_staging", f"JOIN `{DATASET}.series_staging`"),
+        sql=_sql("check_run_complete", dataset=DATASET),
         use_legacy_sql=False,
     )
 
@@ -192,9 +183,9 @@ with DAG(
             project_id=PROJECT,
             configuration={
                 "query": {
-                    "query": _sql("merge_results")
-                    .replace("{target}", f"{DATASET}.{table}")
-                    .replace("{staging}", f"{DATASET}.{table}_staging"),
+                    "query": _sql(
+                        "merge_results", target=f"{DATASET}.{table}", staging=f"{DATASET}.{table}_staging"
+                    ),
                     "useLegacySql": False,
                 }
             },
