@@ -29,9 +29,10 @@ $(AIRFLOW_STAMP):
 
 airflow-venv: $(AIRFLOW_STAMP)
 
-# dicom3tools' dciodvfy validates the SEGs we write (Debian package).
+# dicom3tools' dciodvfy validates the DICOM we write; chromium opens the run report (Debian packages).
 tools:
-	@command -v dciodvfy >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dicom3tools)
+	@(command -v dciodvfy >/dev/null && command -v chromium >/dev/null) || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dicom3tools chromium)
 
 venv: $(STAMP)
 

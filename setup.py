@@ -43,6 +43,9 @@ INSTALL_REQUIRES = [
     "pylibjpeg-openjpeg>=2.0,<3",
     "pylibjpeg-libjpeg>=2.1,<3",
     "pylibjpeg-rle>=2.0,<3",
+    # quality-control pictures and the run report
+    "matplotlib>=3.7,<4",
+    "Jinja2>=3.1,<4",
 ]
 
 EXTRAS_REQUIRE = {

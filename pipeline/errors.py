@@ -1,16 +1,22 @@
 """One exception family for everything that can go wrong with one series.
 
 Every error carries the series it concerns and the stage it happened in, so
-that the Beam job can turn it into an ``errors`` row without guessing.
+that the job can turn it into an ``errors`` row without guessing.
 """
 
 from __future__ import annotations
 
+from pipeline.enums import Stage
+
 
 class PipelineError(Exception):
-    """Base class: a problem with one series' input, never a bug in our code."""
+    """Base class: a problem with one series' input, never a bug in our code.
 
-    stage = "pipeline"
+    ``stage`` is None for errors that belong to no particular stage; the stage
+    running when they were raised is reported then.
+    """
+
+    stage: Stage | None = None
 
     def __init__(self, message: str, *, series_uid: str | None = None) -> None:
         self.series_uid = series_uid
@@ -22,28 +28,46 @@ class PipelineError(Exception):
 class CohortError(PipelineError):
     """A cohort row that cannot be processed (bad UID, bad URL, missing field)."""
 
-    stage = "cohort"
+    stage = Stage.COHORT
 
 
 class FetchError(PipelineError):
     """Copying a series from object storage failed or returned too few files."""
 
-    stage = "fetch"
+    stage = Stage.FETCH
 
 
 class DecodeError(PipelineError):
     """The CT files do not form one consistent, complete volume."""
 
-    stage = "decode"
+    stage = Stage.DECODE
 
 
 class ReferenceSegError(PipelineError):
     """The expert SEG is unreadable or does not belong to the CT series."""
 
-    stage = "reference"
+    stage = Stage.REFERENCE
+
+
+class ModelError(PipelineError):
+    """A model that cannot be loaded or run on a series."""
+
+    stage = Stage.INFERENCE
 
 
 class MeasurementError(PipelineError):
     """A mask could not be measured."""
 
-    stage = "measure"
+    stage = Stage.MEASURE
+
+
+class SegWriteError(PipelineError):
+    """A DICOM object (SEG) could not be built from the results."""
+
+    stage = Stage.SEG_WRITE
+
+
+class ScoreError(PipelineError):
+    """A prediction could not be scored against its reference (for example, not one grid)."""
+
+    stage = Stage.SCORE

@@ -119,6 +119,6 @@ def _by_frame_positions(seg: hd.seg.Segmentation, grid: Geometry, label: str) ->
     union = volume.with_array(np.any(volume.array > 0, axis=-1).astype(np.uint8))
     image = union.to_simpleitk()
     placed = sitk.Resample(
-        image, grid.reference_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
+        image, grid.empty_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
     )
     return sitk.GetArrayFromImage(placed).astype(bool)

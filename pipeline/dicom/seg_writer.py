@@ -26,7 +26,7 @@ from pydicom.sr.codedict import codes
 
 import pipeline
 from pipeline.dicom.volume import CtVolume
-from pipeline.errors import PipelineError
+from pipeline.errors import SegWriteError
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +34,6 @@ LYMPH_NODE = hd.sr.CodedConcept("59441001", "SCT", "Lymph node")
 ANATOMICAL_STRUCTURE = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
 SEGMENT_LABEL = "Mediastinal lymph node"
 _UID_NAMESPACE = uuid.UUID("5b0f7a8e-3c4d-4f0e-9d21-6a1c2b3e4f50")
-
-
-class SegWriteError(PipelineError):
-    stage = "seg_write"
 
 
 def derived_uid(*parts: str) -> str:

@@ -12,10 +12,21 @@ Slices are stored in increasing position along the slice normal
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+
+
+GRID_TOLERANCE = 1e-4
+"""Two grids are one when origins and spacings agree within this many mm (and direction cosines
+within this much): far below any voxel, far above float32 rounding of header values."""
+
+
+def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(round(float(v), 5) for v in values)
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,11 +52,29 @@ class Geometry:
         scaled = ijk * np.asarray(self.spacing_mm)
         return np.asarray(self.origin_mm) + scaled @ self.direction_matrix.T
 
-    def reference_image(self) -> sitk.Image:
-        """An empty SimpleITK image on this grid, for resampling onto it."""
-        image = sitk.Image([int(s) for s in self.size_zyx[::-1]], sitk.sitkUInt8)
-        self.apply_to(image)
-        return image
+    def empty_image(self, pixel_type: int = sitk.sitkUInt8) -> sitk.Image:
+        """A zero SimpleITK image on this grid (for resampling onto it, or to fill)."""
+        image = sitk.Image([int(s) for s in self.size_zyx[::-1]], pixel_type)
+        return self.apply_to(image)
+
+    def grid_differences(self, other: Geometry, tolerance: float = GRID_TOLERANCE) -> list[str]:
+        """How ``other`` differs from this grid (size exactly; origin, spacing in mm and
+        direction cosines within ``tolerance``); empty when they are one grid."""
+        problems = []
+        if tuple(self.size_zyx) != tuple(other.size_zyx):
+            problems.append(f"size [z, y, x] {tuple(self.size_zyx)} vs {tuple(other.size_zyx)}")
+        for name, a, b in (
+            ("origin mm", self.origin_mm, other.origin_mm),
+            ("spacing mm", self.spacing_mm, other.spacing_mm),
+            ("direction", self.direction, other.direction),
+        ):
+            if not np.allclose(a, b, rtol=0.0, atol=tolerance):
+                problems.append(f"{name} {_rounded(a)} vs {_rounded(b)}")
+        return problems
+
+    def same_grid(self, other: Geometry, tolerance: float = GRID_TOLERANCE) -> bool:
+        """True when ``other`` is this grid (see :meth:`grid_differences`)."""
+        return not self.grid_differences(other, tolerance)
 
     def apply_to(self, image: sitk.Image) -> sitk.Image:
         image.SetOrigin(tuple(float(v) for v in self.origin_mm))
@@ -56,11 +85,23 @@ class Geometry:
     @classmethod
     def from_sitk(cls, image: sitk.Image) -> Geometry:
         return cls(
-            size_zyx=tuple(int(s) for s in image.GetSize()[::-1]),  # type: ignore[arg-type]
-            origin_mm=tuple(image.GetOrigin()),  # type: ignore[arg-type]
-            spacing_mm=tuple(image.GetSpacing()),  # type: ignore[arg-type]
-            direction=tuple(image.GetDirection()),
+            size_zyx=int3(image.GetSize()[::-1]),
+            origin_mm=float3(image.GetOrigin()),
+            spacing_mm=float3(image.GetSpacing()),
+            direction=tuple(float(v) for v in image.GetDirection()),
         )
+
+
+def float3(values: Iterable[Any]) -> tuple[float, float, float]:
+    """Exactly three floats (an origin, a spacing, a point), typed as such."""
+    a, b, c = (float(v) for v in values)
+    return (a, b, c)
+
+
+def int3(values: Iterable[Any]) -> tuple[int, int, int]:
+    """Exactly three ints (a size or an index), typed as such."""
+    a, b, c = (int(v) for v in values)
+    return (a, b, c)
 
 
 @dataclass(frozen=True, eq=False)

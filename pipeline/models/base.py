@@ -9,14 +9,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.dicom.volume import CtVolume, Geometry
-from pipeline.errors import PipelineError
+from pipeline.errors import ModelError
 
-
-class ModelError(PipelineError):
-    """A model that cannot be loaded or run on a series."""
-
-    stage = "inference"
-
+__all__ = ["ModelError", "Prediction", "SegmentationModel", "probabilities_to_ct_grid", "resample_ct"]
 
 @dataclass
 class Prediction:

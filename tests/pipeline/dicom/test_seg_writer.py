@@ -74,7 +74,7 @@ def test_dcmqi_converts_it_to_the_same_mask(phantom, tmp_path: Path) -> None:
     (converted,) = sorted(out.glob("*.nrrd"))
     image = sitk.ReadImage(str(converted))
     placed = sitk.Resample(
-        image, ct.geometry.reference_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0
+        image, ct.geometry.empty_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0
     )
     np.testing.assert_array_equal(sitk.GetArrayFromImage(placed) > 0, phantom.mask)
 
@@ -124,7 +124,7 @@ def test_real_ct_model_run_gives_a_valid_seg(real_ct: Path, tmp_path: Path) -> N
 
 
 def test_mask_shape_must_match(phantom) -> None:
-    from pipeline.dicom.seg_writer import SegWriteError
+    from pipeline.errors import SegWriteError
 
     ct = decode_ct_series(str(phantom.ct_dir))
     with pytest.raises(SegWriteError, match="mask shape"):

@@ -1,0 +1,70 @@
+"""Closed vocabularies used across the project: stages, node sources, series status, model kinds.
+
+Each is a ``str`` enum, so a member compares equal to (and serialises as) its value in
+tables and messages, while code that builds rows, exceptions and timings cannot misspell one.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Stage(str, enum.Enum):
+    """Where in the processing of one series something happened (the ``errors.stage`` column)."""
+
+    COHORT = "cohort"
+    FETCH = "fetch"
+    DECODE = "decode"
+    REFERENCE = "reference"
+    INFERENCE = "inference"
+    POSTPROCESS = "postprocess"
+    MEASURE = "measure"
+    SEG_WRITE = "seg_write"
+    SCORE = "score"
+    UNEXPECTED = "unexpected"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TIMED_STAGES: tuple[Stage, ...] = (
+    Stage.FETCH,
+    Stage.DECODE,
+    Stage.REFERENCE,
+    Stage.INFERENCE,
+    Stage.POSTPROCESS,
+    Stage.MEASURE,
+    Stage.SEG_WRITE,
+    Stage.SCORE,
+)
+"""Stages with a ``<stage>_s`` seconds column in the ``series`` table, in table order."""
+
+
+class NodeSource(str, enum.Enum):
+    """Which mask a node comes from (the ``nodes.source`` column)."""
+
+    REFERENCE = "reference"
+    PREDICTION = "prediction"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SeriesStatus(str, enum.Enum):
+    """Outcome of one series (the ``series.status`` column)."""
+
+    OK = "ok"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ModelKind(str, enum.Enum):
+    """Kinds of segmentation model a run can load (``--model KIND:PATH``)."""
+
+    NNUNET = "nnunet"
+    TORCHSCRIPT = "torchscript"
+
+    def __str__(self) -> str:
+        return self.value
