@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.utils.shared import Shared
 
 import pipeline
 from beam_jobs.dataflow import GpuRequest, dataflow_args, is_dataflow, repo_setup_file
@@ -168,7 +169,7 @@ class ProcessCohort(beam.PTransform):
             rows | "Spread" >> beam.Reshuffle() | "Process" >> beam.ParDo(self._fn).with_exception_handling()
         )
         recovered = crashed | "DeadLetters" >> beam.Map(
-            dead_letter_to_result, self._config.pipeline_version, self._config.model.label
+            dead_letter_to_result, self._config.pipeline_version, self._config.model_label
         )
         return (results, recovered) | "Merge" >> beam.Flatten()
 
@@ -181,20 +182,19 @@ def build(
     config: ProcessConfig,
     progress_dir: str | None,
     output_as_given: str | None = None,
+    shared: Shared | None = None,
 ) -> None:
     """Wire the job into ``p``; in model mode SEGs go to ``OUTPUT/seg/``."""
-    sink = None if config.model.is_reference else SegFileSink(output, output_as_given or output)
+    sink = None if config.model is None else SegFileSink(output, output_as_given or output)
+    fn = ProcessSeriesFn(config, total=len(rows), progress_dir=progress_dir, seg_sink=sink, shared=shared)
     merged = (
         p
         | "Cohort" >> beam.Create(rows, reshuffle=False)
-        | "ProcessCohort"
-        >> ProcessCohort(
-            ProcessSeriesFn(config, total=len(rows), progress_dir=progress_dir, seg_sink=sink), config=config
-        )
+        | "ProcessCohort" >> ProcessCohort(fn, config=config)
     )
-    series = merged | "SeriesRows" >> beam.Map(lambda r: r["series"])
-    nodes = merged | "NodeRows" >> beam.FlatMap(lambda r: r["nodes"])
-    errors = merged | "ErrorRows" >> beam.FlatMap(lambda r: r["errors"])
+    series = merged | "SeriesRows" >> beam.Map(lambda r: r.series)
+    nodes = merged | "NodeRows" >> beam.FlatMap(lambda r: r.nodes)
+    errors = merged | "ErrorRows" >> beam.FlatMap(lambda r: r.errors)
     series | "WriteSeries" >> WriteTable(output, "series")
     nodes | "WriteNodes" >> WriteTable(output, "nodes")
     errors | "WriteErrors" >> WriteTable(output, "errors")
@@ -233,8 +233,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         )
     except ValueError as exc:
         parser.error(str(exc))
-    if not spec.is_reference:
-        check_model_reachable(spec)  # fail fast, before any series, if the model cannot be loaded
+    shared = Shared()
+    if spec is not None:
+        check_model_reachable(spec, shared)  # fail fast, before any series, if the model cannot be loaded
     endpoint = args.s3_endpoint or (GCS_ENDPOINT if is_dataflow(options) else AWS_ENDPOINT)
     config = ProcessConfig(
         fetch=FetchConfig(endpoint_url=endpoint),
@@ -253,6 +254,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             config=config,
             progress_dir=progress_dir if is_local else None,
             output_as_given=args.output,
+            shared=shared,
         )
         p.run().wait_until_finish()
     return summarise(output, rows)

@@ -15,25 +15,29 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.metrics import Metrics
+from apache_beam.utils.shared import Shared
 
-from pipeline.models.base import ModelError, SegmentationModel
-from pipeline.models.spec import ModelSpec, shared_model
-from pipeline.models.torchscript import sidecar_path
+from pipeline.enums import SeriesStatus, Stage
+from pipeline.errors import ModelError
+from pipeline.models.base import SegmentationModel
+from pipeline.models.spec import ModelSpec, load_model
+from pipeline.outcome import SeriesError, SeriesIdentity, SeriesOutcome
+from pipeline.outputs.rows import OutcomeRows, outcome_rows
 from pipeline.outputs.schemas import TABLES, conform, sort_rows
-from pipeline.process import ProcessConfig, SeriesResult, base_series_row, error_row, process_series
+from pipeline.process import ProcessConfig, process_series
 from pipeline.uids import uid_problem
 
 logger = logging.getLogger(__name__)
 
 
 def localized_spec(spec: ModelSpec) -> ModelSpec:
-    """The spec with a gs:// model copied to this worker's disk once (file + sidecar, or folder)."""
-    if spec.path is None or "://" not in spec.path:
+    """The spec with a remote (gs://) model copied to this worker's disk once per process."""
+    if "://" not in spec.path:
         return spec
     with _LOCALIZE_LOCK:
         local = _LOCALIZED.get(spec.path)
         if local is None:
-            local = _LOCALIZED[spec.path] = _copy_model(spec.path)
+            local = _LOCALIZED[spec.path] = _copy_model(spec)
     return dataclasses.replace(spec, path=local)
 
 
@@ -41,22 +45,17 @@ _LOCALIZED: dict[str, str] = {}
 _LOCALIZE_LOCK = threading.Lock()
 
 
-def _copy_model(url: str) -> str:
+def _copy_model(spec: ModelSpec) -> str:
+    """Copy the model's artifacts (files, or folders recursively) into one local folder."""
     target = tempfile.mkdtemp(prefix="lnq-model-")
-    base = url.rstrip("/")
-    if FileSystems.exists(base):  # one file (TorchScript); otherwise a folder (nnU-Net)
-        sources = [base]
-        sidecar = sidecar_path(base)
-        if FileSystems.exists(sidecar):
-            sources.append(sidecar)
-        for source in sources:
-            _copy_one(source, os.path.join(target, os.path.basename(source)))
-        return os.path.join(target, os.path.basename(base))
-    folder = os.path.join(target, os.path.basename(base))
-    for meta in FileSystems.match([f"{base}/**"])[0].metadata_list:
-        relative = meta.path[len(base) + 1 :]
-        _copy_one(meta.path, os.path.join(folder, relative))
-    return folder
+    for artifact in spec.artifacts():
+        local = os.path.join(target, os.path.basename(artifact))
+        if FileSystems.exists(artifact):
+            _copy_one(artifact, local)
+            continue
+        for meta in FileSystems.match([f"{artifact}/**"])[0].metadata_list:
+            _copy_one(meta.path, os.path.join(local, meta.path[len(artifact) + 1 :]))
+    return os.path.join(target, os.path.basename(spec.path.rstrip("/")))
 
 
 def _copy_one(source: str, destination: str) -> None:
@@ -66,14 +65,19 @@ def _copy_one(source: str, destination: str) -> None:
             dst.write(chunk)
 
 
-def check_model_reachable(spec: ModelSpec) -> None:
-    """Load a local model once on the launcher (fail fast); a gs:// model must at least exist."""
-    assert spec.path is not None
+def check_model_reachable(spec: ModelSpec, shared: Shared) -> None:
+    """Load a local model once on the launcher (fail fast); a remote model must at least exist.
+
+    The local model is acquired through ``shared``, the handle the job's DoFns carry, so an
+    in-process runner reuses it instead of loading it a second time."""
     if "://" in spec.path:
         if not FileSystems.match([spec.path.rstrip("/") + "*"])[0].metadata_list:
             raise ModelError(f"model {spec.path} does not exist")
         return
-    shared_model(spec)
+    _LAUNCHER_MODELS.append(shared.acquire(lambda: load_model(spec)))
+
+
+_LAUNCHER_MODELS: list[SegmentationModel] = []  # keeps the launcher's model alive for the run
 
 
 class SegFileSink:
@@ -96,10 +100,10 @@ class SegFileSink:
 
 
 class ProcessSeriesFn(beam.DoFn):
-    """Cohort row in, ``{"series", "nodes", "errors"}`` out; failures are rows too.
+    """Cohort row in, :class:`OutcomeRows` out; failures are rows too.
 
     The model is loaded in ``setup()`` once per worker process and shared by its
-    threads (``shared_model``), never once per series.
+    threads through Beam's ``Shared`` handle, never once per series.
     """
 
     def __init__(
@@ -109,52 +113,58 @@ class ProcessSeriesFn(beam.DoFn):
         total: int,
         progress_dir: str | None = None,
         seg_sink: SegFileSink | None = None,
+        shared: Shared | None = None,
     ):
         self._config = config
         self._total = total
         self._progress_dir = progress_dir
         self._seg_sink = seg_sink
+        self._shared = shared or Shared()
         self._model: SegmentationModel | None = None
         self._ok = Metrics.counter("lnq", "series_ok")
         self._failed = Metrics.counter("lnq", "series_failed")
 
     def setup(self) -> None:
-        if not self._config.model.is_reference:
-            self._model = shared_model(localized_spec(self._config.model))
+        spec = self._config.model
+        if spec is not None:
+            self._model = self._shared.acquire(lambda: load_model(localized_spec(spec)))
 
-    def process(self, raw: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        result = process_series(raw, config=self._config, model=self._model, seg_sink=self._seg_sink)
-        (self._ok if result.series["status"] == "ok" else self._failed).inc()
-        report_progress(self._progress_dir, result.series, total=self._total)
-        yield result.as_dict()
+    def process(self, raw: dict[str, Any]) -> Iterator[OutcomeRows]:
+        outcome = process_series(raw, config=self._config, model=self._model, seg_sink=self._seg_sink)
+        (self._ok if outcome.status == SeriesStatus.OK else self._failed).inc()
+        report_progress(self._progress_dir, outcome, total=self._total)
+        yield outcome_rows(outcome)
 
 
-def report_progress(progress_dir: str | None, series: dict[str, Any], *, total: int) -> None:
+def report_progress(progress_dir: str | None, outcome: SeriesOutcome, *, total: int) -> None:
     """Log 'done/total' across local worker processes by counting marker files."""
+    uid = outcome.series_uid
     if progress_dir is None:
-        logger.info("series %s: %s", series["ct_series_instance_uid"], series["status"])
+        logger.info("series %s: %s", uid, outcome.status.value)
         return
-    uid = str(series["ct_series_instance_uid"])
     marker = hashlib.sha1(uid.encode()).hexdigest()
     with open(os.path.join(progress_dir, marker), "w", encoding="utf-8") as f:
-        f.write(series["status"])
+        f.write(outcome.status.value)
     done = len(os.listdir(progress_dir))
     logger.info(
-        "[%d/%d] series %s: %s in %.1f s", done, total, uid, series["status"], series["total_s"] or 0.0
+        "[%d/%d] series %s: %s in %.1f s", done, total, uid, outcome.status.value, outcome.total_s or 0.0
     )
 
 
 def dead_letter_to_result(
-    bad: tuple[dict[str, Any], tuple[Any, str, list[str]]], pipeline_version: str, model: str = "reference"
-) -> dict[str, Any]:
-    """Turn a crash caught by ``with_exception_handling`` into an error result."""
+    bad: tuple[dict[str, Any], tuple[Any, str, list[str]]], pipeline_version: str, model: str
+) -> OutcomeRows:
+    """Turn a crash caught by ``with_exception_handling`` into the series' error rows."""
     raw, (exc_type, exc_repr, trace) = bad
-    series = base_series_row(raw, pipeline_version=pipeline_version, model=model)
-    uid = series["ct_series_instance_uid"]
+    identity = SeriesIdentity.from_cohort(raw)
+    uid = identity.ct_series_instance_uid
     logger.error("series %s crashed outside the stage handlers: %s", uid, "".join(trace[-3:]))
-    error = error_row(uid, "unexpected", RuntimeError(exc_repr), model=model)
-    error["error_type"] = getattr(exc_type, "__name__", str(exc_type))
-    return SeriesResult(series=series, errors=[error]).as_dict()
+    error = dataclasses.replace(
+        SeriesError.from_exception(RuntimeError(exc_repr), stage=Stage.UNEXPECTED, series_uid=uid),
+        error_type=getattr(exc_type, "__name__", str(exc_type)),
+    )
+    outcome = SeriesOutcome.failed(identity, error, model=model, pipeline_version=pipeline_version)
+    return outcome_rows(outcome)
 
 
 class WriteTable(beam.PTransform):

@@ -100,15 +100,18 @@ def child(args: argparse.Namespace) -> None:
     """Process one series and print its timings as JSON (runs in a fresh process)."""
     import pyarrow.parquet as pq
 
+    from pipeline.enums import TIMED_STAGES
     from pipeline.fetch.s5cmd import FetchConfig
-    from pipeline.models.spec import parse_model_spec, shared_model
-    from pipeline.outputs.schemas import to_table
+    from pipeline.models.spec import load_model, parse_model_spec
+    from pipeline.outputs.rows import outcome_rows
+    from pipeline.outputs.schemas import stage_column, to_table
     from pipeline.process import ProcessConfig, process_series
 
     row = json.loads(Path(args.row).read_text())
     spec = parse_model_spec(f"torchscript:{args.model}", device=args.device)
+    assert spec is not None
     start = time.perf_counter()
-    model = shared_model(spec)
+    model = load_model(spec)
     load_s = time.perf_counter() - start
     out = Path(args.out)
     seg_dir = out / "seg"
@@ -120,19 +123,17 @@ def child(args: argparse.Namespace) -> None:
         return str(path)
 
     config = ProcessConfig(fetch=FetchConfig(endpoint_url=os.environ.get("LNQ_BENCH_S3", "")), model=spec)
-    result = process_series(row, config=config, model=model, seg_sink=sink)
-    if result.series["status"] != "ok":
-        raise SystemExit(f"series failed: {result.errors}")
+    outcome = process_series(row, config=config, model=model, seg_sink=sink)
+    if outcome.errors:
+        raise SystemExit(f"series failed: {outcome.errors}")
+    result = outcome_rows(outcome)
     start = time.perf_counter()
     for table, rows in (("series", [result.series]), ("nodes", result.nodes), ("errors", result.errors)):
         (out / table).mkdir(exist_ok=True)
         pq.write_table(to_table(rows, table), out / table / "part-00000-of-00001.parquet")
     parquet_s = time.perf_counter() - start
     s = result.series
-    stages = {
-        k: s[f"{k}_s"]
-        for k in ("fetch", "decode", "reference", "inference", "postprocess", "measure", "seg_write", "score")
-    }
+    stages = {stage.value: s[stage_column(stage)] for stage in TIMED_STAGES}
     gpu_peak = None
     if spec.device != "cpu":
         import torch

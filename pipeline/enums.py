@@ -61,7 +61,7 @@ class SeriesStatus(str, enum.Enum):
 
 
 class ModelKind(str, enum.Enum):
-    """Kinds of segmentation model a run can load (``--model KIND:PATH``)."""
+    """Kinds of segmentation model a run can load (a model given as ``KIND:PATH``)."""
 
     NNUNET = "nnunet"
     TORCHSCRIPT = "torchscript"

@@ -8,11 +8,6 @@ _UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 MAX_UID_LENGTH = 64
 
 
-def is_valid_uid(value: object) -> bool:
-    """True when ``value`` is a string that obeys the DICOM UID grammar."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and _UID_RE.match(value) is not None
-
-
 def uid_problem(value: object) -> str | None:
     """Why ``value`` is not a DICOM UID, or None when it is one."""
     if not isinstance(value, str):

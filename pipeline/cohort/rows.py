@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import CohortError
@@ -33,9 +33,6 @@ class CohortRow:
     annotation: str | None = None
     ct_instance_count: int | None = None
     ct_size_mb: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _clean(value: Any) -> Any:

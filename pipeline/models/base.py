@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.dicom.volume import CtVolume, Geometry
+from pipeline.dicom.volume import CtVolume, Geometry, float3, int3
 from pipeline.errors import ModelError
 
 __all__ = ["ModelError", "Prediction", "SegmentationModel", "probabilities_to_ct_grid", "resample_ct"]
 
-@dataclass
+
+@dataclass(frozen=True)
 class Prediction:
-    """A bool ``[z, y, x]`` mask on the CT grid, and seconds spent in each step."""
+    """A bool ``[z, y, x]`` mask on the CT grid, and the seconds the model spent running the
+    network (``inference_s``) and bringing its output back to the CT grid (``postprocess_s``)."""
 
     mask: np.ndarray
-    seconds: dict[str, float] = field(default_factory=dict)
+    inference_s: float
+    postprocess_s: float = 0.0
 
 
 class SegmentationModel(Protocol):
@@ -34,21 +37,12 @@ def probabilities_to_ct_grid(
     probabilities: np.ndarray, source: Geometry, target: Geometry, *, threshold: float = 0.5
 ) -> np.ndarray:
     """Resample foreground probabilities linearly onto ``target``, then threshold (> threshold)."""
-    image = source.apply_to(sitk.GetImageFromArray(probabilities.astype(np.float32, copy=False)))
-    if _same_grid(source, target):
+    if source.same_grid(target):
         return probabilities > threshold
-    reference = target.apply_to(sitk.Image([int(s) for s in target.size_zyx[::-1]], sitk.sitkFloat32))
+    image = source.apply_to(sitk.GetImageFromArray(probabilities.astype(np.float32, copy=False)))
+    reference = target.empty_image(sitk.sitkFloat32)
     resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     return sitk.GetArrayViewFromImage(resampled) > threshold
-
-
-def _same_grid(a: Geometry, b: Geometry) -> bool:
-    return (
-        a.size_zyx == b.size_zyx
-        and np.allclose(a.origin_mm, b.origin_mm, atol=1e-4)
-        and np.allclose(a.spacing_mm, b.spacing_mm, atol=1e-6)
-        and np.allclose(a.direction, b.direction, atol=1e-6)
-    )
 
 
 def resample_ct(
@@ -57,19 +51,19 @@ def resample_ct(
     """CT HU (float32) on a grid of the given spacing covering the same extent (linear)."""
     if spacing_zyx_mm is None:
         return ct.hu.astype(np.float32, copy=False), ct.geometry
-    spacing_xyz = tuple(float(v) for v in spacing_zyx_mm[::-1])
+    spacing_xyz = float3(spacing_zyx_mm[::-1])
     extent = np.asarray(ct.geometry.size_zyx[::-1]) * np.asarray(ct.geometry.spacing_mm)
-    size_xyz = [max(1, int(round(e / s))) for e, s in zip(extent, spacing_xyz, strict=True)]
+    size_xyz = int3(max(1, int(round(e / s))) for e, s in zip(extent, spacing_xyz, strict=True))
     # keep the volume centred: the first voxel centre moves by half the difference in voxel size
     shift = (np.asarray(spacing_xyz) - np.asarray(ct.geometry.spacing_mm)) / 2.0
     origin = np.asarray(ct.geometry.origin_mm) + ct.geometry.direction_matrix @ shift
     target = Geometry(
-        size_zyx=tuple(size_xyz[::-1]),  # type: ignore[arg-type]
-        origin_mm=tuple(float(v) for v in origin),  # type: ignore[arg-type]
-        spacing_mm=spacing_xyz,  # type: ignore[arg-type]
+        size_zyx=int3(size_xyz[::-1]),
+        origin_mm=float3(origin),
+        spacing_mm=spacing_xyz,
         direction=ct.geometry.direction,
     )
-    reference = target.apply_to(sitk.Image(size_xyz, sitk.sitkFloat32))
+    reference = target.empty_image(sitk.sitkFloat32)
     image = sitk.Cast(ct.to_sitk(), sitk.sitkFloat32)
     resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(resampled), target

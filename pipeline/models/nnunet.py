@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from pipeline.dicom.volume import CtVolume
-from pipeline.models.base import ModelError, Prediction
+from pipeline.errors import ModelError
+from pipeline.models.base import Prediction
 
 
 def _available_folds(folder: str, checkpoint: str) -> list[int | str]:
@@ -102,6 +103,4 @@ class NnUNetModel:
                 f"nnU-Net returned shape {mask.shape} for a CT of shape {ct.hu.shape}",
                 series_uid=ct.series_uid,
             )
-        return Prediction(
-            mask=mask, seconds={"inference": inference_s, "postprocess": time.perf_counter() - start}
-        )
+        return Prediction(mask=mask, inference_s=inference_s, postprocess_s=time.perf_counter() - start)

@@ -1,24 +1,31 @@
-"""``--model`` specifications and loading a model once per process."""
+"""What model a run uses (``reference``, ``nnunet:DIR`` or ``torchscript:FILE``), and loading it.
+
+The reference mode runs no model: it is represented by ``None``, not by a model kind.
+Loading is not cached here: the Beam job shares one loaded model per worker process
+through Beam's own ``apache_beam.utils.shared.Shared``.
+"""
 
 from __future__ import annotations
 
-import threading
+import os
 from dataclasses import dataclass, field
 
 import torch
 
-from pipeline.models.base import ModelError, SegmentationModel
+from pipeline.enums import ModelKind
+from pipeline.errors import ModelError
+from pipeline.models.base import SegmentationModel
+from pipeline.outcome import REFERENCE_LABEL
 
-KINDS = ("reference", "nnunet", "torchscript")
 DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to run: ``reference`` (no model), ``nnunet:DIR`` or ``torchscript:FILE``, and how."""
+    """A model to run (``kind:path``) and how to run it."""
 
-    kind: str = "reference"
-    path: str | None = None
+    kind: ModelKind
+    path: str
     device: str = "auto"
     folds: tuple[int | str, ...] = field(default=())
     checkpoint: str = "checkpoint_final.pth"
@@ -26,71 +33,84 @@ class ModelSpec:
     tta: bool = True
 
     @property
-    def is_reference(self) -> bool:
-        return self.kind == "reference"
-
-    @property
     def label(self) -> str:
         """The ``model`` column: what the user asked for."""
-        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+        return f"{self.kind.value}:{self.path}"
+
+    def artifacts(self) -> tuple[str, ...]:
+        """Paths that make up the model (a file and its sidecar, or one folder), to copy it whole."""
+        if self.kind == ModelKind.TORCHSCRIPT:
+            from pipeline.models.torchscript import sidecar_path
+
+            return (self.path, sidecar_path(self.path))
+        return (self.path.rstrip("/"),)
 
 
-def parse_model_spec(text: str, **options: object) -> ModelSpec:
-    """``reference``, ``nnunet:DIR`` or ``torchscript:FILE`` plus options, checked."""
+def model_label(spec: ModelSpec | None) -> str:
+    """The ``model`` column of a run: ``reference`` without a model."""
+    return REFERENCE_LABEL if spec is None else spec.label
+
+
+def parse_model_spec(
+    text: str,
+    *,
+    device: str = "auto",
+    folds: tuple[int | str, ...] = (),
+    checkpoint: str = "checkpoint_final.pth",
+    step_size: float = 0.5,
+    tta: bool = True,
+) -> ModelSpec | None:
+    """``reference`` (None: no model), ``nnunet:DIR`` or ``torchscript:FILE`` plus options, checked."""
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r} is not one of {DEVICES}")
+    if not 0.0 < step_size <= 1.0:
+        raise ValueError(f"sliding-window step size {step_size} must be in (0, 1]")
     kind, _, path = text.partition(":")
-    if kind not in KINDS:
-        raise ValueError(f"--model {text!r}: expected reference, nnunet:DIR or torchscript:FILE")
-    if kind == "reference" and path:
-        raise ValueError("--model reference takes no path")
-    if kind != "reference" and not path:
-        raise ValueError(f"--model {kind}: needs a path, as in {kind}:PATH")
-    spec = ModelSpec(kind=kind, path=path or None, **options)  # type: ignore[arg-type]
-    if spec.device not in DEVICES:
-        raise ValueError(f"--device {spec.device!r} is not one of {DEVICES}")
-    if not 0.0 < spec.step_size <= 1.0:
-        raise ValueError(f"--step-size {spec.step_size} must be in (0, 1]")
-    return spec
+    if kind == REFERENCE_LABEL:
+        if path:
+            raise ValueError(f"model {text!r}: the reference mode takes no path")
+        return None
+    try:
+        model_kind = ModelKind(kind)
+    except ValueError:
+        raise ValueError(f"model {text!r}: expected reference, nnunet:DIR or torchscript:FILE") from None
+    if not path:
+        raise ValueError(f"model {text!r}: needs a path, as in {kind}:PATH")
+    return ModelSpec(
+        kind=model_kind,
+        path=path,
+        device=device,
+        folds=folds,
+        checkpoint=checkpoint,
+        step_size=step_size,
+        tta=tta,
+    )
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for, but torch sees no CUDA device")
+        raise ModelError("device 'cuda' was asked for, but torch sees no CUDA device")
     return torch.device(name)
 
 
 def load_model(spec: ModelSpec) -> SegmentationModel:
-    """A new model instance for ``spec`` (use :func:`shared_model` to reuse one per process)."""
+    """A newly loaded model for ``spec`` (a local path; remote models are copied first)."""
+    if not os.path.exists(spec.path):
+        raise ModelError(f"model {spec.path} does not exist")
     device = resolve_device(spec.device)
-    if spec.kind == "torchscript":
+    if spec.kind == ModelKind.TORCHSCRIPT:
         from pipeline.models.torchscript import TorchScriptModel
 
-        assert spec.path is not None
         return TorchScriptModel(spec.path, device=device)
-    if spec.kind == "nnunet":
-        from pipeline.models.nnunet import NnUNetModel
+    from pipeline.models.nnunet import NnUNetModel
 
-        assert spec.path is not None
-        return NnUNetModel(
-            spec.path,
-            device=device,
-            folds=spec.folds or None,
-            checkpoint=spec.checkpoint,
-            step_size=spec.step_size,
-            tta=spec.tta,
-        )
-    raise ModelError("the reference mode runs no model")
-
-
-_CACHE: dict[ModelSpec, SegmentationModel] = {}
-_CACHE_LOCK = threading.Lock()
-
-
-def shared_model(spec: ModelSpec) -> SegmentationModel:
-    """One loaded model per process and spec, shared by every thread (never one per series)."""
-    with _CACHE_LOCK:
-        model = _CACHE.get(spec)
-        if model is None:
-            model = _CACHE[spec] = load_model(spec)
-        return model
+    return NnUNetModel(
+        spec.path,
+        device=device,
+        folds=spec.folds or None,
+        checkpoint=spec.checkpoint,
+        step_size=spec.step_size,
+        tta=spec.tta,
+    )

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 
-from pipeline.dicom.volume import CtVolume
+from pipeline.dicom.volume import CtVolume, float3, int3
 from pipeline.models.base import ModelError, Prediction, probabilities_to_ct_grid, resample_ct
 
 OUTPUTS = ("sigmoid", "softmax")
@@ -73,8 +73,8 @@ class TorchScriptSidecar:
         return cls(
             name=str(raw["name"]),
             version=str(raw["version"]),
-            spacing_mm=None if spacing is None else tuple(float(v) for v in spacing),  # type: ignore[arg-type]
-            patch_size=tuple(int(v) for v in patch),  # type: ignore[arg-type]
+            spacing_mm=None if spacing is None else float3(spacing),
+            patch_size=int3(patch),
             overlap=overlap,
             output=output,
         )
@@ -122,9 +122,7 @@ class TorchScriptModel:
         inference_s = time.perf_counter() - start
         start = time.perf_counter()
         mask = probabilities_to_ct_grid(probability, grid, ct.geometry)
-        return Prediction(
-            mask=mask, seconds={"inference": inference_s, "postprocess": time.perf_counter() - start}
-        )
+        return Prediction(mask=mask, inference_s=inference_s, postprocess_s=time.perf_counter() - start)
 
     def _foreground_probability(self, logits: torch.Tensor, ct: CtVolume) -> np.ndarray:
         channels = logits.shape[0]

@@ -11,8 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.enums import TIMED_STAGES, NodeSource, Stage
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
-STAGE_NAMES = ("fetch", "decode", "reference", "inference", "postprocess", "measure", "seg_write", "score")
 
 COHORT_SCHEMA = pa.schema(
     [
@@ -29,15 +30,27 @@ COHORT_SCHEMA = pa.schema(
 )
 
 
-def _burden_fields(source: str) -> list[pa.Field]:
-    """Node burden of one source (see ``pipeline.measure.burden``)."""
-    return [
-        pa.field(f"n_{source}_nodes", pa.int64()),
-        pa.field(f"n_{source}_nodes_short_axis_ge_10mm", pa.int64()),
-        pa.field(f"{source}_volume_ml", pa.float64()),
-        pa.field(f"{source}_sum_short_axis_pathological_mm", pa.float64()),
-        pa.field(f"{source}_spd_mm2", pa.float64()),
-    ]
+BURDEN_COLUMNS: dict[str, tuple[str, pa.DataType]] = {
+    "n_nodes": ("n_{source}_nodes", pa.int64()),
+    "n_nodes_short_axis_ge_10mm": ("n_{source}_nodes_short_axis_ge_10mm", pa.int64()),
+    "total_volume_ml": ("{source}_volume_ml", pa.float64()),
+    "sum_short_axis_pathological_mm": ("{source}_sum_short_axis_pathological_mm", pa.float64()),
+    "spd_mm2": ("{source}_spd_mm2", pa.float64()),
+}
+"""Series columns of a source's node burden: ``pipeline.measure.burden.Burden`` field -> (column, type)."""
+
+
+def burden_column(field_name: str, source: NodeSource) -> str:
+    return BURDEN_COLUMNS[field_name][0].format(source=source.value)
+
+
+def stage_column(stage: Stage) -> str:
+    """The ``series`` column holding the seconds spent in ``stage``."""
+    return f"{stage.value}_s"
+
+
+def _burden_fields(source: NodeSource) -> list[pa.Field]:
+    return [pa.field(burden_column(name, source), kind) for name, (_, kind) in BURDEN_COLUMNS.items()]
 
 
 SERIES_SCHEMA = pa.schema(
@@ -51,8 +64,8 @@ SERIES_SCHEMA = pa.schema(
         pa.field("seg_uri", pa.string()),
         pa.field("n_slices", pa.int64()),
         pa.field("slice_spacing_mm", pa.float64()),
-        *_burden_fields("reference"),
-        *_burden_fields("prediction"),
+        *_burden_fields(NodeSource.REFERENCE),
+        *_burden_fields(NodeSource.PREDICTION),
         pa.field("dsc", pa.float64()),
         pa.field("assd_mm", pa.float64()),
         pa.field("n_reference_nodes_ge_10mm_detected", pa.int64()),
@@ -60,7 +73,7 @@ SERIES_SCHEMA = pa.schema(
         pa.field("false_positive_nodes", pa.int64()),
         pa.field("pipeline_version", pa.string(), nullable=False),
         pa.field("processed_at", TIMESTAMP, nullable=False),
-        *[pa.field(f"{stage}_s", pa.float64()) for stage in STAGE_NAMES],
+        *[pa.field(stage_column(stage), pa.float64()) for stage in TIMED_STAGES],
         pa.field("total_s", pa.float64()),
     ]
 )

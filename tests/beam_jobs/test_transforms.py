@@ -30,8 +30,8 @@ def _rows(phantom) -> list[dict]:
 def test_process_called_directly(phantom, tmp_path: Path) -> None:
     fn = ProcessSeriesFn(CONFIG, total=1, progress_dir=str(tmp_path))
     (out,) = list(fn.process(_rows(phantom)[0]))
-    assert out["series"]["status"] == "ok"
-    assert len(out["nodes"]) == 3 and out["errors"] == []
+    assert out.series["status"] == "ok"
+    assert len(out.nodes) == 3 and out.errors == []
     assert len(list(tmp_path.iterdir())) == 1  # one progress marker
 
 
@@ -43,7 +43,7 @@ def test_pipeline_gives_one_result_per_row(phantom) -> None:
             | beam.Create(rows)
             | ProcessCohort(ProcessSeriesFn(CONFIG, total=len(rows)), config=CONFIG)
             | beam.Map(
-                lambda r: (r["series"]["ct_series_instance_uid"], r["series"]["status"], len(r["errors"]))
+                lambda r: (r.series["ct_series_instance_uid"], r.series["status"], len(r.errors))
             )
         )
         assert_that(
@@ -73,9 +73,9 @@ def test_crash_outside_handlers_goes_to_dead_letter_and_is_kept(
             | ProcessCohort(ProcessSeriesFn(CONFIG, total=len(rows)), config=CONFIG)
             | beam.Map(
                 lambda r: (
-                    r["series"]["ct_series_instance_uid"],
-                    r["series"]["status"],
-                    [(e["stage"], e["error_type"]) for e in r["errors"]],
+                    r.series["ct_series_instance_uid"],
+                    r.series["status"],
+                    [(e["stage"], e["error_type"]) for e in r.errors],
                 )
             )
         )
@@ -87,7 +87,34 @@ def test_crash_outside_handlers_goes_to_dead_letter_and_is_kept(
 
 def test_dead_letter_row_names_the_series() -> None:
     raw = {"ct_series_instance_uid": "1.2.3", "patient_id": "p"}
-    out = dead_letter_to_result((raw, (ValueError, "ValueError('x')", ["tb"])), "0.1.0")
-    assert out["series"]["status"] == "error"
-    assert out["errors"][0]["message"] == "series 1.2.3: ValueError('x')"
-    assert out["errors"][0]["error_type"] == "ValueError"
+    out = dead_letter_to_result((raw, (ValueError, "ValueError('x')", ["tb"])), "0.1.0", "reference")
+    assert out.series["status"] == "error"
+    assert out.errors[0]["message"] == "series 1.2.3: ValueError('x')"
+    assert out.errors[0]["error_type"] == "ValueError"
+    assert out.errors[0]["stage"] == "unexpected"
+
+
+def test_model_loaded_once_per_process_through_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every copy of the DoFn in a process (Beam pickles one per thread and bundle) and the
+    launcher's fail-fast check share one loaded model through Beam's Shared handle."""
+    import pickle
+
+    from apache_beam.utils.shared import Shared
+
+    from pipeline.models.spec import parse_model_spec
+    from tests.support.models import HuWindow, save_torchscript
+
+    calls: list[object] = []
+    real = transforms.load_model
+    monkeypatch.setattr(transforms, "load_model", lambda spec: calls.append(spec) or real(spec))
+    path = save_torchscript(HuWindow(40.0, 70.0), tmp_path / "window.pt")
+    spec = parse_model_spec(f"torchscript:{path}", device="cpu")
+    assert spec is not None
+    shared = Shared()
+    transforms.check_model_reachable(spec, shared)
+    config = ProcessConfig(model=spec)
+    copies = [pickle.loads(pickle.dumps(ProcessSeriesFn(config, total=1, shared=shared))) for _ in range(4)]
+    for fn in copies:
+        fn.setup()
+    assert len(calls) == 1
+    assert all(fn._model is copies[0]._model is not None for fn in copies)

@@ -10,10 +10,16 @@ import pytest
 from pipeline.dicom.volume import Geometry
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.measure.nodes import measure_nodes
-from pipeline.outputs.schemas import ERRORS_SCHEMA, NODES_SCHEMA, SERIES_SCHEMA, conform
-from pipeline.process import ProcessConfig, process_series
+from pipeline.outputs.rows import OutcomeRows, outcome_rows
+from pipeline.process import ProcessConfig
+from pipeline.process import process_series as _process_series
 from tests.support.cohort import cohort_row
 from tests.support.phantoms import make_phantom
+
+
+def process_series(row: dict, **kwargs: object) -> OutcomeRows:
+    """The outcome's table rows (each checked against its schema by ``outcome_rows``)."""
+    return outcome_rows(_process_series(row, **kwargs))  # type: ignore[arg-type]
 
 
 def _config(endpoint: str = "http://127.0.0.1:9") -> ProcessConfig:
@@ -24,7 +30,7 @@ def test_reference_nodes_from_s3(phantom, upload_series, s3_endpoint: str) -> No
     row = cohort_row(phantom, ct_url=upload_series(phantom.ct_dir), seg_url=upload_series(phantom.seg_path))
     result = process_series(row, config=_config(s3_endpoint))
     assert result.errors == []
-    s = conform(result.series, SERIES_SCHEMA)
+    s = result.series
     assert s["status"] == "ok" and s["n_slices"] == 40
     geometry = Geometry((40, 128, 128), phantom.origin_mm, phantom.spacing_mm, (1, 0, 0, 0, 1, 0, 0, 0, 1))
     expected = measure_nodes(phantom.mask, geometry)
@@ -32,7 +38,7 @@ def test_reference_nodes_from_s3(phantom, upload_series, s3_endpoint: str) -> No
     assert s["reference_volume_ml"] == pytest.approx(phantom.mask.sum() * np.prod(phantom.spacing_mm) / 1000)
     for stage in ("fetch_s", "decode_s", "reference_s", "measure_s", "total_s"):
         assert s[stage] is not None and s[stage] >= 0
-    nodes = [conform(n, NODES_SCHEMA) for n in result.nodes]
+    nodes = result.nodes
     assert [n["voxel_count"] for n in nodes] == [e.voxel_count for e in expected]
     assert {n["source"] for n in nodes} == {"reference"}
     # every node's centroid lies near the centre of one of the ellipsoids that made it
@@ -63,11 +69,11 @@ def test_failures_become_rows_naming_the_series(
 ) -> None:
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path), **change)
     result = process_series(row, config=_config())
-    series = conform(result.series, SERIES_SCHEMA)
+    series = result.series
     assert series["status"] == "error"
     assert series["ct_series_instance_uid"] == row["ct_series_instance_uid"]
     assert result.nodes == []
-    (error,) = [conform(e, ERRORS_SCHEMA) for e in result.errors]
+    (error,) = result.errors
     assert (error["stage"], error["error_type"]) == (stage, error_type)
     assert message in error["message"]
     assert row["ct_series_instance_uid"] in error["message"]
@@ -90,7 +96,7 @@ def test_unexpected_exception_is_caught_with_its_stage(phantom, monkeypatch: pyt
 
     monkeypatch.setattr(process, "measure_labelled", broken)
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
-    result = process.process_series(row, config=_config())
+    result = process_series(row, config=_config())
     assert result.series["status"] == "error"
     assert result.errors[0]["stage"] == "measure"
     assert result.errors[0]["error_type"] == "ZeroDivisionError"
@@ -101,7 +107,7 @@ def test_temporary_folders_are_removed(phantom, upload_series, s3_endpoint: str,
     work.mkdir()
     row = cohort_row(phantom, ct_url=upload_series(phantom.ct_dir), seg_url=upload_series(phantom.seg_path))
     config = ProcessConfig(fetch=FetchConfig(endpoint_url=s3_endpoint), work_dir=str(work))
-    assert process_series(row, config=config).series["status"] == "ok"
+    assert _process_series(row, config=config).errors == ()
     assert list(work.iterdir()) == []
 
 
@@ -145,8 +151,11 @@ def test_model_mode_measures_scores_and_writes_seg(clean, window_model) -> None:
 
     row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path))
     result = process_series(row, config=_model_config(path), model=model, seg_sink=sink)
-    s = conform(result.series, SERIES_SCHEMA)
+    s = result.series
     assert s["status"] == "ok", result.errors
+    # every series column is declared once and filled from the outcome: none is forgotten
+    assert [name for name, value in s.items() if value is None] == []
+    assert all(value is not None for n in result.nodes for value in n.values())
     assert s["model"] == f"torchscript:{path}"
     assert s["seg_uri"] == f"results/seg/{clean.series_uid}.dcm" and clean.series_uid in stored
     assert s["dsc"] == pytest.approx(1.0) and s["assd_mm"] == pytest.approx(0.0, abs=1e-5)
@@ -178,6 +187,24 @@ def test_partial_annotation_counts_no_false_positives(clean, window_model) -> No
     result = process_series(row, config=_model_config(path), model=model)
     assert result.series["false_positive_nodes"] is None
     assert result.series["sensitivity_short_axis_ge_10mm"] == pytest.approx(1.0)
+
+
+def test_a_mask_on_another_grid_is_an_inference_error(clean, window_model) -> None:
+    from pipeline.models.base import Prediction
+
+    path, _ = window_model
+
+    class WrongShape:
+        name, version = "wrong", "0"
+
+        def predict(self, ct):  # type: ignore[no-untyped-def]
+            return Prediction(mask=np.zeros(ct.hu.shape[1:], dtype=bool), inference_s=0.1)
+
+    row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path))
+    result = process_series(row, config=_model_config(path), model=WrongShape())
+    (error,) = result.errors
+    assert (error["stage"], error["error_type"]) == ("inference", "ModelError")
+    assert "shape (128, 128)" in error["message"] and result.nodes == []
 
 
 def test_model_failure_is_an_inference_error(clean, window_model, monkeypatch: pytest.MonkeyPatch) -> None:
