@@ -14,8 +14,8 @@ the prediction against it (LNQ2023 DSC and ASSD, node detection).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,15 +27,15 @@ import numpy as np
 
 import pipeline
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
-from pipeline.dicom.ct import decode_ct_series
-from pipeline.dicom.reference_seg import read_reference_seg
 from pipeline.dicom.seg_writer import prediction_seg, seg_bytes
 from pipeline.dicom.volume import CtVolume, mask_to_sitk
 from pipeline.enums import NodeSource, Stage
-from pipeline.errors import ModelError, PipelineError, ReferenceSegError
+from pipeline.errors import ModelError, PipelineError
 from pipeline.evaluate.detection import Detection, detect
 from pipeline.evaluate.lnq2023 import CaseScore, score_case
-from pipeline.fetch.s5cmd import FetchConfig, fetch_series
+from pipeline.fetch.s5cmd import FetchConfig
+from pipeline.inputs import SeriesInputs, load_series_inputs
+from pipeline.isolation import IsolatedFailure, Limits, run_isolated
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_labelled
 from pipeline.models.base import SegmentationModel
@@ -56,6 +56,9 @@ class ProcessConfig:
     work_dir: str | None = None
     pipeline_version: str = pipeline.__version__
     model: ModelSpec | None = None
+    limits: Limits = Limits()
+    isolate: bool = True
+    """Fetch and decode in a limited child process (off only for debugging)."""
 
     @property
     def model_label(self) -> str:
@@ -117,10 +120,14 @@ def process_series(
                 f"model {config.model_label} was not loaded", series_uid=identity.ct_series_instance_uid
             )
         with tempfile.TemporaryDirectory(prefix="lnq-", dir=config.work_dir) as tmp:
-            measured = _run_stages(row, tmp, clock, fetch=config.fetch, model=model, seg_sink=seg_sink)
+            measured = _run_stages(row, tmp, clock, config=config, model=model, seg_sink=seg_sink)
     except Exception as exc:  # every failure of this series becomes its error, never a crash
-        error = SeriesError.from_exception(
-            exc, stage=clock.current, series_uid=identity.ct_series_instance_uid
+        error = (
+            exc.error
+            if isinstance(exc, IsolatedFailure)
+            else SeriesError.from_exception(
+                exc, stage=clock.current, series_uid=identity.ct_series_instance_uid
+            )
         )
         log = logger.warning if isinstance(exc, PipelineError) else logger.exception
         log("series %s failed at %s: %s", identity.ct_series_instance_uid, error.stage, exc)
@@ -153,36 +160,22 @@ def _run_stages(
     tmp: str,
     clock: StageClock,
     *,
-    fetch: FetchConfig,
+    config: ProcessConfig,
     model: SegmentationModel | None,
     seg_sink: SegSink | None,
 ) -> _Measured:
     uid = row.ct_series_instance_uid
-    with clock.stage(Stage.FETCH):
-        ct_dir = fetch_series(
-            row.ct_series_url,
-            os.path.join(tmp, "ct"),
-            series_uid=uid,
-            expected_count=row.ct_instance_count,
-            config=fetch,
-        )
-        seg_dir = None
-        if row.seg_series_url is not None:
-            seg_dir = fetch_series(row.seg_series_url, os.path.join(tmp, "seg"), series_uid=uid, config=fetch)
-    with clock.stage(Stage.DECODE):
-        ct = decode_ct_series(ct_dir, expected_series_uid=uid)
+    inputs = _load_inputs(row, tmp, clock, config=config, reference_required=model is None)
+    for stage, seconds in inputs.seconds.items():
+        clock.add(stage, seconds)
+    ct, reference = inputs.load()
     grid = clock.grid = GridSummary(
         n_slices=ct.geometry.size_zyx[0], slice_spacing_mm=ct.geometry.spacing_mm[2]
     )
 
     masks: dict[NodeSource, np.ndarray] = {}
-    if seg_dir is not None:
-        with clock.stage(Stage.REFERENCE):
-            masks[NodeSource.REFERENCE] = read_reference_seg(_single_seg_file(seg_dir, uid), ct)
-    elif model is None:
-        raise ReferenceSegError(
-            "the cohort row has no reference SEG (seg_series_url is null) to measure", series_uid=uid
-        )
+    if reference is not None:
+        masks[NodeSource.REFERENCE] = reference
     if model is not None:
         with clock.stage(Stage.INFERENCE):
             predicted = model.predict(ct)
@@ -243,15 +236,24 @@ def _score(
     return score, detection
 
 
-def _single_seg_file(folder: str, series_uid: str) -> str:
-    if os.path.isfile(folder):
-        return folder
-    files = sorted(n for n in os.listdir(folder) if not n.startswith("."))
-    if len(files) != 1:
-        raise ReferenceSegError(
-            f"expected one reference SEG file, found {len(files)} in {folder}", series_uid=series_uid
+def _load_inputs(
+    row: CohortRow, tmp: str, clock: StageClock, *, config: ProcessConfig, reference_required: bool
+) -> SeriesInputs:
+    """Fetch and decode in an isolated child (see :mod:`pipeline.isolation`), or in this process
+    when isolation is off; either way the stages it went through are timed by ``clock``."""
+    load = functools.partial(
+        load_series_inputs, row=row, folder=tmp, fetch=config.fetch, reference_required=reference_required
+    )
+    if config.isolate:
+        inputs: SeriesInputs = run_isolated(
+            load, series_uid=row.ct_series_instance_uid, limits=config.limits, first_stage=Stage.FETCH
         )
-    return os.path.join(folder, files[0])
+        return inputs
+
+    def report(stage: Stage) -> None:
+        clock.current = stage
+
+    return load(report=report)
 
 
 def _log_done(ct: CtVolume, sources: tuple[SourceNodes, ...]) -> None:

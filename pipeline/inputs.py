@@ -1,0 +1,106 @@
+"""A series' inputs from untrusted bytes: fetch, decode the CT, read the reference SEG.
+
+:func:`load_series_inputs` is what runs in the isolated child process
+(:mod:`pipeline.isolation`): it touches every byte that came from a bucket, and
+leaves the decoded arrays as ``.npy`` files in the series' work folder, so that
+only a small record crosses back to the parent, which maps the arrays from disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.cohort.rows import CohortRow
+from pipeline.dicom.ct import decode_ct_series
+from pipeline.dicom.reference_seg import read_reference_seg
+from pipeline.dicom.volume import CtVolume
+from pipeline.enums import Stage
+from pipeline.errors import ReferenceSegError
+from pipeline.fetch.s5cmd import FetchConfig, fetch_series
+from pipeline.isolation import StageReporter
+
+_NO_PIXELS = np.empty((0, 0, 0), dtype=np.int16)
+
+
+@dataclass(frozen=True)
+class SeriesInputs:
+    """The decoded CT (its voxels in ``hu_path``), the reference mask file, seconds per stage."""
+
+    ct: CtVolume
+    hu_path: str
+    reference_path: str | None
+    seconds: dict[Stage, float]
+
+    def load(self) -> tuple[CtVolume, np.ndarray | None]:
+        """The CT with its voxels and the reference mask, mapped from disk (copy on write)."""
+        ct = dataclasses.replace(self.ct, hu=np.load(self.hu_path, mmap_mode="c"))
+        reference = None if self.reference_path is None else np.load(self.reference_path, mmap_mode="c")
+        return ct, reference
+
+
+def load_series_inputs(
+    *,
+    report: StageReporter,
+    row: CohortRow,
+    folder: str,
+    fetch: FetchConfig,
+    reference_required: bool,
+) -> SeriesInputs:
+    """Fetch, decode and read the reference of ``row`` into ``folder``; announce each stage."""
+    uid = row.ct_series_instance_uid
+    seconds: dict[Stage, float] = {}
+    report(Stage.FETCH)
+    start = time.perf_counter()
+    ct_dir = fetch_series(
+        row.ct_series_url,
+        os.path.join(folder, "ct"),
+        series_uid=uid,
+        expected_count=row.ct_instance_count,
+        config=fetch,
+    )
+    seg_dir = None
+    if row.seg_series_url is not None:
+        seg_dir = fetch_series(row.seg_series_url, os.path.join(folder, "seg"), series_uid=uid, config=fetch)
+    seconds[Stage.FETCH] = time.perf_counter() - start
+
+    report(Stage.DECODE)
+    start = time.perf_counter()
+    ct = decode_ct_series(ct_dir, expected_series_uid=uid)
+    hu_path = os.path.join(folder, "hu.npy")
+    np.save(hu_path, ct.hu)
+    seconds[Stage.DECODE] = time.perf_counter() - start
+
+    report(Stage.REFERENCE)
+    reference_path = None
+    if seg_dir is not None:
+        start = time.perf_counter()
+        mask = read_reference_seg(_single_seg_file(seg_dir, uid), ct)
+        reference_path = os.path.join(folder, "reference.npy")
+        np.save(reference_path, mask)
+        seconds[Stage.REFERENCE] = time.perf_counter() - start
+    elif reference_required:
+        raise ReferenceSegError(
+            "the cohort row has no reference SEG (seg_series_url is null) to measure", series_uid=uid
+        )
+    return SeriesInputs(
+        ct=dataclasses.replace(ct, hu=_NO_PIXELS),
+        hu_path=hu_path,
+        reference_path=reference_path,
+        seconds=seconds,
+    )
+
+
+def _single_seg_file(folder: str, series_uid: str) -> str:
+    if os.path.isfile(folder):
+        return folder
+    files = sorted(n for n in os.listdir(folder) if not n.startswith("."))
+    if len(files) != 1:
+        raise ReferenceSegError(
+            f"expected one reference SEG file, found {len(files)} in {folder}", series_uid=series_uid
+        )
+    return os.path.join(folder, files[0])

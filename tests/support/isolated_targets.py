@@ -1,0 +1,61 @@
+"""Functions for isolation tests: they run in a child forked from the fork server, so they must
+be importable by name (not closures defined in a test)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import time
+
+from pipeline.enums import Stage
+from pipeline.isolation import StageReporter
+
+
+def returns(*, report: StageReporter, value: int) -> dict[str, int]:
+    report(Stage.FETCH)
+    return {"value": value, "pid": os.getpid()}
+
+
+def panics(*, report: StageReporter) -> None:
+    """Raise a BaseException that is not an Exception, as pylibjpeg-rle's Rust panic does."""
+    report(Stage.DECODE)
+
+    class PanicException(BaseException):
+        pass
+
+    raise PanicException("called `Result::unwrap()` on an `Err` value")
+
+
+def aborts(*, report: StageReporter) -> None:
+    """Die the way GDCM does on a corrupt JPEG 2000 frame: abort(), SIGABRT."""
+    report(Stage.FETCH)
+    report(Stage.DECODE)
+    ctypes.CDLL(None).abort()
+
+
+def segfaults(*, report: StageReporter) -> None:
+    report(Stage.REFERENCE)
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
+def hangs_with_grandchild(*, report: StageReporter, pid_file: str) -> None:
+    """A stalled download: a grandchild process (as s5cmd would be) and no progress."""
+    report(Stage.FETCH)
+    grandchild = subprocess.Popen(["sleep", "300"])
+    with open(pid_file, "w", encoding="utf-8") as f:
+        f.write(str(grandchild.pid))
+    time.sleep(300)
+
+
+def allocates(*, report: StageReporter, gib: float) -> int:
+    """Claim far more memory than the limit allows, as a SEG header claiming 2^31 frames makes
+    highdicom do."""
+    report(Stage.REFERENCE)
+    block = bytearray(int(gib * 1024**3))
+    return len(block)
+
+
+def exits(*, report: StageReporter) -> None:
+    report(Stage.DECODE)
+    os._exit(7)
