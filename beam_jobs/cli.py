@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
-from pipeline.cohort.query import ANNOTATION_CHOICES
+from pipeline.enums import ANNOTATION_CHOICES
 
 
 def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -15,12 +17,15 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from pipeline.evaluate.case import evaluate_files, evaluate_folders
 
-    if args.pred and args.ref:
-        result = evaluate_files(args.pred, args.ref, ct_dir=args.ct, fully_annotated=args.fully_annotated)
-    elif args.pred_dir and args.ref_dir:
-        result = evaluate_folders(args.pred_dir, args.ref_dir, fully_annotated=args.fully_annotated)
+    if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
+        parser.error(f"--threshold {args.threshold} is not a probability in (0, 1]")
+    common = {"fully_annotated": args.fully_annotated, "threshold": args.threshold}
+    if args.pred and args.ref and not (args.pred_dir or args.ref_dir or args.ct_dir):
+        result = evaluate_files(args.pred, args.ref, ct_dir=args.ct, **common)
+    elif args.pred_dir and args.ref_dir and not (args.pred or args.ref or args.ct):
+        result = evaluate_folders(args.pred_dir, args.ref_dir, ct_dir=args.ct_dir, **common)
     else:
-        parser.error("evaluate needs --pred and --ref, or --pred-dir and --ref-dir")
+        parser.error("evaluate needs --pred and --ref [--ct], or --pred-dir and --ref-dir [--ct-dir]")
     print(json.dumps(result, indent=None if args.json else 2, allow_nan=False))
     return 0
 
@@ -144,6 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--pred-dir", help="folder of predictions, paired with --ref-dir by file name")
     evaluate.add_argument("--ref-dir", help="folder of references; prints per case and cohort aggregates")
     evaluate.add_argument(
+        "--ct-dir",
+        help="folder of CT series folders, one per case: case NAME.EXT (e.g. case01.nii.gz, 1.2.3.dcm) "
+        "is scored on the CT in CT_DIR/NAME/ (e.g. CT_DIR/case01/, CT_DIR/1.2.3/); extensions removed: "
+        ".dcm .nii.gz .nii .nrrd .seg.nrrd .mha .mhd",
+    )
+    evaluate.add_argument(
+        "--threshold",
+        type=float,
+        metavar="P",
+        help="the prediction is a probability map (or a FRACTIONAL SEG): voxels >= P are foreground "
+        "(e.g. 0.5); without it, predictions must hold integer labels (any non-zero label is foreground)",
+    )
+    evaluate.add_argument(
         "--fully-annotated",
         action="store_true",
         help="the reference marks every node, so unmatched predicted nodes count as false positives",
@@ -156,10 +174,68 @@ def main(argv: list[str] | None = None) -> int:
         help="run the job (see 'lnq run --help'); options it does not know go to Beam",
     )
 
+    level, argv = _take_log_level(argv)
     args, rest = parser.parse_known_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(level or args.log_level)
     if args.command in ("cohort", "evaluate", "load-bigquery", "analytics") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    try:
+        return _command(args, rest, parser)
+    except KeyboardInterrupt:
+        print(
+            f"lnq {args.command}: interrupted; {_RESUME_HINT.get(args.command, '')}".rstrip(), file=sys.stderr
+        )
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        code = _exit_code(exc, args.command)
+        if code is None:
+            raise
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            logging.getLogger("lnq").exception("lnq %s failed", args.command)
+        print(f"lnq {args.command}: error: {exc}", file=sys.stderr)
+        return code
+
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERIES_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+_RESUME_HINT = {
+    "run": "finished series are kept; run the same command again to resume "
+    "(the published tables are unchanged)"
+}
+
+
+def _exit_code(exc: Exception, command: str) -> int | None:
+    """One-line errors and their exit codes: 2 for the user's mistakes, 1 for a failed job; None for
+    anything else (a bug: its traceback is printed). Outside ``run``, a ValueError is a bad argument."""
+    from beam_jobs.lnq_run import RunFailed
+    from beam_jobs.options import UsageError
+    from pipeline.errors import PipelineError
+
+    if isinstance(exc, (UsageError, FileNotFoundError, NotADirectoryError, PipelineError)):
+        return EXIT_USAGE
+    if isinstance(exc, ValueError) and command != "run":
+        return EXIT_USAGE
+    if isinstance(exc, RunFailed) or type(exc).__name__ == "OutputLocked":
+        return EXIT_FAILED
+    return None
+
+
+def _take_log_level(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``--log-level LEVEL`` may stand before or after the subcommand: take it out wherever it is."""
+    rest, level, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--log-level" and i + 1 < len(argv):
+            level, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--log-level="):
+            level = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return level, rest
+
+
+def _command(args: argparse.Namespace, rest: list[str], parser: argparse.ArgumentParser) -> int:
     if args.command == "cohort":
         return _cohort(args)
     if args.command == "evaluate":
@@ -168,14 +244,46 @@ def main(argv: list[str] | None = None) -> int:
         return _load_bigquery(args)
     if args.command == "analytics":
         return _analytics(args, parser)
+    if "-h" in rest or "--help" in rest:  # answered without importing Beam, numpy or torch
+        from beam_jobs.run_args import make_parser
+
+        make_parser().print_help()
+        return EXIT_OK
     from beam_jobs.lnq_run import run
 
-    summary = run(rest)
+    with _stop_children_on_signals():
+        summary = run(rest)
     print(
         f"{summary.n_ok} ok, {summary.n_failed} failed of {summary.n_cohort} series; "
         f"{summary.n_nodes} nodes; tables in {summary.output}"
     )
-    return 0
+    return EXIT_OK if summary.n_failed == 0 else EXIT_SERIES_FAILED
+
+
+@contextlib.contextmanager
+def _stop_children_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the run cleanly: decoding children and downloads are killed (their
+    process groups), then KeyboardInterrupt unwinds, removing temporary files and the lock."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        from pipeline import bounded, isolation
+
+        isolation.kill_all()
+        bounded.kill_all()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def entry_point() -> None:
@@ -188,6 +296,8 @@ def entry_point() -> None:
     """
     try:
         code = main()
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if exc.code is not None and not isinstance(exc.code, int):

@@ -9,10 +9,13 @@ written as error rows, so every cohort row ends in ``series/`` exactly once.
 
 from __future__ import annotations
 
-import argparse
+import collections
+import contextlib
 import logging
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,17 +27,22 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.utils.shared import Shared
 
 import pipeline
+from beam_jobs import lock
 from beam_jobs.dataflow import GpuRequest, dataflow_args, is_dataflow, repo_setup_file
+from beam_jobs.options import UsageError, split_beam_args
+from beam_jobs.run_args import make_parser
+from beam_jobs.store import ResultStore, complete_publish, publish, run_key
 from beam_jobs.transforms import (
     ProcessSeriesFn,
     SegFileSink,
-    WriteTable,
     check_model_reachable,
     dead_letter_to_result,
 )
-from pipeline.cohort.query import ANNOTATION_CHOICES, select_cohort
+from pipeline.cohort.query import select_cohort
+from pipeline.enums import SeriesStatus
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
-from pipeline.models.spec import DEVICES, parse_model_spec
+from pipeline.isolation import GIB, Limits
+from pipeline.models.spec import parse_model_spec
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
 from pipeline.process import ProcessConfig
 
@@ -54,72 +62,43 @@ class RunSummary:
     output: str
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cohort", help="cohort Parquet file from 'lnq cohort' (default: LNQ query)")
-    parser.add_argument("--output", required=True, help="output folder (local path or gs://)")
-    parser.add_argument(
-        "--annotation",
-        choices=ANNOTATION_CHOICES,
-        default="all",
-        help="with no --cohort: which LNQ annotations to select",
-    )
-    parser.add_argument("--limit", type=int, help="process only the first N cohort rows")
-    parser.add_argument(
-        "--s3-endpoint",
-        default=None,
-        help=f"S3 endpoint for s5cmd: {AWS_ENDPOINT} (AWS, the local default) or {GCS_ENDPOINT} "
-        "(IDC's Google Cloud copy, the default on Dataflow)",
-    )
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes")
-    parser.add_argument("--work-dir", help="where per-series temporary folders go")
-    cloud = parser.add_argument_group("Dataflow")
-    cloud.add_argument("--gpu", help="GPU per worker VM, TYPE[:COUNT], e.g. nvidia-l4:1 (Dataflow only)")
-    cloud.add_argument(
-        "--series-per-worker",
-        type=int,
-        default=2,
-        help="series in flight per worker VM (number_of_worker_harness_threads; bounds memory)",
-    )
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        default="reference",
-        help="reference (measure the expert SEG), nnunet:DIR (nnU-Net v2 results folder) "
-        "or torchscript:FILE (with FILE's .json sidecar)",
-    )
-    model.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs")
-    model.add_argument("--folds", nargs="+", help="nnU-Net folds to ensemble (default: all present)")
-    model.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
-    model.add_argument("--step-size", type=float, default=0.5, help="nnU-Net sliding-window step (0-1]")
-    model.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="nnU-Net test-time mirroring (--no-tta is faster)",
-    )
-
-
 def load_cohort_rows(path: str | None, *, annotation: str, limit: int | None) -> list[dict[str, Any]]:
-    """Cohort rows as plain dicts, from a Parquet file or the default LNQ query."""
+    """Cohort rows as plain dicts, from a Parquet file or the default LNQ query, checked before
+    anything is touched: a missing file or column, duplicate CT series, an empty cohort or a
+    non-positive limit is a :class:`UsageError`."""
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit}: expected a positive number of series")
     if path is None:
         table = select_cohort(annotation=annotation, limit=limit)
+        where = f"the LNQ cohort ({annotation})"
     else:
-        with FileSystems.open(path) as f:
-            table = pq.read_table(f)
+        where = f"cohort {path}"
+        try:
+            with FileSystems.open(path) as f:
+                table = pq.read_table(f)
+        except Exception as exc:
+            raise UsageError(f"{where} cannot be read: {_first_line(exc)}") from exc
         missing = [n for n in COHORT_SCHEMA.names if n not in table.column_names]
         if missing:
-            raise SystemExit(f"cohort {path} lacks columns {missing}")
+            raise UsageError(f"{where} lacks columns {missing}")
         if limit is not None:
             table = table.slice(0, limit)
-    return table.select(COHORT_SCHEMA.names).to_pylist()
+    rows = table.select(COHORT_SCHEMA.names).to_pylist()
+    if not rows:
+        raise UsageError(f"{where} has no rows{' after --limit' if limit else ''}: nothing to run")
+    counts = collections.Counter(str(r["ct_series_instance_uid"]) for r in rows)
+    duplicated = sorted(uid for uid, n in counts.items() if n > 1)
+    if duplicated:
+        raise UsageError(
+            f"{where} lists {len(duplicated)} CT series more than once (for example {duplicated[0]}); "
+            "each series must appear once"
+        )
+    return rows
 
 
-def clear_tables(output: str) -> None:
-    """Delete earlier results (tables and SEGs), so a rerun overwrites and never mixes runs."""
-    for table in (*TABLES, "seg"):
-        matches = FileSystems.match([f"{output}/{table}/*"])[0].metadata_list
-        if matches:
-            FileSystems.delete([m.path for m in matches])
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def read_table(output: str, table: str) -> pa.Table:
@@ -157,19 +136,21 @@ def pipeline_options(
 
 
 class ProcessCohort(beam.PTransform):
-    """Cohort rows in; one ``{"series", "nodes", "errors"}`` result per row out, crashes included."""
+    """Cohort rows in; one :class:`OutcomeRows` per row out, crashes included (kept in the store
+    too, when one is given)."""
 
-    def __init__(self, fn: ProcessSeriesFn, *, config: ProcessConfig):
+    def __init__(self, fn: ProcessSeriesFn, *, config: ProcessConfig, store: ResultStore | None = None):
         super().__init__()
         self._fn = fn
         self._config = config
+        self._store = store
 
     def expand(self, rows):  # type: ignore[no-untyped-def]
         results, crashed = (
             rows | "Spread" >> beam.Reshuffle() | "Process" >> beam.ParDo(self._fn).with_exception_handling()
         )
         recovered = crashed | "DeadLetters" >> beam.Map(
-            dead_letter_to_result, self._config.pipeline_version, self._config.model_label
+            dead_letter_to_result, self._config.pipeline_version, self._config.model_label, self._store
         )
         return (results, recovered) | "Merge" >> beam.Flatten()
 
@@ -180,24 +161,22 @@ def build(
     *,
     output: str,
     config: ProcessConfig,
+    store: ResultStore,
     progress_dir: str | None,
     output_as_given: str | None = None,
     shared: Shared | None = None,
-) -> None:
-    """Wire the job into ``p``; in model mode SEGs go to ``OUTPUT/seg/``."""
+) -> beam.PCollection:
+    """Wire the job into ``p``: every series' result is kept in ``store`` as it finishes;
+    in model mode SEGs go to ``OUTPUT/seg/``. Returns the per-series rows (for tests)."""
     sink = None if config.model is None else SegFileSink(output, output_as_given or output)
-    fn = ProcessSeriesFn(config, total=len(rows), progress_dir=progress_dir, seg_sink=sink, shared=shared)
-    merged = (
+    fn = ProcessSeriesFn(
+        config, total=len(rows), progress_dir=progress_dir, seg_sink=sink, shared=shared, store=store
+    )
+    return (
         p
         | "Cohort" >> beam.Create(rows, reshuffle=False)
-        | "ProcessCohort" >> ProcessCohort(fn, config=config)
+        | "ProcessCohort" >> ProcessCohort(fn, config=config, store=store)
     )
-    series = merged | "SeriesRows" >> beam.Map(lambda r: r.series)
-    nodes = merged | "NodeRows" >> beam.FlatMap(lambda r: r.nodes)
-    errors = merged | "ErrorRows" >> beam.FlatMap(lambda r: r.errors)
-    series | "WriteSeries" >> WriteTable(output, "series")
-    nodes | "WriteNodes" >> WriteTable(output, "nodes")
-    errors | "WriteErrors" >> WriteTable(output, "errors")
 
 
 def normalise_output(output: str) -> str:
@@ -205,17 +184,9 @@ def normalise_output(output: str) -> str:
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
-    """Run the job; return the summary read back from the written tables."""
-    parser = argparse.ArgumentParser(
-        prog="lnq run",
-        description=__doc__,
-        epilog="Other options go to Beam, e.g. --runner DataflowRunner --project P --region R.",
-    )
-    add_arguments(parser)
-    args, beam_args = parser.parse_known_args(argv)
+    """Run the job and publish its tables; return the summary of the published run."""
+    args, beam_args = split_beam_args(make_parser(), list(argv or []))
     output = normalise_output(args.output)
-    rows = load_cohort_rows(args.cohort, annotation=args.annotation, limit=args.limit)
-    logger.info("cohort: %d series; output: %s", len(rows), output)
     try:
         spec = parse_model_spec(
             args.model,
@@ -225,57 +196,94 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             tta=args.tta,
             folds=tuple(int(f) if f.isdigit() else f for f in (args.folds or ())),
         )
-    except ValueError as exc:
-        parser.error(str(exc))
-    try:
         options = pipeline_options(
             beam_args, workers=args.workers, gpu=args.gpu, series_per_worker=args.series_per_worker
         )
     except ValueError as exc:
-        parser.error(str(exc))
-    shared = Shared()
-    if spec is not None:
-        check_model_reachable(spec, shared)  # fail fast, before any series, if the model cannot be loaded
+        raise UsageError(str(exc)) from exc
+    rows = load_cohort_rows(args.cohort, annotation=args.annotation, limit=args.limit)
     endpoint = args.s3_endpoint or (GCS_ENDPOINT if is_dataflow(options) else AWS_ENDPOINT)
-    config = ProcessConfig(
-        fetch=FetchConfig(endpoint_url=endpoint),
-        work_dir=args.work_dir,
-        pipeline_version=pipeline.__version__,
-        model=spec,
-    )
-    clear_tables(output)
     is_local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
-    with tempfile.TemporaryDirectory(prefix="lnq-progress-") as progress_dir:
-        p = test_pipeline or beam.Pipeline(options=options)
-        build(
-            p,
-            rows,
-            output=output,
-            config=config,
-            progress_dir=progress_dir if is_local else None,
-            output_as_given=args.output,
-            shared=shared,
+    with run_folder(args.work_dir if is_local or args.work_dir else None) as work:
+        config = ProcessConfig(
+            fetch=FetchConfig(endpoint_url=endpoint, timeout_s=args.fetch_timeout),
+            work_dir=work if is_local else args.work_dir,
+            pipeline_version=pipeline.__version__,
+            model=spec,
+            limits=Limits(
+                timeout_s=args.series_timeout,
+                memory_bytes=int(args.series_memory_gb * GIB) if args.series_memory_gb > 0 else None,
+            ),
         )
-        p.run().wait_until_finish()
-    return summarise(output, rows)
+        key, settings = run_key(config)
+        with lock.acquire(output) as held:
+            if complete_publish(output):
+                logger.warning("completed the publish of an earlier run that was interrupted")
+            store = ResultStore(output, key)
+            done = set() if args.fresh else store.done()
+            pending = [r for r in rows if str(r["ct_series_instance_uid"]) not in done]
+            logger.info(
+                "cohort: %d series, %d already done with these settings (skipped), %d to process; "
+                "output: %s; settings %s",
+                len(rows),
+                len(rows) - len(pending),
+                len(pending),
+                output,
+                key,
+            )
+            if pending:
+                shared = Shared()
+                if spec is not None:
+                    check_model_reachable(spec, shared)  # fail fast, before any series
+                p = test_pipeline or beam.Pipeline(options=options)
+                progress = os.path.join(work, "progress") if is_local else None
+                if progress:
+                    os.makedirs(progress)
+                build(
+                    p,
+                    pending,
+                    output=output,
+                    config=config,
+                    store=store,
+                    progress_dir=progress,
+                    output_as_given=args.output,
+                    shared=shared,
+                )
+                try:
+                    p.run().wait_until_finish()
+                except Exception as exc:  # the runner's own failure, not a series' (those are rows)
+                    raise RunFailed(
+                        f"the job failed: {_first_line(exc)}; finished series are kept, "
+                        "the published tables are unchanged"
+                    ) from exc
+            held.ensure_held()  # a run whose lock was taken over must not publish
+            return publish_run(output, rows, store)
 
 
-def summarise(output: str, rows: list[dict[str, Any]]) -> RunSummary:
-    """Check that every cohort row is in ``series/`` once, and count outcomes."""
-    series = read_table(output, "series").to_pylist()
-    written = [r["ct_series_instance_uid"] for r in series]
-    expected = sorted(str(r["ct_series_instance_uid"] or "") for r in rows)
-    if sorted(written) != expected:
-        raise RuntimeError(
-            f"series table has {len(written)} rows for {len(expected)} cohort rows: "
-            "a cohort row was lost or duplicated"
+def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> RunSummary:
+    """Check that every cohort row has exactly one result, then publish the tables."""
+    uids = [str(r["ct_series_instance_uid"]) for r in rows]
+    results = store.read(uids)
+    missing = [uid for uid in uids if uid not in results]
+    if missing:
+        raise RunFailed(
+            f"{len(missing)} of {len(uids)} cohort rows have no result (for example {missing[0]}); "
+            "the published tables were left as they were"
         )
-    n_ok = sum(1 for r in series if r["status"] == "ok")
+    ordered = [results[uid] for uid in uids]
+    try:
+        publish(output, ordered, extra_files=[r.series["seg_uri"] for r in ordered if r.series["seg_uri"]])
+    except OSError as exc:
+        raise RunFailed(
+            f"publishing the tables failed ({exc}); the published tables were left as they were, "
+            "finished series are kept: run again to publish"
+        ) from exc
+    n_ok = sum(1 for r in ordered if r.series["status"] == SeriesStatus.OK.value)
     summary = RunSummary(
         n_cohort=len(rows),
         n_ok=n_ok,
-        n_failed=len(series) - n_ok,
-        n_nodes=read_table(output, "nodes").num_rows,
+        n_failed=len(rows) - n_ok,
+        n_nodes=sum(len(r.nodes) for r in ordered),
         output=output,
     )
     logger.info(
@@ -287,3 +295,45 @@ def summarise(output: str, rows: list[dict[str, Any]]) -> RunSummary:
         output,
     )
     return summary
+
+
+class RunFailed(Exception):
+    """The job itself failed (exit code 1): nothing was published."""
+
+
+@contextlib.contextmanager
+def run_folder(base: str | None) -> Iterator[str]:
+    """This run's own folder for per-series temporary files and progress markers, removed at
+    the end; folders of earlier runs whose process is gone (killed) are removed first."""
+    base = base or tempfile.gettempdir()
+    try:
+        _remove_dead_run_folders(base)
+        folder = tempfile.mkdtemp(prefix=f"lnq-run-{os.getpid()}-", dir=base)
+    except OSError as exc:
+        raise UsageError(f"work dir {base} cannot be written: {exc.strerror or exc}") from exc
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_dead_run_folders(base: str) -> None:
+    if not os.path.isdir(base):
+        return
+    for name in os.listdir(base):
+        parts = name.split("-")
+        if name.startswith("lnq-run-") and len(parts) >= 4 and parts[2].isdigit():
+            pid = int(parts[2])
+            if pid != os.getpid() and not _alive(pid):
+                logger.info("removing %s, left by a run that was killed", os.path.join(base, name))
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -13,17 +13,16 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import WriteToParquet
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
+from beam_jobs.store import ResultStore, write_atomically
 from pipeline.enums import SeriesStatus, Stage
 from pipeline.errors import ModelError
 from pipeline.models.base import SegmentationModel
 from pipeline.models.spec import ModelSpec, load_model
 from pipeline.outcome import SeriesError, SeriesIdentity, SeriesOutcome
 from pipeline.outputs.rows import OutcomeRows, outcome_rows
-from pipeline.outputs.schemas import TABLES, conform, sort_rows
 from pipeline.process import ProcessConfig, process_series
 from pipeline.uids import uid_problem
 
@@ -94,8 +93,7 @@ class SegFileSink:
         problem = uid_problem(series_uid)
         if problem:  # never let a bad UID become a path
             raise ValueError(f"refusing to name a SEG file after {series_uid!r}: {problem}")
-        with FileSystems.create(f"{self._output}/seg/{series_uid}.dcm", mime_type="application/dicom") as f:
-            f.write(data)
+        write_atomically(f"{self._output}/seg/{series_uid}.dcm", data)
         return f"{self._as_given}/seg/{series_uid}.dcm"
 
 
@@ -114,8 +112,10 @@ class ProcessSeriesFn(beam.DoFn):
         progress_dir: str | None = None,
         seg_sink: SegFileSink | None = None,
         shared: Shared | None = None,
+        store: ResultStore | None = None,
     ):
         self._config = config
+        self._store = store
         self._total = total
         self._progress_dir = progress_dir
         self._seg_sink = seg_sink
@@ -131,9 +131,12 @@ class ProcessSeriesFn(beam.DoFn):
 
     def process(self, raw: dict[str, Any]) -> Iterator[OutcomeRows]:
         outcome = process_series(raw, config=self._config, model=self._model, seg_sink=self._seg_sink)
+        rows = outcome_rows(outcome)
+        if self._store is not None:
+            self._store.write(rows)  # kept now: a killed run keeps every finished series
         (self._ok if outcome.status == SeriesStatus.OK else self._failed).inc()
         report_progress(self._progress_dir, outcome, total=self._total)
-        yield outcome_rows(outcome)
+        yield rows
 
 
 def report_progress(progress_dir: str | None, outcome: SeriesOutcome, *, total: int) -> None:
@@ -152,7 +155,10 @@ def report_progress(progress_dir: str | None, outcome: SeriesOutcome, *, total: 
 
 
 def dead_letter_to_result(
-    bad: tuple[dict[str, Any], tuple[Any, str, list[str]]], pipeline_version: str, model: str
+    bad: tuple[dict[str, Any], tuple[Any, str, list[str]]],
+    pipeline_version: str,
+    model: str,
+    store: ResultStore | None = None,
 ) -> OutcomeRows:
     """Turn a crash caught by ``with_exception_handling`` into the series' error rows."""
     raw, (exc_type, exc_repr, trace) = bad
@@ -163,31 +169,7 @@ def dead_letter_to_result(
         SeriesError.from_exception(RuntimeError(exc_repr), stage=Stage.UNEXPECTED, series_uid=uid),
         error_type=getattr(exc_type, "__name__", str(exc_type)),
     )
-    outcome = SeriesOutcome.failed(identity, error, model=model, pipeline_version=pipeline_version)
-    return outcome_rows(outcome)
-
-
-class WriteTable(beam.PTransform):
-    """Write one table as a single, sorted Parquet file that a rerun overwrites."""
-
-    def __init__(self, output: str, table: str):
-        super().__init__()
-        self._output = output.rstrip("/")
-        self._table = table
-
-    def expand(self, rows):  # type: ignore[no-untyped-def]
-        table = self._table
-        schema = TABLES[table]
-        return (
-            rows
-            | "Conform" >> beam.Map(conform, schema)
-            | "Gather" >> beam.combiners.ToList()
-            | "Sort" >> beam.FlatMap(sort_rows, table)
-            | "Write"
-            >> WriteToParquet(
-                file_path_prefix=f"{self._output}/{table}/part",
-                schema=schema,
-                file_name_suffix=".parquet",
-                num_shards=1,
-            )
-        )
+    rows = outcome_rows(SeriesOutcome.failed(identity, error, model=model, pipeline_version=pipeline_version))
+    if store is not None:
+        store.write(rows)
+    return rows

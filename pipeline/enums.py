@@ -68,3 +68,10 @@ class ModelKind(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+ANNOTATION_CHOICES = ("full", "partial", "all")
+"""Which LNQ annotations a cohort selects: the SEG's 'Fully' or 'Partially Annotated', or both."""
+
+DEVICES = ("auto", "cpu", "cuda")
+"""Where a model runs: ``auto`` is CUDA when torch sees a GPU, else the CPU."""

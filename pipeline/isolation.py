@@ -55,7 +55,8 @@ class IsolatedFailure(PipelineError):
     """The isolated stages failed; ``error`` is the series' error row, ready to store."""
 
     def __init__(self, error: SeriesError, *, series_uid: str) -> None:
-        super().__init__(error.message, series_uid=series_uid)
+        super().__init__(error.message)  # the message names the series already
+        self.series_uid = series_uid
         self.error = error
         self.stage = error.stage
 

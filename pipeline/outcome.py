@@ -11,14 +11,16 @@ import datetime as dt
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.enums import NodeSource, SeriesStatus, Stage
 from pipeline.errors import PipelineError
-from pipeline.evaluate.detection import Detection
-from pipeline.evaluate.lnq2023 import CaseScore
-from pipeline.measure.burden import Burden, series_burden
-from pipeline.measure.nodes import NodeMeasurement
+
+if TYPE_CHECKING:  # the record is light to import: the CLI and the isolation layer use it
+    from pipeline.evaluate.detection import Detection
+    from pipeline.evaluate.lnq2023 import CaseScore
+    from pipeline.measure.burden import Burden
+    from pipeline.measure.nodes import NodeMeasurement
 
 REFERENCE_LABEL = "reference"
 """The ``model`` column of a run without a model: the expert reference is measured."""
@@ -66,6 +68,8 @@ class SourceNodes:
 
     @property
     def burden(self) -> Burden:
+        from pipeline.measure.burden import series_burden
+
         return series_burden(self.nodes)
 
 

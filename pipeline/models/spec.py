@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-
-from pipeline.enums import ModelKind
+from pipeline.enums import DEVICES, ModelKind
 from pipeline.errors import ModelError
-from pipeline.models.base import SegmentationModel
 from pipeline.outcome import REFERENCE_LABEL
 
-DEVICES = ("auto", "cpu", "cuda")
+if TYPE_CHECKING:  # torch and the model code load only when a model does
+    import torch
+
+    from pipeline.models.base import SegmentationModel
+
+__all__ = ["DEVICES", "ModelSpec", "load_model", "model_label", "parse_model_spec", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ def parse_model_spec(
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -33,7 +33,7 @@ def test_run_writes_tables_and_segs_to_gcs(gcs_bucket: str, tmp_path: Path) -> N
         with FileSystems.create(target) as f:
             f.write(source.read_bytes())
     output = f"gs://{gcs_bucket}/runs/test"
-    for _ in range(2):  # the second run overwrites the first
+    for _ in range(2):  # the second run resumes: the series is done, the tables are published again
         summary = run(
             [
                 "--cohort",
@@ -52,7 +52,13 @@ def test_run_writes_tables_and_segs_to_gcs(gcs_bucket: str, tmp_path: Path) -> N
     assert series["dsc"] == pytest.approx(1.0)
     assert read_table(output, "nodes").num_rows == 6  # 3 reference + 3 predicted
     paths = sorted(m.path for m in FileSystems.match([f"{output}/**"])[0].metadata_list)
-    assert paths == sorted(
+    work = [path for path in paths if path.startswith(f"{output}/_lnq/")]
+    assert [path.rsplit("/", 2)[-2:] for path in work if "/results/" in path] == [
+        ["ok", f"{p.series_uid}.json"]
+    ]
+    assert f"{output}/_lnq/manifest.json" in work
+    assert not any(path.endswith(("lock.json", "publish.json")) for path in work)  # released, completed
+    assert [path for path in paths if path not in work] == sorted(
         [
             f"{output}/errors/part-00000-of-00001.parquet",
             f"{output}/nodes/part-00000-of-00001.parquet",

@@ -1,0 +1,285 @@
+"""Durable results: each series kept as it finishes, tables published atomically at the end.
+
+Layout of an output folder (local or ``gs://``)::
+
+    OUTPUT/series/ nodes/ errors/   the published tables (one Parquet file each)
+    OUTPUT/seg/<uid>.dcm            DICOM written by the series (atomically, as they finish)
+    OUTPUT/_lnq/results/<key>/ok/<uid>.json     one finished series: its rows for the three tables
+    OUTPUT/_lnq/results/<key>/error/<uid>.json  a failed series (redone by the next run)
+    OUTPUT/_lnq/manifest.json       every file outside _lnq/ that the project wrote
+    OUTPUT/_lnq/publish.json        a publish in progress (rolled forward by the next run)
+    OUTPUT/_lnq/lock.json           the run writing this output now (beam_jobs/lock.py)
+    OUTPUT/_lnq/lock.guard          an empty flock file guarding lock.json (local outputs; kept)
+
+``<key>`` is the run's settings fingerprint (:func:`run_key`): a rerun with the same model,
+pipeline version and result-changing settings finds its finished series there and skips
+them. Readers of the tables never see ``_lnq/``; the tables are replaced only by
+:func:`publish`, after every cohort row has exactly one result, by renaming files that
+were completely written first. Files the project did not write are never deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.enums import SeriesStatus
+from pipeline.outputs.rows import OutcomeRows
+from pipeline.outputs.schemas import TABLES, to_table
+from pipeline.process import ProcessConfig
+from pipeline.uids import uid_problem
+
+logger = logging.getLogger(__name__)
+
+WORK_AREA = "_lnq"
+TABLE_FILE = "part-00000-of-00001.parquet"
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write ``path`` so that readers see the old file or the whole new one, never a part.
+
+    Locally: a temporary name in the same folder, then a rename; on Cloud Storage an object
+    only appears when its upload completes."""
+    if is_remote(path):
+        with FileSystems.create(path) as f:
+            f.write(data)
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as f:
+        return f.read()
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def delete_quietly(paths: Iterable[str]) -> None:
+    for path in paths:
+        try:
+            FileSystems.delete([path])
+        except Exception as exc:  # already gone, or not ours to worry about
+            logger.debug("could not delete %s: %s", path, exc)
+
+
+def run_key(config: ProcessConfig) -> tuple[str, dict[str, Any]]:
+    """The fingerprint of what changes a series' results, and what went into it.
+
+    It counts: the pipeline version; the model (kind, path, and for local models the
+    size and modification time of each of its files, so a retrained model at the same
+    path is not taken for the old one); nnU-Net folds, checkpoint, step size and
+    test-time mirroring. It does not count: the device (CPU and GPU give the same
+    masks up to floating-point rounding), workers, limits, endpoints and the work dir."""
+    settings: dict[str, Any] = {"pipeline_version": config.pipeline_version, "model": config.model_label}
+    spec = config.model
+    if spec is not None:
+        settings.update(
+            folds=list(map(str, spec.folds)),
+            checkpoint=spec.checkpoint,
+            step_size=spec.step_size,
+            tta=spec.tta,
+            files=_model_files(spec.artifacts()),
+        )
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16], settings
+
+
+def _model_files(artifacts: Iterable[str]) -> list[tuple[str, int, float]]:
+    """(path, size, modification time) of every file of the model."""
+    files: set[tuple[str, int, float]] = set()
+    for artifact in artifacts:
+        base = artifact.rstrip("/")
+        if not is_remote(base):
+            paths = (
+                [base]
+                if os.path.isfile(base)
+                else [os.path.join(root, name) for root, _, names in os.walk(base) for name in names]
+            )
+            files.update((path, os.path.getsize(path), os.path.getmtime(path)) for path in paths)
+            continue
+        for pattern in (base, base + "/**"):
+            for meta in FileSystems.match([pattern])[0].metadata_list:
+                files.add((meta.path, meta.size_in_bytes, meta.last_updated_in_seconds))
+    return sorted(files)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def encode_rows(rows: OutcomeRows) -> bytes:
+    return json.dumps(
+        {"series": rows.series, "nodes": rows.nodes, "errors": rows.errors}, default=_json_default
+    ).encode()
+
+
+def decode_rows(data: bytes) -> OutcomeRows:
+    raw = json.loads(data)
+    series = raw["series"]
+    series["processed_at"] = dt.datetime.fromisoformat(series["processed_at"])
+    return OutcomeRows(series=series, nodes=raw["nodes"], errors=raw["errors"])
+
+
+@dataclass(frozen=True)
+class ResultStore:
+    """Finished series of one run configuration, under ``OUTPUT/_lnq/results/<key>/``."""
+
+    output: str
+    key: str
+
+    @property
+    def root(self) -> str:
+        return f"{self.output}/{WORK_AREA}/results/{self.key}"
+
+    def path(self, status: SeriesStatus, uid: str) -> str:
+        """Where the result of ``uid`` is kept; a value that is not a DICOM UID (a cohort row
+        refused at the cohort stage) never becomes a path: it is named by its hash."""
+        name = uid if uid_problem(uid) is None else "invalid-" + hashlib.sha256(uid.encode()).hexdigest()[:32]
+        return f"{self.root}/{status.value}/{name}.json"
+
+    def write(self, rows: OutcomeRows) -> None:
+        """Keep one finished series (atomically); an ``ok`` result replaces an earlier failure."""
+        uid = str(rows.series["ct_series_instance_uid"])
+        status = SeriesStatus(rows.series["status"])
+        write_atomically(self.path(status, uid), encode_rows(rows))
+        if status == SeriesStatus.OK:
+            stale = self.path(SeriesStatus.ERROR, uid)
+            if exists(stale):
+                delete_quietly([stale])
+
+    def done(self) -> set[str]:
+        """UIDs with an ``ok`` result: one listing, no reads."""
+        pattern = f"{self.root}/{SeriesStatus.OK.value}/*.json"
+        return {
+            os.path.basename(m.path)[: -len(".json")] for m in FileSystems.match([pattern])[0].metadata_list
+        }
+
+    def read(self, uids: Iterable[str], *, threads: int = 16) -> dict[str, OutcomeRows]:
+        """The stored result of each UID that has one (``ok`` preferred)."""
+        done = self.done()
+
+        def one(uid: str) -> tuple[str, OutcomeRows | None]:
+            for status in (SeriesStatus.OK, SeriesStatus.ERROR):
+                if status == SeriesStatus.OK and uid not in done:
+                    continue
+                path = self.path(status, uid)
+                try:
+                    return uid, decode_rows(read_bytes(path))
+                except (OSError, FileNotFoundError, ValueError, KeyError):
+                    continue
+                except Exception as exc:  # Beam wraps missing files in its own errors
+                    if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
+                        continue
+                    raise
+            return uid, None
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            return {uid: rows for uid, rows in pool.map(one, list(uids)) if rows is not None}
+
+
+def table_bytes(rows: list[dict[str, Any]], table: str) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(to_table(rows, table), buffer)
+    return buffer.getvalue()
+
+
+def publish(output: str, results: list[OutcomeRows], *, extra_files: Iterable[str] = ()) -> None:
+    """Replace the published tables with ``results`` (one per cohort row, already checked).
+
+    Every new table is first written completely under a temporary name; then a journal
+    names the renames, the renames happen, and the journal goes. A run killed before the
+    journal leaves the old tables; one killed during the renames is completed by the next
+    run (:func:`complete_publish`). Files of the previous publish that this one no longer
+    lists (in the manifest) are deleted; nothing else is."""
+    rows = {
+        "series": [r.series for r in results],
+        "nodes": [n for r in results for n in r.nodes],
+        "errors": [e for r in results for e in r.errors],
+    }
+    token = uuid.uuid4().hex[:8]
+    renames = []
+    written = []
+    try:
+        for table in TABLES:
+            final = f"{output}/{table}/{TABLE_FILE}"
+            temporary = f"{output}/{table}/.{TABLE_FILE}.{token}.tmp"
+            write_atomically(temporary, table_bytes(rows[table], table))
+            written.append(temporary)
+            renames.append([temporary, final])
+        write_atomically(_journal(output), json.dumps({"renames": renames}).encode())
+    except BaseException:
+        delete_quietly(written)
+        raise
+    complete_publish(output)
+    files = [f"{table}/{TABLE_FILE}" for table in TABLES] + sorted(
+        _relative(output, path) for path in extra_files if path
+    )
+    _replace_manifest(output, files)
+
+
+def _journal(output: str) -> str:
+    return f"{output}/{WORK_AREA}/publish.json"
+
+
+def complete_publish(output: str) -> bool:
+    """Finish a publish that was interrupted between its renames; True when there was one."""
+    journal = _journal(output)
+    if not exists(journal):
+        return False
+    renames = json.loads(read_bytes(journal))["renames"]
+    for temporary, final in renames:
+        if exists(temporary):
+            FileSystems.rename([temporary], [final]) if is_remote(output) else os.replace(temporary, final)
+    delete_quietly([journal])
+    return True
+
+
+def _relative(output: str, path: str) -> str:
+    path = path if is_remote(path) else os.path.abspath(path)
+    prefix = output.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
+
+
+def manifest(output: str) -> list[str]:
+    path = f"{output}/{WORK_AREA}/manifest.json"
+    return list(json.loads(read_bytes(path))["files"]) if exists(path) else []
+
+
+def _replace_manifest(output: str, files: list[str]) -> None:
+    previous = set(manifest(output))
+    write_atomically(f"{output}/{WORK_AREA}/manifest.json", json.dumps({"files": files}, indent=1).encode())
+    gone = sorted(previous - set(files))
+    if gone:
+        logger.info("removing %d files of the previous publish that this run does not list", len(gone))
+        delete_quietly(f"{output}/{name}" for name in gone)

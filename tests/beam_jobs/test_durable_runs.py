@@ -1,0 +1,258 @@
+"""Durable runs: results kept as series finish, resume, atomic publish, one writer, strict checks.
+
+In-process runs call ``lnq``'s own ``main`` (exit codes and one-line messages included); the
+kill tests run ``lnq`` as a child process and SIGKILL it at seeded random moments.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from beam_jobs import store as store_module
+from beam_jobs.cli import main
+from beam_jobs.lnq_run import read_table
+from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
+from tests.support.cohort import cohort_row
+from tests.support.phantoms import make_phantom
+
+LNQ = [sys.executable, "-m", "beam_jobs.cli"]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    base = tmp_path_factory.mktemp("durable")
+    rows = []
+    for i in range(4):
+        p = make_phantom(
+            base / f"p{i}",
+            patient_id=f"d{i}",
+            seed=90 + i,
+            shape_zyx=(20, 64, 64),
+            noise_sd=0.0,
+            anatomy=False,
+        )
+        rows.append(cohort_row(p, ct_url=str(p.ct_dir), seg_url=str(p.seg_path)))
+    path = base / "cohort.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
+    return path, rows
+
+
+def _write_cohort(path: Path, rows: list[dict]) -> Path:
+    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
+    return path
+
+
+def _digest(out: Path) -> dict[str, str]:
+    """Bytes of every published table file (what a reader of the tables sees)."""
+    return {
+        str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for table in TABLES
+        for f in sorted((out / table).glob("*"))
+    }
+
+
+def test_cohort_and_option_mistakes_touch_nothing(cohort, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, rows = cohort
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("a file the project did not write")
+    cases = [
+        (
+            ["--cohort", str(_write_cohort(tmp_path / "dup.parquet", [rows[0], rows[1], rows[0]]))],
+            "more than once",
+        ),
+        (["--cohort", str(_write_cohort(tmp_path / "empty.parquet", []))], "has no rows"),
+        (["--cohort", str(path), "--limit", "0"], "--limit 0: expected a positive number"),
+        (["--cohort", str(tmp_path / "absent.parquet")], "cannot be read"),
+        (["--cohort", str(path), "--modle", "torchscript:m.pt"], "did you mean --model?"),
+        (["--cohort", str(path), "--work-dir", str(tmp_path / "absent-dir")], "cannot be written"),
+    ]
+    for extra, message in cases:
+        code = main(["run", "--output", str(out), *extra])
+        err = capsys.readouterr().err
+        assert code == 2, (extra, err)
+        assert message in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    assert sorted(os.listdir(out)) == ["mine.txt"]
+
+
+def _kept(out: Path) -> dict[str, int]:
+    """Finished series in the store, with the time each record was written."""
+    return {f.name: f.stat().st_mtime_ns for f in (out / "_lnq" / "results").glob("*/ok/*.json")}
+
+
+def test_resume_publish_and_foreign_files(cohort, tmp_path: Path) -> None:
+    path, rows = cohort
+    out = tmp_path / "out"
+    (out / "series").mkdir(parents=True)
+    (out / "series" / "notes.txt").write_text("mine")
+    (out / "seg").mkdir()
+    (out / "seg" / "other.dcm").write_bytes(b"not ours")
+    assert main(["run", "--cohort", str(path), "--output", str(out), "--log-level", "INFO"]) == 0
+    first = _digest(out)
+    assert read_table(str(out), "series").num_rows == 4
+    # resume: nothing to do, the same tables come back; --log-level works after the subcommand
+    kept = _kept(out)
+    assert len(kept) == 4
+    assert main(["run", "--cohort", str(path), "--output", str(out), "--log-level", "DEBUG"]) == 0
+    assert _kept(out) == kept  # nothing was processed again
+    assert read_table(str(out), "series").num_rows == 4
+    # --fresh reprocesses everything
+    assert main(["run", "--cohort", str(path), "--output", str(out), "--fresh"]) == 0
+    assert all(_kept(out)[name] > written for name, written in kept.items())
+    assert set(_digest(out)) == set(first)
+    assert (out / "series" / "notes.txt").read_text() == "mine"  # never ours, never deleted
+    assert (out / "seg" / "other.dcm").read_bytes() == b"not ours"
+    # a smaller cohort publishes only its rows
+    assert (
+        main(
+            ["run", "--cohort", str(_write_cohort(tmp_path / "two.parquet", rows[:2])), "--output", str(out)]
+        )
+        == 0
+    )
+    assert read_table(str(out), "series").num_rows == 2
+
+
+def test_every_series_failing_exits_3(cohort, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    _, rows = cohort
+    bad = [dict(r, ct_series_url=str(tmp_path / "nowhere" / str(i))) for i, r in enumerate(rows[:2])]
+    code = main(
+        [
+            "run",
+            "--cohort",
+            str(_write_cohort(tmp_path / "bad.parquet", bad)),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert code == 3
+    assert "0 ok, 2 failed of 2 series" in capsys.readouterr().out
+    errors = read_table(str(tmp_path / "o"), "errors").to_pylist()
+    assert {e["stage"] for e in errors} == {"fetch"}
+
+
+def test_disk_full_while_publishing_leaves_the_previous_tables(
+    cohort, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    path, rows = cohort
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["run", "--cohort", str(_write_cohort(tmp_path / "two.parquet", rows[:2])), "--output", str(out)]
+        )
+        == 0
+    )
+    before = _digest(out)
+    real = store_module.write_atomically
+    calls = []
+
+    def full(target: str, data: bytes) -> None:
+        calls.append(target)
+        if ".tmp" in os.path.basename(target) and len(calls) >= 2:  # the second table of the publish
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(target, data)
+
+    monkeypatch.setattr(store_module, "write_atomically", full)
+    code = main(["run", "--cohort", str(path), "--output", str(out)])
+    assert code != 0 and "No space left on device" in capsys.readouterr().err
+    assert _digest(out) == before  # every table as it was, none torn
+    assert not [f for t in TABLES for f in os.listdir(out / t) if ".tmp" in f]  # no partial files left
+
+
+def test_a_publish_interrupted_between_renames_is_completed_by_the_next_run(
+    cohort, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, rows = cohort
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["run", "--cohort", str(_write_cohort(tmp_path / "two.parquet", rows[:2])), "--output", str(out)]
+        )
+        == 0
+    )
+    real = os.replace
+    renamed = []
+
+    def crash_after_first(src: str, dst: str) -> None:
+        if str(src).endswith(".tmp") and "part-" in os.path.basename(src):
+            if renamed:
+                raise KeyboardInterrupt  # killed between the renames of two tables
+            renamed.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_after_first)
+    assert main(["run", "--cohort", str(path), "--output", str(out)]) == 130
+    monkeypatch.setattr(os, "replace", real)
+    assert (out / "_lnq" / "publish.json").exists()
+    # the next run, even a resume with nothing to do, rolls the publish forward first
+    assert main(["run", "--cohort", str(path), "--output", str(out)]) == 0
+    assert {t: read_table(str(out), t).num_rows > 0 for t in ("series", "nodes")} == {
+        "series": True,
+        "nodes": True,
+    }
+    assert read_table(str(out), "series").num_rows == 4
+    assert not (out / "_lnq" / "publish.json").exists()
+
+
+def _progress_lines(text: str) -> int:
+    return sum(
+        1 for line in text.splitlines() if "] series " in line and line.split("[", 1)[-1][:1].isdigit()
+    )
+
+
+@pytest.mark.slow
+def test_kill_at_random_points_keeps_tables_and_finished_series(cohort, tmp_path: Path) -> None:
+    """SIGKILL at seeded random moments of a run: the published tables stay exactly as they were,
+    every series that finished is kept, and a resume skips exactly those."""
+    path, _ = cohort
+    out = tmp_path / "out"
+    two = _write_cohort(tmp_path / "two.parquet", list(pq.read_table(path).to_pylist())[:2])
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    first = subprocess.run(
+        [*LNQ, "run", "--cohort", str(two), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    published = _digest(out)
+    rng = random.Random(7)
+    for attempt in range(3):
+        proc = subprocess.Popen(
+            [*LNQ, "run", "--cohort", str(path), "--output", str(out), "--fresh"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        time.sleep(rng.uniform(3.0, 9.0))
+        proc.send_signal(signal.SIGKILL)
+        log, _ = proc.communicate(timeout=60)
+        assert _digest(out) == published or "done:" in log, attempt  # unchanged unless it got to publish
+        published = _digest(out)
+        kept = list((out / "_lnq" / "results").glob("*/ok/*.json"))
+        assert len(kept) >= min(_progress_lines(log), 4)
+    resumed = subprocess.run(
+        [*LNQ, "run", "--cohort", str(path), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    done = len(list((out / "_lnq" / "results").glob("*/ok/*.json")))
+    assert read_table(str(out), "series").num_rows == 4 and done == 4
+    assert not list(out.glob("**/*.tmp*"))
