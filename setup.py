@@ -82,7 +82,7 @@ setup(
     packages=find_packages(
         include=["pipeline", "pipeline.*", "beam_jobs", "beam_jobs.*", "queries", "queries.*"]
     ),
-    package_data={"pipeline": ["py.typed"], "queries": ["*.sql", "*/*.sql"]},
+    package_data={"pipeline": ["py.typed", "report/templates/*.j2"], "queries": ["*.sql", "*/*.sql"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["lnq=beam_jobs.cli:entry_point"]},

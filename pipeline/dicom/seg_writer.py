@@ -1,14 +1,26 @@
-"""Write a predicted node mask as a DICOM SEG that Slicer, OHIF and dcmqi open.
+"""Write node masks as DICOM SEG that Slicer, OHIF and dcmqi open.
 
-BINARY, one segment 'Mediastinal lymph node' coded like the LNQ reference
-(property type SCT 59441001 Lymph node, category SCT 91723000 Anatomical
-Structure), algorithm AUTOMATIC with the model's name and version, referencing
-the source CT series and instances; empty frames are omitted. A mask with no
-node still gives a valid SEG: highdicom keeps a single empty frame then, so the
-file records that the model was run and found nothing.
+Two SEGs, both referencing the source CT series and instances, empty frames omitted:
 
-UIDs are derived from the CT series and the model, so a rerun writes the same
-SEG identity and overwrites, never adds, a second object.
+- :func:`nodes_seg`, one segment per node, numbered as ``nodes.node_index``, labelled
+  ``Lymph node <i>``, each with its own tracking identifier and tracking UID (those of
+  the node's SR measurement group and Parquet row), property type SCT 59441001 Lymph node,
+  category SCT 91723000 Anatomical Structure, anatomic region SCT 72410000 Mediastinum.
+  A model's nodes are AUTOMATIC with the model's name and version. The reference nodes
+  (``source="reference"``) are the expert's voxels split into 26-connected components by
+  this pipeline: SEMIAUTOMATIC (manual input, automatic step) with the algorithm
+  ``lnq-pipeline connected components`` of family Morphological Operations and the
+  pipeline's version, since an expert drew the voxels but did not separate the nodes.
+- :func:`prediction_seg`, the older one-segment union 'Mediastinal lymph node'.
+
+BINARY by default: highdicom, dcmqi's ``segimage2itkimage`` and the project's readers all
+read it, and with empty frames omitted it is small (numbers in ``bench/dicom_writing.py``).
+A mask with no node still gives a valid SEG: one segment 'Mediastinal lymph node' (no
+tracking identifier: there is no node to track) with a single empty frame, so the file
+records that the model was run and found nothing.
+
+UIDs are derived from the CT series, the model and the node source (``tracking.py``), so a
+rerun writes the same SEG identity and overwrites, never adds, a second object.
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ import datetime as dt
 import io
 import logging
 import os
-import uuid
+from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
@@ -25,26 +37,104 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 import pipeline
+from pipeline.dicom.codes import ANATOMICAL_STRUCTURE, LYMPH_NODE, MEDIASTINUM
+from pipeline.dicom.tracking import NodeTracking, derived_uid, node_label, node_tracking, object_uids
 from pipeline.dicom.volume import CtVolume
+from pipeline.enums import NodeSource
 from pipeline.errors import SegWriteError
+from pipeline.measure.nodes import NodeMeasurement
 
 logger = logging.getLogger(__name__)
 
-LYMPH_NODE = hd.sr.CodedConcept("59441001", "SCT", "Lymph node")
-ANATOMICAL_STRUCTURE = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
 SEGMENT_LABEL = "Mediastinal lymph node"
-_UID_NAMESPACE = uuid.UUID("5b0f7a8e-3c4d-4f0e-9d21-6a1c2b3e4f50")
+REFERENCE_MODEL_NAME = "reference"
+SPLIT_ALGORITHM_NAME = "lnq-pipeline connected components"
+_NODE_COLOURS_RGB = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+)
+"""Distinct display colours, cycled by node index, so neighbouring nodes differ in a viewer."""
+
+__all__ = [
+    "REFERENCE_MODEL_NAME",
+    "SEGMENT_LABEL",
+    "SPLIT_ALGORITHM_NAME",
+    "derived_uid",
+    "node_tracking",
+    "nodes_seg",
+    "prediction_seg",
+    "seg_bytes",
+    "segment_tracking",
+    "source_headers",
+]
 
 
-def derived_uid(*parts: str) -> str:
-    """A DICOM UID (2.25 form) that is the same for the same parts."""
-    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, '|'.join(parts)).int}"
+def nodes_seg(
+    labels: np.ndarray,
+    ct: CtVolume,
+    nodes: Sequence[NodeMeasurement],
+    *,
+    model_name: str,
+    model_version: str,
+    source: NodeSource | str = NodeSource.PREDICTION,
+    segmentation_type: hd.seg.SegmentationTypeValues | str = hd.seg.SegmentationTypeValues.BINARY,
+    headers: Sequence[pydicom.Dataset] | None = None,
+) -> hd.seg.Segmentation:
+    """A SEG with one segment per node of ``labels`` (``[z, y, x]``, 0 background, 1..N as ``nodes``).
+
+    ``headers``: the CT headers from :func:`source_headers`, when the caller already read them.
+    """
+    source = NodeSource(source)
+    _check_labels(labels, ct, nodes)
+    files = list(ct.source_files)
+    sources = list(headers) if headers is not None else source_headers(files, ct)
+    series_key = str(sources[0].SeriesInstanceUID)
+    if nodes:
+        descriptions = [
+            _node_description(n.node_index, series_key, model_name, model_version, source) for n in nodes
+        ]
+        pixels = np.ascontiguousarray(labels, dtype=np.uint16 if len(nodes) > 255 else np.uint8)
+    else:
+        logger.info("series %s: no %s node; writing a SEG of one empty frame", ct.series_uid, source.value)
+        descriptions = [_union_description(1, model_name, model_version, source)]
+        sources, pixels = sources[:1], np.zeros((1, *labels.shape[1:]), dtype=np.uint8)
+    series_uid, instance_uid = object_uids(
+        "seg", series_key, model_name=model_name, model_version=model_version, source=source
+    )
+    return _segmentation(
+        sources,
+        pixels,
+        descriptions,
+        ct=ct,
+        series_uid=series_uid,
+        instance_uid=instance_uid,
+        model_name=model_name,
+        model_version=model_version,
+        segmentation_type=hd.seg.SegmentationTypeValues(segmentation_type),
+    )
+
+
+def segment_tracking(seg: pydicom.Dataset) -> dict[int, NodeTracking]:
+    """Segment number -> tracking of every tracked segment of ``seg`` (for the ``nodes`` table)."""
+    return {
+        int(item.SegmentNumber): NodeTracking(identifier=str(item.TrackingID), uid=str(item.TrackingUID))
+        for item in seg.SegmentSequence
+        if item.get("TrackingID") and item.get("TrackingUID")
+    }
 
 
 def prediction_seg(
     mask: np.ndarray, ct: CtVolume, *, model_name: str, model_version: str
 ) -> hd.seg.Segmentation:
-    """A SEG of ``mask`` (``[z, y, x]`` on ``ct``'s grid) referencing the CT's instances."""
+    """A one-segment SEG of ``mask`` (``[z, y, x]`` on ``ct``'s grid) referencing the CT's instances."""
     if mask.shape != ct.geometry.size_zyx:
         raise SegWriteError(
             f"mask shape {mask.shape} differs from CT {ct.hu.shape}", series_uid=ct.series_uid
@@ -55,27 +145,108 @@ def prediction_seg(
     if not mask.any():
         logger.info("series %s: no node predicted; writing a SEG of one empty frame", ct.series_uid)
         files, mask = files[:1], mask[:1]
-    sources = _source_headers(files, ct)
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
+    key = (ct.series_uid, model_name, model_version)
+    return _segmentation(
+        source_headers(files, ct),
+        np.ascontiguousarray(mask, dtype=np.uint8),
+        [_union_description(1, model_name, model_version, NodeSource.PREDICTION)],
+        ct=ct,
+        series_uid=derived_uid("series", *key),
+        instance_uid=derived_uid("instance", *key),
+        model_name=model_name,
+        model_version=model_version,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+    )
+
+
+def _check_labels(labels: np.ndarray, ct: CtVolume, nodes: Sequence[NodeMeasurement]) -> None:
+    if labels.shape != ct.geometry.size_zyx:
+        raise SegWriteError(
+            f"labels shape {labels.shape} differs from CT {ct.hu.shape}", series_uid=ct.series_uid
+        )
+    if not ct.source_files:
+        raise SegWriteError("the CT's source files are needed to reference them", series_uid=ct.series_uid)
+    indices = [n.node_index for n in nodes]
+    present = int(labels.max()) if labels.size else 0
+    if sorted(indices) != list(range(1, present + 1)):
+        raise SegWriteError(
+            f"nodes are numbered {sorted(indices)[:10]}, the labels 1..{present}: they must be the same",
+            series_uid=ct.series_uid,
+        )
+
+
+def _algorithm(
+    model_name: str, model_version: str, source: NodeSource
+) -> tuple[hd.seg.SegmentAlgorithmTypeValues, hd.AlgorithmIdentificationSequence]:
+    if source == NodeSource.REFERENCE:
+        return hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, hd.AlgorithmIdentificationSequence(
+            name=SPLIT_ALGORITHM_NAME,
+            version=pipeline.__version__,
+            family=codes.cid7162.MorphologicalOperations,
+        )
+    return hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, hd.AlgorithmIdentificationSequence(
+        name=model_name[:64], version=model_version[:64], family=codes.cid7162.ArtificialIntelligence
+    )
+
+
+def _node_description(
+    node_index: int, series_key: str, model_name: str, model_version: str, source: NodeSource
+) -> hd.seg.SegmentDescription:
+    algorithm_type, algorithm = _algorithm(model_name, model_version, source)
+    tracking = node_tracking(
+        series_key, model_name=model_name, model_version=model_version, source=source, node_index=node_index
+    )
+    return hd.seg.SegmentDescription(
+        segment_number=node_index,
+        segment_label=node_label(node_index),
+        segmented_property_category=ANATOMICAL_STRUCTURE,
+        segmented_property_type=LYMPH_NODE,
+        algorithm_type=algorithm_type,
+        algorithm_identification=algorithm,
+        tracking_id=tracking.identifier,
+        tracking_uid=tracking.uid,
+        anatomic_regions=[MEDIASTINUM],
+        display_color=hd.color.CIELabColor.from_rgb(
+            *_NODE_COLOURS_RGB[(node_index - 1) % len(_NODE_COLOURS_RGB)]
+        ),
+    )
+
+
+def _union_description(
+    number: int, model_name: str, model_version: str, source: NodeSource
+) -> hd.seg.SegmentDescription:
+    algorithm_type, algorithm = _algorithm(model_name, model_version, source)
+    return hd.seg.SegmentDescription(
+        segment_number=number,
         segment_label=SEGMENT_LABEL,
         segmented_property_category=ANATOMICAL_STRUCTURE,
         segmented_property_type=LYMPH_NODE,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=model_name[:64], version=model_version[:64], family=codes.cid7162.ArtificialIntelligence
-        ),
+        algorithm_type=algorithm_type,
+        algorithm_identification=algorithm,
     )
-    key = (ct.series_uid, model_name, model_version)
+
+
+def _segmentation(
+    sources: list[pydicom.Dataset],
+    pixels: np.ndarray,
+    descriptions: list[hd.seg.SegmentDescription],
+    *,
+    ct: CtVolume,
+    series_uid: str,
+    instance_uid: str,
+    model_name: str,
+    model_version: str,
+    segmentation_type: hd.seg.SegmentationTypeValues,
+) -> hd.seg.Segmentation:
     try:
         return hd.seg.Segmentation(
             source_images=sources,
-            pixel_array=np.ascontiguousarray(mask, dtype=np.uint8),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=[description],
-            series_instance_uid=derived_uid("series", *key),
+            pixel_array=pixels,
+            segmentation_type=segmentation_type,
+            segment_descriptions=descriptions,
+            series_instance_uid=series_uid,
             series_number=3000,
-            sop_instance_uid=derived_uid("instance", *key),
+            sop_instance_uid=instance_uid,
             instance_number=1,
             manufacturer="LNQ pipeline",
             manufacturer_model_name=model_name[:64],
@@ -95,8 +266,8 @@ def prediction_seg(
         ) from exc
 
 
-def _source_headers(files: list[str], ct: CtVolume) -> list[pydicom.Dataset]:
-    """CT headers to reference; anonymised files with empty UIDs get stand-ins (logged)."""
+def source_headers(files: list[str], ct: CtVolume) -> list[pydicom.Dataset]:
+    """CT headers (no pixels) to reference; anonymised files with empty UIDs get stand-ins (logged)."""
     headers: list[pydicom.Dataset] = [pydicom.dcmread(path, stop_before_pixels=True) for path in files]
     first_sop = str(
         headers[0].get("SOPInstanceUID") or headers[0].file_meta.get("MediaStorageSOPInstanceUID", "")

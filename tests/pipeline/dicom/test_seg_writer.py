@@ -15,7 +15,20 @@ import SimpleITK as sitk
 
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.reference_seg import read_reference_seg
-from pipeline.dicom.seg_writer import SEGMENT_LABEL, prediction_seg, seg_bytes
+from pipeline.dicom.seg_writer import (
+    REFERENCE_MODEL_NAME,
+    SEGMENT_LABEL,
+    SPLIT_ALGORITHM_NAME,
+    nodes_seg,
+    prediction_seg,
+    seg_bytes,
+    segment_tracking,
+)
+from pipeline.dicom.tracking import node_tracking
+from pipeline.errors import SegWriteError
+from pipeline.evaluate.images import read_label_image
+from pipeline.measure.components import label_nodes
+from pipeline.measure.nodes import measure_labelled
 
 DCIODVFY = shutil.which("dciodvfy")
 SEGIMAGE2ITKIMAGE = Path(sys.executable).with_name("segimage2itkimage")
@@ -73,9 +86,7 @@ def test_dcmqi_converts_it_to_the_same_mask(phantom, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     (converted,) = sorted(out.glob("*.nrrd"))
     image = sitk.ReadImage(str(converted))
-    placed = sitk.Resample(
-        image, ct.geometry.empty_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0
-    )
+    placed = sitk.Resample(image, ct.geometry.empty_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(placed) > 0, phantom.mask)
 
 
@@ -124,8 +135,6 @@ def test_real_ct_model_run_gives_a_valid_seg(real_ct: Path, tmp_path: Path) -> N
 
 
 def test_mask_shape_must_match(phantom) -> None:
-    from pipeline.errors import SegWriteError
-
     ct = decode_ct_series(str(phantom.ct_dir))
     with pytest.raises(SegWriteError, match="mask shape"):
         prediction_seg(np.zeros((2, 2, 2), bool), ct, model_name="m", model_version="1")
@@ -154,3 +163,144 @@ def test_incomplete_references_in_the_ct_are_not_copied(phantom, tmp_path: Path)
     path = _write(tmp_path, phantom.mask, ct)
     assert dciodvfy_errors(path) == []
     assert "ReferencedStudySequence" not in pydicom.dcmread(path)
+
+
+# --- one segment per node -------------------------------------------------------------------
+
+
+def _labelled(phantom):  # type: ignore[no-untyped-def]
+    ct = decode_ct_series(str(phantom.ct_dir))
+    labels = label_nodes(phantom.mask, ct.geometry)
+    return ct, labels, measure_labelled(labels, ct.geometry, hu=ct.hu)
+
+
+def _write_nodes(tmp_path: Path, labels, ct, nodes, *, source="prediction", name="nodes.dcm") -> Path:  # type: ignore[no-untyped-def]
+    model = ("tiny-window", "1.2") if source == "prediction" else (REFERENCE_MODEL_NAME, "LNQ2023")
+    seg = nodes_seg(labels, ct, nodes, model_name=model[0], model_version=model[1], source=source)
+    path = tmp_path / name
+    path.write_bytes(seg_bytes(seg))
+    return path
+
+
+def test_nodes_seg_has_one_tracked_segment_per_node(phantom, tmp_path: Path) -> None:
+    ct, labels, nodes = _labelled(phantom)
+    assert len(nodes) == 3
+    path = _write_nodes(tmp_path, labels, ct, nodes)
+    assert dciodvfy_errors(path) == []
+    seg = hd.seg.segread(path)
+    assert seg.SegmentationType == "BINARY"
+    assert list(seg.segment_numbers) == [n.node_index for n in nodes]
+    for node in nodes:
+        description = seg.get_segment_description(node.node_index)
+        expected = node_tracking(
+            phantom.series_uid,
+            model_name="tiny-window",
+            model_version="1.2",
+            source="prediction",
+            node_index=node.node_index,
+        )
+        assert description.segment_label == f"Lymph node {node.node_index}"
+        assert (description.tracking_id, description.tracking_uid) == (expected.identifier, expected.uid)
+        assert description.segmented_property_type.value == "59441001"
+        assert description.segmented_property_category.value == "91723000"
+        assert [r.value for r in description.anatomic_regions] == ["72410000"]
+        assert description.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        assert description.algorithm_identification[0].AlgorithmName == "tiny-window"
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=list(ct.sop_instance_uids),
+        combine_segments=False,
+        ignore_spatial_locations=True,
+        assert_missing_frames_are_empty=True,
+        dtype=np.uint8,
+    )
+    for k, node in enumerate(nodes):
+        np.testing.assert_array_equal(pixels[..., k] > 0, labels == node.node_index)
+    assert len({d.tracking_uid for d in (seg.get_segment_description(n.node_index) for n in nodes)}) == 3
+
+
+def test_nodes_seg_reads_back_as_the_union_in_our_readers(phantom, tmp_path: Path) -> None:
+    """`lnq evaluate` and the reference reader score the union: LNQ2023 scores do not change."""
+    ct, labels, nodes = _labelled(phantom)
+    path = _write_nodes(tmp_path, labels, ct, nodes)
+    np.testing.assert_array_equal(read_reference_seg(str(path), ct), phantom.mask)
+    image = read_label_image(str(path)).image
+    placed = sitk.Resample(image, ct.geometry.empty_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(placed) > 0, phantom.mask)
+
+
+def test_dcmqi_converts_every_node_segment(phantom, tmp_path: Path) -> None:
+    if not SEGIMAGE2ITKIMAGE.exists():
+        pytest.skip("dcmqi is not installed; make test installs it")
+    ct, labels, nodes = _labelled(phantom)
+    path = _write_nodes(tmp_path, labels, ct, nodes)
+    out = tmp_path / "dcmqi"
+    out.mkdir()
+    done = subprocess.run(
+        [str(SEGIMAGE2ITKIMAGE), "--inputDICOM", str(path), "--outputDirectory", str(out), "-t", "nrrd"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in out.glob("*.nrrd")) == [f"{n.node_index}.nrrd" for n in nodes]
+    for node in nodes:
+        image = sitk.ReadImage(str(out / f"{node.node_index}.nrrd"))
+        placed = sitk.Resample(
+            image, ct.geometry.empty_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0
+        )
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(placed) > 0, labels == node.node_index)
+
+
+def test_reference_nodes_are_a_semiautomatic_split_with_their_own_tracking(phantom, tmp_path: Path) -> None:
+    ct, labels, nodes = _labelled(phantom)
+    reference = hd.seg.segread(_write_nodes(tmp_path, labels, ct, nodes, source="reference", name="r.dcm"))
+    prediction = hd.seg.segread(_write_nodes(tmp_path, labels, ct, nodes, name="p.dcm"))
+    assert dciodvfy_errors(tmp_path / "r.dcm") == []
+    description = reference.get_segment_description(1)
+    assert description.algorithm_type == hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC
+    assert description.algorithm_identification[0].AlgorithmName == SPLIT_ALGORITHM_NAME
+    assert reference.SOPInstanceUID != prediction.SOPInstanceUID
+    assert description.tracking_uid != prediction.get_segment_description(1).tracking_uid
+
+
+def test_nodes_seg_rerun_gives_the_same_identity_and_tracking(phantom, tmp_path: Path) -> None:
+    ct, labels, nodes = _labelled(phantom)
+    a = pydicom.dcmread(_write_nodes(tmp_path, labels, ct, nodes, name="a.dcm"))
+    b = pydicom.dcmread(_write_nodes(tmp_path, labels, ct, nodes, name="b.dcm"))
+    assert (a.SeriesInstanceUID, a.SOPInstanceUID) == (b.SeriesInstanceUID, b.SOPInstanceUID)
+    assert [s.TrackingUID for s in a.SegmentSequence] == [s.TrackingUID for s in b.SegmentSequence]
+
+
+def test_no_node_gives_a_valid_one_frame_seg(phantom, tmp_path: Path) -> None:
+    ct = decode_ct_series(str(phantom.ct_dir))
+    labels = np.zeros(ct.geometry.size_zyx, dtype=np.uint16)
+    path = _write_nodes(tmp_path, labels, ct, [])
+    assert dciodvfy_errors(path) == []
+    seg = pydicom.dcmread(path)
+    assert int(seg.NumberOfFrames) == 1 and len(seg.SegmentSequence) == 1
+    assert "TrackingUID" not in seg.SegmentSequence[0]
+    assert not read_reference_seg(str(path), ct).any()
+
+
+def test_nodes_must_match_the_labels(phantom) -> None:
+    ct, labels, nodes = _labelled(phantom)
+    with pytest.raises(SegWriteError, match=r"nodes are numbered \[1, 2\], the labels 1..3"):
+        nodes_seg(labels, ct, nodes[:2], model_name="m", model_version="1")
+    with pytest.raises(SegWriteError, match="labels shape"):
+        nodes_seg(labels[:2], ct, nodes, model_name="m", model_version="1")
+
+
+def test_segment_tracking_is_what_the_nodes_table_gets(phantom, tmp_path: Path) -> None:
+    ct, labels, nodes = _labelled(phantom)
+    seg = pydicom.dcmread(_write_nodes(tmp_path, labels, ct, nodes))
+    expected = {
+        n.node_index: node_tracking(
+            phantom.series_uid,
+            model_name="tiny-window",
+            model_version="1.2",
+            source="prediction",
+            node_index=n.node_index,
+        )
+        for n in nodes
+    }
+    assert segment_tracking(seg) == expected
