@@ -1,0 +1,49 @@
+"""``lnq report``: the run report of an output folder, local or gs://, written next to the tables.
+
+Reads ``OUTPUT/series``, ``nodes`` and ``errors`` and lists ``OUTPUT/qc/*.png`` through Beam's
+``FileSystems``; writes ``OUTPUT/report/index.html`` and ``OUTPUT/report/plots/*.png`` the same way.
+Building the page is ``pipeline.report`` (pure); this module only moves bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs.lnq_run import read_table
+from pipeline.report.render import INDEX, build_report
+
+logger = logging.getLogger(__name__)
+
+REPORT_FOLDER = "report"
+QC_FOLDER = "qc"
+MIME_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png"}
+
+
+def qc_series_uids(output: str) -> set[str]:
+    """Series whose QC picture exists in ``OUTPUT/qc/``."""
+    matches = FileSystems.match([FileSystems.join(output, QC_FOLDER, "*.png")])[0].metadata_list
+    return {posixpath.basename(m.path)[: -len(".png")] for m in matches}
+
+
+def write_report_for_output(output: str, run_info: Mapping[str, Any] | None = None) -> str:
+    """Write ``OUTPUT/report/index.html`` with its plots; returns the page's path."""
+    output = output.rstrip("/")
+    started = time.perf_counter()
+    series, nodes, errors = (read_table(output, name) for name in ("series", "nodes", "errors"))
+    files = build_report(series, nodes, errors, run_info=run_info, qc_uids=qc_series_uids(output))
+    report_dir = FileSystems.join(output, REPORT_FOLDER)
+    for relative, content in files.items():
+        path = FileSystems.join(report_dir, *relative.split("/"))
+        with FileSystems.create(path, mime_type=MIME_TYPES[posixpath.splitext(relative)[1]]) as f:
+            f.write(content)
+    index = FileSystems.join(report_dir, INDEX)
+    logger.info(
+        "report of %d series written to %s in %.1f s", series.num_rows, index, time.perf_counter() - started
+    )
+    return index
