@@ -56,16 +56,9 @@ def _analytics(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
         client = bigquery.Client(project=args.dataset.split(".")[0])
         table = run_analytics_bigquery(client, dataset=args.dataset, name=args.query)
-    frame = table.to_pandas()
-    if args.format == "json":
-        print(frame.to_json(orient="records", date_format="iso"))
-    elif args.format == "csv":
-        print(frame.to_csv(index=False), end="")
-    else:
-        import pandas as pd
+    from pipeline.outputs.analytics import format_result
 
-        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200):
-            print(frame.to_string(index=False))
+    print(format_result(table, args.format), end="")
     return 0
 
 

@@ -33,8 +33,8 @@ from beam_jobs.options import UsageError, split_beam_args
 from beam_jobs.run_args import make_parser
 from beam_jobs.store import ResultStore, complete_publish, publish, run_key
 from beam_jobs.transforms import (
+    OutputFileSink,
     ProcessSeriesFn,
-    SegFileSink,
     check_model_reachable,
     dead_letter_to_result,
 )
@@ -166,11 +166,12 @@ def build(
     output_as_given: str | None = None,
     shared: Shared | None = None,
 ) -> beam.PCollection:
-    """Wire the job into ``p``: every series' result is kept in ``store`` as it finishes;
-    in model mode SEGs go to ``OUTPUT/seg/``. Returns the per-series rows (for tests)."""
-    sink = None if config.model is None else SegFileSink(output, output_as_given or output)
+    """Wire the job into ``p``: every series' result is kept in ``store`` as it finishes, its
+    SEG, SR and QC picture go to ``OUTPUT/seg/``, ``sr/`` and ``qc/``. Returns the per-series rows
+    (for tests)."""
+    sink = OutputFileSink(output, output_as_given or output)
     fn = ProcessSeriesFn(
-        config, total=len(rows), progress_dir=progress_dir, seg_sink=sink, shared=shared, store=store
+        config, total=len(rows), progress_dir=progress_dir, sink=sink, shared=shared, store=store
     )
     return (
         p
@@ -272,7 +273,8 @@ def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> 
         )
     ordered = [results[uid] for uid in uids]
     try:
-        publish(output, ordered, extra_files=[r.series["seg_uri"] for r in ordered if r.series["seg_uri"]])
+        files = [r.series[c] for r in ordered for c in ("seg_uri", "sr_uri", "qc_uri") if r.series[c]]
+        publish(output, ordered, extra_files=files)
     except OSError as exc:
         raise RunFailed(
             f"publishing the tables failed ({exc}); the published tables were left as they were, "

@@ -79,22 +79,27 @@ def check_model_reachable(spec: ModelSpec, shared: Shared) -> None:
 _LAUNCHER_MODELS: list[SegmentationModel] = []  # keeps the launcher's model alive for the run
 
 
-class SegFileSink:
-    """Writes a SEG to ``OUTPUT/seg/<ct_series_instance_uid>.dcm`` through Beam's filesystems.
+class OutputFileSink:
+    """Writes a series' files under the output folder through Beam's filesystems, atomically:
+    ``seg/<uid>.dcm``, ``sr/<uid>.dcm`` and ``qc/<uid>.png``.
 
     Returns the path in the form ``--output`` was given (relative, absolute or gs://).
     """
+
+    FILES = {"seg": ("seg", ".dcm"), "sr": ("sr", ".dcm"), "qc": ("qc", ".png")}
 
     def __init__(self, output: str, output_as_given: str):
         self._output = output.rstrip("/")
         self._as_given = output_as_given.rstrip("/")
 
-    def __call__(self, series_uid: str, data: bytes) -> str:
+    def __call__(self, kind: str, series_uid: str, data: bytes) -> str:
         problem = uid_problem(series_uid)
         if problem:  # never let a bad UID become a path
-            raise ValueError(f"refusing to name a SEG file after {series_uid!r}: {problem}")
-        write_atomically(f"{self._output}/seg/{series_uid}.dcm", data)
-        return f"{self._as_given}/seg/{series_uid}.dcm"
+            raise ValueError(f"refusing to name a file after {series_uid!r}: {problem}")
+        folder, extension = self.FILES[kind]
+        name = f"{folder}/{series_uid}{extension}"
+        write_atomically(f"{self._output}/{name}", data)
+        return f"{self._as_given}/{name}"
 
 
 class ProcessSeriesFn(beam.DoFn):
@@ -110,7 +115,7 @@ class ProcessSeriesFn(beam.DoFn):
         *,
         total: int,
         progress_dir: str | None = None,
-        seg_sink: SegFileSink | None = None,
+        sink: OutputFileSink | None = None,
         shared: Shared | None = None,
         store: ResultStore | None = None,
     ):
@@ -118,7 +123,7 @@ class ProcessSeriesFn(beam.DoFn):
         self._store = store
         self._total = total
         self._progress_dir = progress_dir
-        self._seg_sink = seg_sink
+        self._sink = sink
         self._shared = shared or Shared()
         self._model: SegmentationModel | None = None
         self._ok = Metrics.counter("lnq", "series_ok")
@@ -130,7 +135,7 @@ class ProcessSeriesFn(beam.DoFn):
             self._model = self._shared.acquire(lambda: load_model(localized_spec(spec)))
 
     def process(self, raw: dict[str, Any]) -> Iterator[OutcomeRows]:
-        outcome = process_series(raw, config=self._config, model=self._model, seg_sink=self._seg_sink)
+        outcome = process_series(raw, config=self._config, model=self._model, sink=self._sink)
         rows = outcome_rows(outcome)
         if self._store is not None:
             self._store.write(rows)  # kept now: a killed run keeps every finished series

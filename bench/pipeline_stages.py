@@ -114,16 +114,15 @@ def child(args: argparse.Namespace) -> None:
     model = load_model(spec)
     load_s = time.perf_counter() - start
     out = Path(args.out)
-    seg_dir = out / "seg"
-    seg_dir.mkdir(parents=True, exist_ok=True)
 
-    def sink(uid: str, data: bytes) -> str:
-        path = seg_dir / f"{uid}.dcm"
+    def sink(kind: str, uid: str, data: bytes) -> str:
+        path = out / kind / f"{uid}.{'png' if kind == 'qc' else 'dcm'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return str(path)
 
     config = ProcessConfig(fetch=FetchConfig(endpoint_url=os.environ.get("LNQ_BENCH_S3", "")), model=spec)
-    outcome = process_series(row, config=config, model=model, seg_sink=sink)
+    outcome = process_series(row, config=config, model=model, sink=sink)
     if outcome.errors:
         raise SystemExit(f"series failed: {outcome.errors}")
     result = outcome_rows(outcome)

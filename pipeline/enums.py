@@ -21,6 +21,7 @@ class Stage(str, enum.Enum):
     MEASURE = "measure"
     SEG_WRITE = "seg_write"
     SCORE = "score"
+    QC = "qc"
     UNEXPECTED = "unexpected"
 
     def __str__(self) -> str:
@@ -36,6 +37,7 @@ TIMED_STAGES: tuple[Stage, ...] = (
     Stage.MEASURE,
     Stage.SEG_WRITE,
     Stage.SCORE,
+    Stage.QC,
 )
 """Stages with a ``<stage>_s`` seconds column in the ``series`` table, in table order."""
 

@@ -65,6 +65,8 @@ class SourceNodes:
 
     source: NodeSource
     nodes: tuple[NodeMeasurement, ...]
+    tracking_uids: tuple[str, ...] = ()
+    """Each node's tracking UID (as in its SEG segment and SR group), in the order of ``nodes``."""
 
     @property
     def burden(self) -> Burden:
@@ -105,6 +107,8 @@ class SeriesOutcome:
     grid: GridSummary | None = None
     sources: tuple[SourceNodes, ...] = ()
     seg_uri: str | None = None
+    sr_uri: str | None = None
+    qc_uri: str | None = None
     score: CaseScore | None = None
     detection: Detection | None = None
     errors: tuple[SeriesError, ...] = ()

@@ -13,6 +13,7 @@ the prediction against it (LNQ2023 DSC and ASSD, node detection).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -27,7 +28,9 @@ import numpy as np
 
 import pipeline
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
-from pipeline.dicom.seg_writer import prediction_seg, seg_bytes
+from pipeline.dicom.seg_writer import REFERENCE_MODEL_NAME, nodes_seg, seg_bytes, segment_tracking
+from pipeline.dicom.sr import nodes_sr, sr_bytes
+from pipeline.dicom.tracking import node_tracking
 from pipeline.dicom.volume import CtVolume, mask_to_sitk
 from pipeline.enums import NodeSource, Stage
 from pipeline.errors import ModelError, PipelineError
@@ -44,8 +47,9 @@ from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOut
 
 logger = logging.getLogger(__name__)
 
-SegSink = Callable[[str, bytes], str]
-"""Stores one SEG (series UID, DICOM bytes) and returns where it went."""
+ArtifactSink = Callable[[str, str, bytes], str]
+"""Stores one file a series made, ``(kind, series UID, bytes)`` with kind ``seg``, ``sr`` (DICOM) or
+``qc`` (PNG), and returns where it went."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class _Measured:
     grid: GridSummary
     sources: tuple[SourceNodes, ...]
     seg_uri: str | None
+    sr_uri: str | None
+    qc_uri: str | None
     score: CaseScore | None
     detection: Detection | None
 
@@ -103,12 +109,13 @@ def process_series(
     *,
     config: ProcessConfig = ProcessConfig(),
     model: SegmentationModel | None = None,
-    seg_sink: SegSink | None = None,
+    sink: ArtifactSink | None = None,
 ) -> SeriesOutcome:
     """Run every stage for one cohort row and return its outcome.
 
-    ``model`` is the loaded model of ``config.model`` (None in reference mode);
-    ``seg_sink`` stores the prediction's SEG (None: no SEG is written).
+    ``model`` is the loaded model of ``config.model`` (None in reference mode); ``sink`` stores
+    the per-node SEG and SR of the run's nodes (the prediction's, or the expert's in reference
+    mode) and the QC picture (None: nothing is written).
     """
     start = time.perf_counter()
     identity = SeriesIdentity.from_cohort(raw)
@@ -120,7 +127,7 @@ def process_series(
                 f"model {config.model_label} was not loaded", series_uid=identity.ct_series_instance_uid
             )
         with tempfile.TemporaryDirectory(prefix="lnq-", dir=config.work_dir) as tmp:
-            measured = _run_stages(row, tmp, clock, config=config, model=model, seg_sink=seg_sink)
+            measured = _run_stages(row, tmp, clock, config=config, model=model, sink=sink)
     except Exception as exc:  # every failure of this series becomes its error, never a crash
         error = (
             exc.error
@@ -150,6 +157,8 @@ def process_series(
         grid=measured.grid,
         sources=measured.sources,
         seg_uri=measured.seg_uri,
+        sr_uri=measured.sr_uri,
+        qc_uri=measured.qc_uri,
         score=measured.score,
         detection=measured.detection,
     )
@@ -162,7 +171,7 @@ def _run_stages(
     *,
     config: ProcessConfig,
     model: SegmentationModel | None,
-    seg_sink: SegSink | None,
+    sink: ArtifactSink | None,
 ) -> _Measured:
     uid = row.ct_series_instance_uid
     inputs = _load_inputs(row, tmp, clock, config=config, reference_required=model is None)
@@ -197,20 +206,81 @@ def _run_stages(
             for source in masks
         )
 
-    seg_uri = score = detection = None
-    if model is not None:
-        prediction = masks[NodeSource.PREDICTION]
-        if seg_sink is not None:
-            with clock.stage(Stage.SEG_WRITE):
-                seg = prediction_seg(prediction, ct, model_name=model.name, model_version=model.version)
-                seg_uri = seg_sink(uid, seg_bytes(seg))
-        if NodeSource.REFERENCE in masks:
-            with clock.stage(Stage.SCORE):
-                score, detection = _score(
-                    ct, masks, labels, sources, fully_annotated=row.annotation == "full"
+    seg_uri = sr_uri = qc_uri = score = detection = None
+    if model is not None and NodeSource.REFERENCE in masks:
+        with clock.stage(Stage.SCORE):
+            score, detection = _score(ct, masks, labels, sources, fully_annotated=row.annotation == "full")
+    if sink is not None:
+        # the nodes the run is about: the model's, or in reference mode the expert's
+        primary = NodeSource.PREDICTION if model is not None else NodeSource.REFERENCE
+        name, version = (
+            (model.name, model.version)
+            if model is not None
+            else (REFERENCE_MODEL_NAME, row.seg_series_instance_uid or REFERENCE_MODEL_NAME)
+        )
+        with clock.stage(Stage.SEG_WRITE):
+            primary_nodes = next(s.nodes for s in sources if s.source == primary)
+            seg = nodes_seg(
+                labels[primary], ct, primary_nodes, model_name=name, model_version=version, source=primary
+            )
+            seg_uri = sink("seg", uid, seg_bytes(seg))
+            report = nodes_sr(seg, primary_nodes, model_name=name, model_version=version, source=primary)
+            sr_uri = None if report is None else sink("sr", uid, sr_bytes(report))
+            tracking = {n: t.uid for n, t in segment_tracking(seg).items()}
+            sources = tuple(
+                _tracked(
+                    entry, tracking if entry.source == primary else {}, uid, model_name=name, version=version
                 )
+                for entry in sources
+            )
+        with clock.stage(Stage.QC):
+            qc_uri = sink("qc", uid, _qc_picture(ct, labels, sources, title=f"{row.patient_id}  {uid}"))
     _log_done(ct, sources)
-    return _Measured(grid=grid, sources=sources, seg_uri=seg_uri, score=score, detection=detection)
+    return _Measured(
+        grid=grid,
+        sources=sources,
+        seg_uri=seg_uri,
+        sr_uri=sr_uri,
+        qc_uri=qc_uri,
+        score=score,
+        detection=detection,
+    )
+
+
+def _tracked(
+    entry: SourceNodes, in_seg: Mapping[int, str], series_uid: str, *, model_name: str, version: str
+) -> SourceNodes:
+    """``entry`` with each node's tracking UID: the one its SEG segment carries, or for nodes
+    without a segment (the expert's, in model mode) the one the SEG writer would derive."""
+
+    def uid_of(node_index: int) -> str:
+        if node_index in in_seg:
+            return in_seg[node_index]
+        return node_tracking(
+            series_uid,
+            model_name=model_name,
+            model_version=version,
+            source=entry.source,
+            node_index=node_index,
+        ).uid
+
+    return dataclasses.replace(entry, tracking_uids=tuple(uid_of(n.node_index) for n in entry.nodes))
+
+
+def _qc_picture(
+    ct: CtVolume, labels: dict[NodeSource, np.ndarray], sources: tuple[SourceNodes, ...], *, title: str
+) -> bytes:
+    """The series' QC picture: outlines of both masks and the axes of every measured node."""
+    from pipeline.qc.picture import nodes_for_qc, qc_png
+
+    return qc_png(
+        ct.hu,
+        ct.geometry,
+        reference_labels=labels.get(NodeSource.REFERENCE),
+        prediction_labels=labels.get(NodeSource.PREDICTION),
+        nodes=[node for entry in sources for node in nodes_for_qc(entry.nodes, entry.source.value)],
+        title=title,
+    )
 
 
 def _score(

@@ -2,18 +2,28 @@
 
 The SQL in ``queries/analytics/`` is written once, in BigQuery's dialect, and
 translated to DuckDB's with sqlglot; ``series``, ``nodes`` and ``errors`` are
-views over ``OUTPUT/<table>/*.parquet``.
+views over ``OUTPUT/<table>/*.parquet``. Results come back with BigQuery's types
+(a count is an integer on both), and :func:`format_result` prints them.
 """
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import decimal
+import io
+import json
+import math
 import os
 from importlib import resources
+from typing import Any
 
 import pyarrow as pa
 
 import queries
 from pipeline.outputs.schemas import TABLES
+
+FORMATS = ("table", "json", "csv")
 
 
 def available_queries() -> list[str]:
@@ -21,14 +31,19 @@ def available_queries() -> list[str]:
     return sorted(p.name[: -len(".sql")] for p in folder.iterdir() if p.name.endswith(".sql"))
 
 
+def analytics_sql(name: str) -> str:
+    """The analytics query ``name`` in BigQuery's dialect; a ValueError listing the available
+    queries when there is no such query (checked before anything else is done with ``name``)."""
+    available = available_queries()
+    if name not in available:
+        raise ValueError(f"no analytics query {name!r}; available: {available}")
+    return queries.load(f"analytics/{name}")
+
+
 def duckdb_sql(name: str) -> str:
     """The analytics query ``name`` translated from BigQuery's dialect to DuckDB's."""
-    import sqlglot
-
-    if name not in available_queries():
-        raise ValueError(f"no analytics query {name!r}; available: {available_queries()}")
-    (statement,) = sqlglot.transpile(queries.load(f"analytics/{name}"), read="bigquery", write="duckdb")
-    return statement
+    analytics_sql(name)
+    return queries.load_duckdb(f"analytics/{name}")
 
 
 def run_query(output: str, name: str) -> pa.Table:
@@ -48,9 +63,59 @@ def run_query(output: str, name: str) -> pa.Table:
         result = con.execute(sql)
         # duckdb 1.5 renamed fetch_arrow_table (now deprecated) to to_arrow_table
         fetch = getattr(result, "to_arrow_table", None) or result.fetch_arrow_table
-        return fetch()
+        return integers_as_int64(fetch())
     finally:
         con.close()
+
+
+def integers_as_int64(table: pa.Table) -> pa.Table:
+    """Whole-number decimal columns as INT64, the type BigQuery gives them: DuckDB answers
+    ``COUNTIF`` and ``SUM`` of INT64 with HUGEINT (decimal128(38, 0) in Arrow)."""
+    fields = [
+        pa.field(f.name, pa.int64(), f.nullable) if pa.types.is_decimal(f.type) and f.type.scale == 0 else f
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields))  # a count beyond INT64 fails here rather than rounding
+
+
+def format_result(table: pa.Table, fmt: str) -> str:
+    """A query result as text: ``table`` (aligned columns), ``json`` (one array of row objects)
+    or ``csv`` (with a header). Integer columns stay integers (also with nulls among them); a null
+    is JSON ``null``, an empty CSV field and ``null`` in the table; times are ISO 8601."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+    table = integers_as_int64(table)
+    rows = [[_plain(v) for v in row] for row in zip(*(c.to_pylist() for c in table.columns), strict=True)]
+    if fmt == "json":
+        records = [dict(zip(table.column_names, row, strict=True)) for row in rows]
+        return json.dumps(records, separators=(",", ":"), allow_nan=False) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(table.column_names)
+        writer.writerows(rows)
+        return out.getvalue()
+    import pandas as pd
+
+    columns = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        values = column.to_pylist()
+        if pa.types.is_floating(column.type):  # pandas lines up the decimals
+            columns[name] = pd.Series([math.nan if v is None else v for v in values], dtype=float)
+        else:
+            columns[name] = pd.Series(["null" if v is None else str(_plain(v)) for v in values], dtype=object)
+    return pd.DataFrame(columns).to_string(index=False, na_rep="null") + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON can hold: NaN and infinities are null, whole decimals int, times ISO 8601."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return value
 
 
 def _listdir(folder: str) -> list[str]:

@@ -12,8 +12,9 @@ from typing import Any
 
 from pipeline.enums import NodeSource
 from pipeline.measure.nodes import NodeMeasurement
-from pipeline.outcome import SeriesError, SeriesOutcome, finite_or_none
+from pipeline.outcome import SeriesError, SeriesOutcome, SourceNodes, finite_or_none
 from pipeline.outputs.schemas import (
+    AXIS_ENDS,
     BURDEN_COLUMNS,
     ERRORS_SCHEMA,
     NODES_SCHEMA,
@@ -38,11 +39,16 @@ class OutcomeRows:
 def outcome_rows(outcome: SeriesOutcome) -> OutcomeRows:
     return OutcomeRows(
         series=series_row(outcome),
-        nodes=[node_row(outcome, entry.source, node) for entry in outcome.sources for node in entry.nodes]
-        if not outcome.errors
-        else [],
+        nodes=[]
+        if outcome.errors
+        else [row for entry in outcome.sources for row in _source_rows(outcome, entry)],
         errors=[error_row(outcome, e) for e in outcome.errors],
     )
+
+
+def _source_rows(outcome: SeriesOutcome, entry: SourceNodes) -> list[dict[str, Any]]:
+    tracking = entry.tracking_uids or (None,) * len(entry.nodes)
+    return [node_row(outcome, entry.source, n, t) for n, t in zip(entry.nodes, tracking, strict=True)]
 
 
 def series_row(outcome: SeriesOutcome) -> dict[str, Any]:
@@ -56,6 +62,8 @@ def series_row(outcome: SeriesOutcome) -> dict[str, Any]:
         status=outcome.status.value,
         model=outcome.model,
         seg_uri=outcome.seg_uri,
+        sr_uri=outcome.sr_uri,
+        qc_uri=outcome.qc_uri,
         pipeline_version=outcome.pipeline_version,
         processed_at=outcome.processed_at,
         total_s=outcome.total_s,
@@ -81,18 +89,22 @@ def series_row(outcome: SeriesOutcome) -> dict[str, Any]:
     return conform(row, SERIES_SCHEMA)
 
 
-def node_row(outcome: SeriesOutcome, source: NodeSource, node: NodeMeasurement) -> dict[str, Any]:
+def node_row(
+    outcome: SeriesOutcome, source: NodeSource, node: NodeMeasurement, tracking_uid: str | None = None
+) -> dict[str, Any]:
     """A ``nodes`` row: columns named like the measurement's fields; a point field ``p_mm``
-    fills ``p_x_mm``, ``p_y_mm`` and ``p_z_mm``."""
+    fills ``p_x_mm``, ``p_y_mm`` and ``p_z_mm``; an axis' end points ``a_axis_endpoints_mm``
+    fill ``a_axis_start_x_mm`` ... ``a_axis_end_z_mm``."""
     row: dict[str, Any] = dict.fromkeys(NODES_SCHEMA.names)
     row.update(
         ct_series_instance_uid=outcome.identity.ct_series_instance_uid,
         patient_id=outcome.identity.patient_id,
         model=outcome.model,
         source=source.value,
+        tracking_uid=tracking_uid,
     )
     for name in NODES_SCHEMA.names:
-        if row[name] is None:
+        if row[name] is None and name != "tracking_uid":
             row[name] = _node_value(node, name)
     return conform(row, NODES_SCHEMA)
 
@@ -105,6 +117,9 @@ def _node_value(node: NodeMeasurement, column: str) -> Any:
     point, _, axis = stem.rpartition("_")
     if axis in _AXES and hasattr(node, f"{point}_{unit}"):
         return getattr(node, f"{point}_{unit}")[_AXES.index(axis)]
+    line, _, end = point.rpartition("_")  # e.g. long_axis / start
+    if axis in _AXES and end in AXIS_ENDS and hasattr(node, f"{line}_endpoints_{unit}"):
+        return getattr(node, f"{line}_endpoints_{unit}")[AXIS_ENDS.index(end)][_AXES.index(axis)]
     raise KeyError(f"nodes column {column!r} has no field in NodeMeasurement")
 
 

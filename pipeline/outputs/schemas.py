@@ -14,6 +14,8 @@ import pyarrow as pa
 from pipeline.enums import TIMED_STAGES, NodeSource, Stage
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+AXIS_ENDS = ("start", "end")
+"""The two end points of a RECIST axis, in the order ``NodeMeasurement.*_axis_endpoints_mm`` holds them."""
 
 COHORT_SCHEMA = pa.schema(
     [
@@ -62,6 +64,8 @@ SERIES_SCHEMA = pa.schema(
         pa.field("status", pa.string(), nullable=False),
         pa.field("model", pa.string(), nullable=False),
         pa.field("seg_uri", pa.string()),
+        pa.field("sr_uri", pa.string()),
+        pa.field("qc_uri", pa.string()),
         pa.field("n_slices", pa.int64()),
         pa.field("slice_spacing_mm", pa.float64()),
         *_burden_fields(NodeSource.REFERENCE),
@@ -103,6 +107,13 @@ NODES_SCHEMA = pa.schema(
         pa.field("mean_hu", pa.float64()),
         pa.field("std_hu", pa.float64()),
         pa.field("recist_category", pa.string()),
+        pa.field("tracking_uid", pa.string()),
+        *[
+            pa.field(f"{axis}_axis_{end}_{xyz}_mm", pa.float64())
+            for axis in ("long", "short")
+            for end in AXIS_ENDS
+            for xyz in "xyz"
+        ],
     ]
 )
 

@@ -64,6 +64,8 @@ def test_run_writes_tables_and_segs_to_gcs(gcs_bucket: str, tmp_path: Path) -> N
             f"{output}/nodes/part-00000-of-00001.parquet",
             f"{output}/series/part-00000-of-00001.parquet",
             f"{output}/seg/{p.series_uid}.dcm",
+            f"{output}/sr/{p.series_uid}.dcm",
+            f"{output}/qc/{p.series_uid}.png",
         ]
     )
     local = tmp_path / "seg.dcm"

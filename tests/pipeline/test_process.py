@@ -141,23 +141,31 @@ def _model_config(path) -> ProcessConfig:
     )
 
 
+class MemorySink:
+    """Keeps what a series writes: (kind, uid) -> bytes."""
+
+    def __init__(self) -> None:
+        self.stored: dict[tuple[str, str], bytes] = {}
+
+    def __call__(self, kind: str, uid: str, data: bytes) -> str:
+        self.stored[(kind, uid)] = data
+        return f"results/{kind}/{uid}"
+
+
 def test_model_mode_measures_scores_and_writes_seg(clean, window_model) -> None:
     path, model = window_model
-    stored: dict[str, bytes] = {}
-
-    def sink(uid: str, data: bytes) -> str:
-        stored[uid] = data
-        return f"results/seg/{uid}.dcm"
-
+    sink = MemorySink()
     row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path))
-    result = process_series(row, config=_model_config(path), model=model, seg_sink=sink)
+    result = process_series(row, config=_model_config(path), model=model, sink=sink)
     s = result.series
     assert s["status"] == "ok", result.errors
     # every series column is declared once and filled from the outcome: none is forgotten
     assert [name for name, value in s.items() if value is None] == []
     assert all(value is not None for n in result.nodes for value in n.values())
     assert s["model"] == f"torchscript:{path}"
-    assert s["seg_uri"] == f"results/seg/{clean.series_uid}.dcm" and clean.series_uid in stored
+    assert s["seg_uri"] == f"results/seg/{clean.series_uid}" and ("seg", clean.series_uid) in sink.stored
+    assert s["sr_uri"] == f"results/sr/{clean.series_uid}" and s["qc_uri"] == f"results/qc/{clean.series_uid}"
+    assert sink.stored[("qc", clean.series_uid)].startswith(b"\x89PNG")
     assert s["dsc"] == pytest.approx(1.0) and s["assd_mm"] == pytest.approx(0.0, abs=1e-5)
     assert s["n_prediction_nodes"] == s["n_reference_nodes"] == 3
     assert s["prediction_spd_mm2"] == pytest.approx(s["reference_spd_mm2"])
@@ -170,6 +178,42 @@ def test_model_mode_measures_scores_and_writes_seg(clean, window_model) -> None:
     pred = [n for n in result.nodes if n["source"] == "prediction"]
     ref = [n for n in result.nodes if n["source"] == "reference"]
     assert [n["short_axis_mm"] for n in pred] == pytest.approx([n["short_axis_mm"] for n in ref])
+    assert len({n["tracking_uid"] for n in result.nodes}) == 6  # one per node and source
+
+
+def test_tracking_uids_are_those_of_the_seg_and_sr(clean, window_model, tmp_path: Path) -> None:
+    """A node's tracking UID is the same in the nodes table, its SEG segment and its SR group,
+    and stays the same on a rerun of the same inputs."""
+    import highdicom as hd
+
+    from pipeline.dicom.sr import read_measurements
+
+    path, model = window_model
+    row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path))
+    runs = []
+    for _ in range(2):
+        sink = MemorySink()
+        result = process_series(row, config=_model_config(path), model=model, sink=sink)
+        runs.append((result, sink))
+    (result, sink), (again, _) = runs
+    table = {n["node_index"]: n["tracking_uid"] for n in result.nodes if n["source"] == "prediction"}
+    assert table == {n["node_index"]: n["tracking_uid"] for n in again.nodes if n["source"] == "prediction"}
+    seg_file, sr_file = tmp_path / "seg.dcm", tmp_path / "sr.dcm"
+    seg_file.write_bytes(sink.stored[("seg", clean.series_uid)])
+    sr_file.write_bytes(sink.stored[("sr", clean.series_uid)])
+    seg = hd.seg.segread(seg_file)
+    in_seg = {int(d.SegmentNumber): str(d.TrackingUID) for d in seg.SegmentSequence}
+    in_sr = {int(m["segment_number"]): m["tracking_uid"] for m in read_measurements(str(sr_file))}
+    assert table == in_seg == in_sr and len(table) == 3
+
+
+def test_reference_mode_writes_a_per_node_seg_sr_and_picture(phantom) -> None:
+    sink = MemorySink()
+    row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
+    result = process_series(row, config=_config(), sink=sink)
+    assert result.series["status"] == "ok", result.errors
+    assert sorted(kind for kind, _ in sink.stored) == ["qc", "seg", "sr"]
+    assert all(n["tracking_uid"] for n in result.nodes) and result.series["model"] == "reference"
 
 
 def test_model_mode_without_reference_is_not_an_error(clean, window_model) -> None:
