@@ -1,13 +1,13 @@
 """BigQuery at its boundary: the cohort query and loading a run's Parquet into tables.
 
 The client calls are kept thin so that tests can fake the client; the SQL lives
-in ``queries/bigquery/`` with parameters bound by the client.
+in ``queries/bigquery/`` with parameters bound by the client, and table identifiers are filled in
+by ``queries/sql_text.py`` only (the Composer DAG uses the same file).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import pandas as pd
@@ -16,11 +16,12 @@ import pyarrow as pa
 import queries
 from pipeline.cohort.query import ANNOTATION_CHOICES, LNQ_COLLECTION, cohort_table
 from pipeline.errors import CohortError
+from pipeline.outputs.analytics import analytics_sql
 from pipeline.outputs.schemas import TABLES
+from queries.sql_text import bigquery_cohort_sql, dataset_id, fill_identifiers
 
 logger = logging.getLogger(__name__)
 
-_TABLE_ID = re.compile(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_]+$")
 _BQ_TYPES = {
     pa.string(): "STRING",
     pa.int64(): "INT64",
@@ -49,17 +50,23 @@ def cohort_job_config(*, annotation: str, collection_id: str = LNQ_COLLECTION): 
 def select_cohort_bigquery(
     client: Any, *, annotation: str = "all", limit: int | None = None, collection_id: str = LNQ_COLLECTION
 ) -> pa.Table:
-    """Run ``queries/bigquery/lnq_cohort.sql``; rows come back in the same schema as idc-index's."""
+    """Run ``queries/bigquery/lnq_cohort.sql`` over the series index that ``idc_series_index.sql``
+    builds from ``dicom_all``; rows come back in the same schema as idc-index's."""
     if annotation not in ANNOTATION_CHOICES:
         raise CohortError(f"annotation {annotation!r} is not one of {ANNOTATION_CHOICES}")
     job = client.query(
-        queries.load("bigquery/lnq_cohort"),
+        cohort_sql(),
         job_config=cohort_job_config(annotation=annotation, collection_id=collection_id),
     )
     frame = pd.DataFrame([dict(row.items()) for row in job.result()], columns=list(_cohort_columns()))
     if limit is not None:
         frame = frame.head(limit)
     return cohort_table(frame)
+
+
+def cohort_sql() -> str:
+    """The cohort query as BigQuery runs it (the same text the Composer DAG runs)."""
+    return bigquery_cohort_sql(lambda name: queries.load(f"bigquery/{name}"))
 
 
 def _cohort_columns() -> list[str]:
@@ -79,9 +86,8 @@ def bigquery_schema(table: str) -> list[Any]:
 
 
 def check_dataset(dataset: str) -> str:
-    if not _TABLE_ID.match(dataset):
-        raise ValueError(f"--dataset {dataset!r} is not PROJECT.DATASET")
-    return dataset
+    """``dataset`` if it is ``PROJECT.DATASET`` (``queries.sql_text.dataset_id``); a ValueError otherwise."""
+    return dataset_id(dataset)
 
 
 def load_results(client: Any, *, output: str, dataset: str) -> dict[str, int]:
@@ -117,10 +123,8 @@ def load_results(client: Any, *, output: str, dataset: str) -> dict[str, int]:
 
 
 def merge_sql(target: str, staging: str) -> str:
-    for name in (target, staging):
-        if not re.match(r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+$", name):
-            raise ValueError(f"{name!r} is not PROJECT.DATASET.TABLE")
-    return queries.load("bigquery/merge_results").replace("{target}", target).replace("{staging}", staging)
+    """``merge_results.sql`` for two ``PROJECT.DATASET.TABLE`` ids (validated, then filled in)."""
+    return fill_identifiers(queries.load("bigquery/merge_results"), target=target, staging=staging)
 
 
 def _table_definition(table_id: str, table: str) -> Any:
@@ -140,9 +144,10 @@ def run_analytics_bigquery(client: Any, *, dataset: str, name: str) -> pa.Table:
     """The same analytics query on BigQuery, with the results dataset as the default dataset."""
     from google.cloud import bigquery
 
+    sql = analytics_sql(name)  # an unknown name is refused before anything else
     check_dataset(dataset)
     job = client.query(
-        queries.load(f"analytics/{name}"),
+        sql,
         job_config=bigquery.QueryJobConfig(default_dataset=dataset),
     )
     return pa.Table.from_pylist([dict(r.items()) for r in job.result()])

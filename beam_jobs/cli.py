@@ -45,6 +45,9 @@ def _load_bigquery(args: argparse.Namespace) -> int:
 def _analytics(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if bool(args.output) == bool(args.dataset):
         parser.error("analytics needs --output DIR (DuckDB) or --dataset PROJECT.DATASET (BigQuery)")
+    from pipeline.outputs.analytics import analytics_sql
+
+    analytics_sql(args.query)  # an unknown name is a one-line error before any client is made
     if args.output:
         from pipeline.outputs.analytics import run_query
 
@@ -161,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     evaluate.add_argument("--json", action="store_true", help="one line of JSON instead of indented")
 
+    report = sub.add_parser("report", help="write the run report OUTPUT/report/index.html (local or gs://)")
+    report.add_argument("--output", required=True, help="the run's output folder")
+
     sub.add_parser(
         "run",
         add_help=False,
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     level, argv = _take_log_level(argv)
     args, rest = parser.parse_known_args(argv)
     configure_logging(level or args.log_level)
-    if args.command in ("cohort", "evaluate", "load-bigquery", "analytics") and rest:
+    if args.command in ("cohort", "evaluate", "load-bigquery", "analytics", "report") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return _command(args, rest, parser)
@@ -237,6 +243,11 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
         return _load_bigquery(args)
     if args.command == "analytics":
         return _analytics(args, parser)
+    if args.command == "report":
+        from beam_jobs.lnq_run import normalise_output, write_run_report
+
+        print(write_run_report(normalise_output(args.output)))
+        return EXIT_OK
     if "-h" in rest or "--help" in rest:  # answered without importing Beam, numpy or torch
         from beam_jobs.run_args import make_parser
 
@@ -246,9 +257,10 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
 
     with _stop_children_on_signals():
         summary = run(rest)
+    report = f"; report {summary.report}" if summary.report else ""
     print(
         f"{summary.n_ok} ok, {summary.n_failed} failed of {summary.n_cohort} series; "
-        f"{summary.n_nodes} nodes; tables in {summary.output}"
+        f"{summary.n_nodes} nodes; tables in {summary.output}{report}"
     )
     return EXIT_OK if summary.n_failed == 0 else EXIT_SERIES_FAILED
 

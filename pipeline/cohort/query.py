@@ -1,4 +1,9 @@
-"""Select the LNQ cohort from idc-index's bundled index, offline, with DuckDB."""
+"""Select the LNQ cohort from idc-index's bundled index, offline, with DuckDB.
+
+The cohort query is written once, in BigQuery's dialect (``queries/bigquery/lnq_cohort.sql``), and
+translated to DuckDB's with sqlglot; here it reads idc-index's series index. On BigQuery the same
+query reads that index built from ``dicom_all`` (``beam_jobs.bigquery.select_cohort_bigquery``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import pyarrow as pa
 import queries
 from pipeline.errors import CohortError
 from pipeline.outputs.schemas import COHORT_SCHEMA
+from queries.sql_text import SERIES_RELATION
 
 LNQ_COLLECTION = "mediastinal_lymph_node_seg"
 ANNOTATION_CHOICES = ("full", "partial", "all")
@@ -29,18 +35,20 @@ def select_cohort(
     collection_id: str = LNQ_COLLECTION,
     index_path: str | None = None,
 ) -> pa.Table:
-    """Run ``queries/idc_index/lnq_cohort.sql`` and return rows in the cohort schema."""
+    """Run ``queries/bigquery/lnq_cohort.sql`` (translated to DuckDB) over idc-index's series index
+    and return rows in the cohort schema."""
     if annotation not in ANNOTATION_CHOICES:
         raise CohortError(f"annotation {annotation!r} is not one of {ANNOTATION_CHOICES}")
     if limit is not None and limit < 1:
         raise CohortError(f"limit {limit} must be a positive number of series")
     import duckdb  # only cohort selection needs it; workers never do
 
+    sql = queries.load_duckdb("bigquery/lnq_cohort")
     con = duckdb.connect()
     try:
-        con.read_parquet(index_path or bundled_index_path()).create_view("index")
+        con.read_parquet(index_path or bundled_index_path()).create_view(SERIES_RELATION)
         params: dict[str, Any] = {"collection_id": collection_id, "annotation": annotation}
-        frame = con.execute(queries.load("idc_index/lnq_cohort"), params).df()
+        frame = con.execute(sql, params).df()
     finally:
         con.close()
     if limit is not None:

@@ -5,31 +5,79 @@ Preprocessing, sliding windows, test-time mirroring and the resampling of the
 probabilities back to the input grid are nnunetv2's own: the CT goes in as HU on
 its own grid with its spacing, and the segmentation comes back on that grid.
 Foreground is every label other than background.
+
+A network only works on arrays laid out as in training, which is how the image reader
+named in ``plans.json`` (``image_reader_writer``) presented its training images. The CT is
+handed over as that reader would present it saved as a file: ``SimpleITKIO`` gives
+SimpleITK's array ``(z, y, x)`` with spacing ``(z, y, x)``, and ``NibabelIO`` the same (it
+transposes nibabel's ``(x, y, z)`` to that order); ``NibabelIOWithReorient`` and
+``SimpleITKIOWithReorient`` first turn the volume to the RAS axes nearest its own. The
+segmentation is turned back onto the CT's own axes. Other readers (2-D images, TIFF) are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
-from pipeline.dicom.volume import CtVolume
+from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ModelError
 from pipeline.models.base import Prediction
 
+# The axes each nnU-Net image reader gives a volume, as a DICOM orientation code to turn the CT
+# to before prediction (None: the CT's own axes, SimpleITK's array order).
+READER_ORIENTATION: dict[str, str | None] = {
+    "SimpleITKIO": None,
+    "NibabelIO": None,
+    "NibabelIOWithReorient": "RAS",
+    "SimpleITKIOWithReorient": "RAS",
+}
 
-def _available_folds(folder: str, checkpoint: str) -> list[int | str]:
-    folds: list[int | str] = []
-    for name in sorted(os.listdir(folder)):
-        if name.startswith("fold_") and os.path.isfile(os.path.join(folder, name, checkpoint)):
-            suffix = name[len("fold_") :]
-            folds.append(int(suffix) if suffix.isdigit() else suffix)
-    return folds
+
+def reader_orientation(plans: dict, folder: str) -> str | None:
+    """The orientation code for the reader ``plans.json`` names; a ModelError for any other."""
+    reader = plans.get("image_reader_writer")
+    if reader not in READER_ORIENTATION:
+        raise ModelError(
+            f"nnU-Net folder {folder}: plans.json image_reader_writer {reader!r} is not a reader of CT "
+            f"volumes this pipeline can reproduce (supported: {', '.join(READER_ORIENTATION)})"
+        )
+    return READER_ORIENTATION[reader]
+
+
+def reader_view(
+    ct: CtVolume, orientation: str | None
+) -> tuple[np.ndarray, list[float], Callable[[np.ndarray], np.ndarray]]:
+    """The CT as the reader presents it: the ``(1, z, y, x)`` float32 array, its ``(z, y, x)``
+    spacing, and a function taking a ``(z, y, x)`` array on those axes back to the CT's."""
+    if orientation is None:
+        spacing = [float(v) for v in ct.geometry.spacing_mm[::-1]]
+        return ct.hu.astype(np.float32)[None], spacing, lambda array: array
+    image = ct.to_sitk()
+    own = sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(image.GetDirection())
+    turned = sitk.DICOMOrient(image, orientation)
+
+    def back(array: np.ndarray) -> np.ndarray:
+        on_turned = sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=np.uint8))
+        on_turned.CopyInformation(turned)
+        restored = sitk.DICOMOrient(on_turned, own)
+        if not Geometry.from_sitk(restored).same_grid(ct.geometry):
+            raise ModelError(
+                f"the {orientation} view of the CT does not map back onto its grid", series_uid=ct.series_uid
+            )
+        return sitk.GetArrayFromImage(restored)
+
+    array = sitk.GetArrayFromImage(turned).astype(np.float32)[None]
+    return array, [float(v) for v in turned.GetSpacing()[::-1]], back
 
 
 class NnUNetModel:
@@ -48,9 +96,15 @@ class NnUNetModel:
         for required in ("dataset.json", "plans.json"):
             if not os.path.isfile(os.path.join(folder, required)):
                 raise ModelError(f"nnU-Net folder {folder} has no {required}")
-        available = _available_folds(folder, checkpoint)
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints what it finds
+                available = nnUNetPredictor.auto_detect_available_folds(folder, checkpoint)
+        except ValueError as exc:  # a fold_<not a number> folder
+            raise ModelError(f"nnU-Net folder {folder}: unreadable fold folder name ({exc})") from exc
         chosen = list(folds) if folds else available
-        missing = [f for f in chosen if f not in available]
+        missing = [f for f in chosen if not os.path.isfile(os.path.join(folder, f"fold_{f}", checkpoint))]
         if not chosen or missing:
             raise ModelError(
                 f"nnU-Net folder {folder}: folds {missing or chosen} have no {checkpoint} "
@@ -67,8 +121,7 @@ class NnUNetModel:
         self.n_channels = len(dataset.get("channel_names", dataset.get("modality", {"0": "CT"})))
         if self.n_channels != 1:
             raise ModelError(f"nnU-Net model {folder} expects {self.n_channels} input channels; CT gives 1")
-        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
+        self.orientation = reader_orientation(plans, folder)
         self._predictor = nnUNetPredictor(
             tile_step_size=step_size,
             use_gaussian=True,
@@ -91,13 +144,18 @@ class NnUNetModel:
 
     def predict(self, ct: CtVolume) -> Prediction:
         start = time.perf_counter()
-        image = ct.hu.astype(np.float32)[None]  # (channel, z, y, x), nnU-Net's SimpleITK order
-        properties = {"spacing": [float(v) for v in ct.geometry.spacing_mm[::-1]]}
+        image, spacing_zyx, back = reader_view(ct, self.orientation)
         with self._lock:
-            segmentation = self._predictor.predict_single_npy_array(image, properties, None, None, False)
+            segmentation = self._predictor.predict_single_npy_array(
+                input_image=image,
+                image_properties={"spacing": spacing_zyx},
+                segmentation_previous_stage=None,
+                output_file_truncated=None,
+                save_or_return_probabilities=False,
+            )
         inference_s = time.perf_counter() - start
         start = time.perf_counter()
-        mask = np.asarray(segmentation) > 0
+        mask = back(np.asarray(segmentation) > 0).astype(bool, copy=False)
         if mask.shape != ct.hu.shape:
             raise ModelError(
                 f"nnU-Net returned shape {mask.shape} for a CT of shape {ct.hu.shape}",

@@ -1,26 +1,24 @@
--- The LNQ cohort from BigQuery: the twin of idc_index/lnq_cohort.sql, same output columns.
--- Dialect: BigQuery standard SQL over bigquery-public-data.idc_current.dicom_all (one row per instance).
+-- The LNQ cohort: one row per CT series, paired with the expert SEG of the same study.
+-- Dialect: BigQuery, over `index`, a series-level relation with idc-index's column names (one row
+-- per series). Written once and run in two places:
+--   offline: translated to DuckDB with sqlglot, `index` being idc-index's bundled series index;
+--   BigQuery: `index` is idc_series_index.sql over bigquery-public-data.idc_current.dicom_all,
+--             put in front of this query by queries/sql_text.py (bigquery_cohort_sql).
 -- Bound parameters:
 --   @collection_id  IDC collection, 'mediastinal_lymph_node_seg' for LNQ
 --   @annotation     'full' | 'partial' | 'all'
--- Series URL and size follow idc-index's own index query (s3://<bucket>/<crdc_series_uuid>/*, MB = 1e6 bytes).
-WITH series AS (
+-- SEG SeriesDescription is 'Fully Annotated' or 'Partially Annotated' (DOMAIN.md).
+WITH ct AS (
     SELECT
+        PatientID,
+        StudyInstanceUID,
         SeriesInstanceUID,
-        ANY_VALUE(PatientID) AS PatientID,
-        ANY_VALUE(StudyInstanceUID) AS StudyInstanceUID,
-        ANY_VALUE(Modality) AS Modality,
-        ANY_VALUE(SeriesDescription) AS SeriesDescription,
-        ANY_VALUE(CONCAT('s3://', SPLIT(aws_url, '/')[SAFE_OFFSET(2)], '/', crdc_series_uuid, '/*')) AS series_aws_url,
-        COUNT(SOPInstanceUID) AS instanceCount,
-        ROUND(SUM(SAFE_CAST(instance_size AS FLOAT64)) / 1000000, 2) AS series_size_MB
-    FROM `bigquery-public-data.idc_current.dicom_all`
+        series_aws_url,
+        instanceCount,
+        series_size_MB
+    FROM index
     WHERE collection_id = @collection_id
-      AND Modality IN ('CT', 'SEG')
-    GROUP BY SeriesInstanceUID
-),
-ct AS (
-    SELECT * FROM series WHERE Modality = 'CT'
+      AND Modality = 'CT'
 ),
 seg AS (
     SELECT
@@ -31,8 +29,9 @@ seg AS (
             WHEN 'Fully Annotated' THEN 'full'
             WHEN 'Partially Annotated' THEN 'partial'
         END AS annotation
-    FROM series
-    WHERE Modality = 'SEG'
+    FROM index
+    WHERE collection_id = @collection_id
+      AND Modality = 'SEG'
 ),
 paired AS (
     SELECT

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 import sqlglot
@@ -14,14 +15,17 @@ import queries
 from beam_jobs.bigquery import (
     LAYOUT,
     bigquery_schema,
+    check_dataset,
+    cohort_sql,
     load_results,
     merge_sql,
     run_analytics_bigquery,
     select_cohort_bigquery,
 )
-from pipeline.cohort.query import select_cohort
+from pipeline.cohort.query import bundled_index_path, select_cohort
 from pipeline.outputs.analytics import available_queries
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
+from queries.sql_text import fill_identifiers, with_relation
 
 
 class FakeRow(dict):
@@ -60,16 +64,82 @@ class FakeClient:
 
 
 def test_cohort_sql_parses_as_bigquery_and_binds_parameters() -> None:
-    sql = queries.load("bigquery/lnq_cohort")
-    (tree,) = sqlglot.parse(sql, read="bigquery")
-    assert {t.name for t in tree.find_all(sqlglot.exp.Table)} >= {"dicom_all"}
+    cohort = sqlglot.parse_one(queries.load("bigquery/lnq_cohort"), read="bigquery")
+    ctes = {c.alias for c in cohort.find_all(sqlglot.exp.CTE)}
+    assert {t.name for t in cohort.find_all(sqlglot.exp.Table)} - ctes == {"index"}  # idc-index's
+    (tree,) = sqlglot.parse(cohort_sql(), read="bigquery")
+    ctes = {c.alias for c in tree.find_all(sqlglot.exp.CTE)}
+    assert ctes == {"index", "ct", "seg", "paired"}
+    assert {".".join(p.name for p in t.parts) for t in tree.find_all(sqlglot.exp.Table)} - ctes == {
+        "bigquery-public-data.idc_current.dicom_all"
+    }
     assert {p.name for p in tree.find_all(sqlglot.exp.Parameter)} == {"collection_id", "annotation"}
     literals = {lit.this for lit in tree.find_all(sqlglot.exp.Literal) if lit.is_string}
     assert "mediastinal_lymph_node_seg" not in literals  # bound, never formatted in
-    output = [s.alias_or_name for s in tree.selects]
-    assert output == ["*"]
-    inner = [s.alias_or_name for s in tree.find(sqlglot.exp.CTE, bfs=True).this.selects]
-    assert "SeriesInstanceUID" in inner
+    assert [s.alias_or_name for s in tree.selects] == ["*"]
+
+
+class DuckDBClient:
+    """BigQuery's ``query`` played by DuckDB: the SQL translated with sqlglot, parameters bound by name."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+        self.calls: list[tuple[str, Any]] = []
+
+    def query(self, sql: str, job_config: Any = None) -> FakeJob:
+        self.calls.append((sql, job_config))
+        (statement,) = sqlglot.transpile(sql, read="bigquery", write="duckdb")
+        params = {p.name: p.value for p in job_config.query_parameters}
+        result = self.con.execute(statement, params)
+        names = [d[0] for d in result.description]
+        return FakeJob([dict(zip(names, row, strict=True)) for row in result.fetchall()])
+
+
+@pytest.fixture(scope="module")
+def dicom_all() -> duckdb.DuckDBPyConnection:
+    """``bigquery-public-data.idc_current.dicom_all`` (one row per instance, the columns the cohort
+    reads) unfolded from idc-index's bundled series index: LNQ and one more collection."""
+    con = duckdb.connect()
+    con.execute("ATTACH ':memory:' AS \"bigquery-public-data\"")
+    con.execute('CREATE SCHEMA "bigquery-public-data".idc_current')
+    con.read_parquet(bundled_index_path()).create_view("idc_index")
+    con.execute(
+        """
+        CREATE TABLE "bigquery-public-data".idc_current.dicom_all AS
+        WITH series AS (
+            SELECT *, CAST(round(series_size_MB * 1000000) AS BIGINT) AS bytes
+            FROM idc_index
+            WHERE collection_id IN ('mediastinal_lymph_node_seg', 'lung_pet_ct_dx')
+        ),
+        instances AS (SELECT *, unnest(range(instanceCount)) AS n FROM series)
+        SELECT
+            collection_id, PatientID, StudyInstanceUID, SeriesInstanceUID, Modality,
+            coalesce(SeriesDescription, '') AS SeriesDescription,
+            SeriesInstanceUID || '.' || n AS SOPInstanceUID,
+            rtrim(series_aws_url, '*') AS series_aws_url,
+            bytes // instanceCount + CASE WHEN n = 0 THEN bytes % instanceCount ELSE 0 END AS instance_size
+        FROM instances
+        """
+    )
+    return con
+
+
+@pytest.mark.parametrize("annotation", ["all", "full", "partial"])
+def test_bigquery_cohort_is_the_offline_cohort(dicom_all: duckdb.DuckDBPyConnection, annotation: str) -> None:
+    """The BigQuery cohort (lnq_cohort.sql over idc_series_index.sql over dicom_all) gives, on the
+    instances of idc-index's bundled index, exactly the table the offline cohort gives."""
+    client = DuckDBClient(dicom_all)
+    table = select_cohort_bigquery(client, annotation=annotation)
+    expected = select_cohort(annotation=annotation)
+    assert table.num_rows == {"all": 513, "full": 120, "partial": 393}[annotation]
+    assert table.equals(expected)
+    ((sql, config),) = client.calls
+    assert sql == cohort_sql()
+    params = {p.name: (p.type_, p.value) for p in config.query_parameters}
+    assert params == {
+        "collection_id": ("STRING", "mediastinal_lymph_node_seg"),
+        "annotation": ("STRING", annotation),
+    }
 
 
 def test_cohort_rows_from_bigquery_match_the_idc_index_contract() -> None:
@@ -119,7 +189,7 @@ def test_load_results_stages_then_replaces_the_runs_rows() -> None:
 def test_scheduling_sql_parses_as_bigquery() -> None:
     pending = sqlglot.parse_one(queries.load("bigquery/pending_series"), read="bigquery")
     assert {p.name for p in pending.find_all(sqlglot.exp.Parameter)} == {"model"}
-    check = queries.load("bigquery/check_run_complete").replace("{dataset}", "proj.lnq")
+    check = fill_identifiers(queries.load("bigquery/check_run_complete"), dataset="proj.lnq")
     tree = sqlglot.parse_one(check, read="bigquery")
     assert {t.name for t in tree.find_all(sqlglot.exp.Table)} == {"cohort_pending", "series_staging"}
 
@@ -133,6 +203,49 @@ def test_merge_sql_parses_and_refuses_odd_identifiers() -> None:
         load_results(FakeClient(), output="gs://b/r", dataset="not a dataset")
     with pytest.raises(ValueError, match="Cloud Storage"):
         load_results(FakeClient(), output="/local/folder", dataset="p.d")
+
+
+def test_fill_identifiers_validates_every_identifier_before_filling() -> None:
+    sql = "SELECT * FROM `{target}` JOIN `{dataset}.t` USING (k) -- {target}"
+    assert fill_identifiers(sql, target="my-proj.d_1.t2", dataset="my-proj.d_1") == (
+        "SELECT * FROM `my-proj.d_1.t2` JOIN `my-proj.d_1.t` USING (k) -- my-proj.d_1.t2"
+    )
+    for bad in (
+        "p.d",
+        "p.d.t.x",
+        "p.d.t`",
+        "p.d.t; DROP",
+        "p.d.{dataset}",
+        "`p`.d.t",
+        "p.d.t\n",
+        "",
+        "-p.d.t",
+    ):
+        with pytest.raises(ValueError, match="is not PROJECT.DATASET.TABLE"):
+            fill_identifiers(sql, target=bad, dataset="p.d")
+    for bad in ("p", "p.d.t", "p.d`", "p .d"):
+        with pytest.raises(ValueError, match="is not PROJECT.DATASET"):
+            fill_identifiers(sql, target="p.d.t", dataset=bad)
+        with pytest.raises(ValueError, match="is not PROJECT.DATASET"):
+            check_dataset(bad)
+    with pytest.raises(ValueError, match=r"placeholders \['dataset', 'target'\]"):
+        fill_identifiers(sql, target="p.d.t")  # one left unfilled
+    with pytest.raises(ValueError, match="identifiers were given for"):
+        fill_identifiers("SELECT 1", target="p.d.t")  # nothing to fill
+
+
+def test_with_relation_puts_one_cte_in_front() -> None:
+    sql = "-- a query\n\nwith a AS (SELECT x FROM r)\nSELECT * FROM a\n"
+    combined = with_relation(sql, "r", "-- r\nSELECT 1 AS x;\n")
+    assert (
+        combined
+        == "-- a query\n\nWITH r AS (\n-- r\nSELECT 1 AS x\n),\na AS (SELECT x FROM r)\nSELECT * FROM a\n"
+    )
+    assert duckdb.sql(combined).fetchall() == [(1,)]
+    with pytest.raises(ValueError, match="must start with WITH"):
+        with_relation("SELECT 1", "r", "SELECT 1")
+    with pytest.raises(ValueError, match="not a relation name"):
+        with_relation(sql, "r) AS (SELECT 2", "SELECT 1")
 
 
 def test_analytics_queries_parse_as_bigquery_and_run_with_default_dataset() -> None:

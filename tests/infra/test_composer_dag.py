@@ -1,40 +1,54 @@
-"""The Composer DAG loads with Airflow's DagBag at the version Composer runs, with the promised graph.
+"""The Composer DAG, deployed as the README says, loads with Airflow's DagBag at the version Composer
+runs, with the promised graph, and runs the very SQL the ``lnq`` command runs.
 
 Airflow lives in its own virtual environment (``make airflow-venv``: Airflow 2.10.5, as in
-``composer-3-airflow-2.10.5``, with the Google provider), because its pins clash with Beam's.
+``composer-3-airflow-2.10.5``, with the Google provider), because its pins clash with Beam's; the
+project's package is not importable there, as on Composer.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+import queries
+from beam_jobs.bigquery import cohort_sql, merge_sql
+from queries.sql_text import fill_identifiers
+
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW_PYTHON = Path(os.environ.get("LNQ_AIRFLOW_VENV", REPO / ".venv-airflow")) / "bin" / "python"
+DATASET = "lnq-test-project.lnq_results"
 
 
-@pytest.fixture(scope="module")
-def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def deploy(dags: Path) -> Path:
+    """README "Run on Google Cloud", step 7: the DAG, and ``lnq_sql/`` beside it holding
+    ``queries/sql_text.py`` and ``queries/bigquery/*.sql``."""
+    (dags / "lnq_sql").mkdir(parents=True)
+    shutil.copy(REPO / "infra" / "composer" / "dags" / "lnq_reprocess.py", dags)
+    for path in [REPO / "queries" / "sql_text.py", *sorted((REPO / "queries" / "bigquery").glob("*.sql"))]:
+        shutil.copy(path, dags / "lnq_sql")
+    return dags
+
+
+def load_dagbag(home: Path, dags: Path, **environment: str) -> dict:
     if not AIRFLOW_PYTHON.exists():
         pytest.skip(f"no Airflow environment at {AIRFLOW_PYTHON.parent.parent}; make test creates it")
-    home = tmp_path_factory.mktemp("airflow-home")
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),  # on sys.path, as Composer's DAG folder is
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "True",
         "PYTHONPATH": "",
+        **environment,
     }
     done = subprocess.run(
-        [
-            str(AIRFLOW_PYTHON),
-            str(REPO / "tests" / "infra" / "dagbag_check.py"),
-            str(REPO / "infra" / "composer" / "dags"),
-        ],
+        [str(AIRFLOW_PYTHON), str(REPO / "tests" / "infra" / "dagbag_check.py"), str(dags)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -42,6 +56,12 @@ def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    dags = deploy(tmp_path_factory.mktemp("composer") / "dags")
+    return load_dagbag(tmp_path_factory.mktemp("airflow-home"), dags, LNQ_DATASET=DATASET)
 
 
 def test_no_import_errors(dagbag: dict) -> None:
@@ -66,3 +86,22 @@ def test_task_graph(dagbag: dict) -> None:
     assert ops["every_cohort_row_accounted_for"] == "BigQueryCheckOperator"
     assert ops["any_pending"] == "ShortCircuitOperator"
     assert dag["schedule"] == "@monthly"
+
+
+def test_the_dag_runs_the_sql_the_cli_runs(dagbag: dict) -> None:
+    """One cohort query and one identifier helper for both: the DAG's SQL is the CLI's, to the character."""
+    sql = dagbag["dags"]["lnq_reprocess"]["sql"]
+    assert sql["select_cohort"] == cohort_sql()
+    assert sql["select_pending"] == queries.load("bigquery/pending_series")
+    for table in ("series", "nodes", "errors"):
+        assert sql[f"merge_{table}"] == merge_sql(f"{DATASET}.{table}", f"{DATASET}.{table}_staging")
+    check = fill_identifiers(queries.load("bigquery/check_run_complete"), dataset=DATASET)
+    assert sql["every_cohort_row_accounted_for"] == check
+    assert not any("{" in text for text in sql.values())  # every placeholder filled
+
+
+def test_a_malformed_dataset_is_refused_at_load(tmp_path: Path) -> None:
+    dags = deploy(tmp_path / "dags")
+    bag = load_dagbag(tmp_path / "home", dags, LNQ_DATASET="proj.lnq`; DROP TABLE x; --")
+    (error,) = bag["import_errors"].values()
+    assert "is not PROJECT.DATASET" in error and bag["dags"] == {}

@@ -9,7 +9,9 @@ Nothing pending: the run stops after the count.
 Configuration comes from the environment variables Terraform sets on the Composer environment
 (``LNQ_PROJECT``, ``LNQ_REGION``, ``LNQ_RESULTS_BUCKET``, ``LNQ_STAGING_BUCKET``, ``LNQ_TEMP_BUCKET``,
 ``LNQ_DATASET``, ``LNQ_SERVICE_ACCOUNT``) and from DAG params (model, GPU, template).
-The SQL is the project's own (``queries/bigquery``), deployed beside this file as ``lnq_sql/``.
+The SQL is the project's own, deployed beside this file as ``lnq_sql/``: ``queries/bigquery/*.sql``
+and ``queries/sql_text.py``, the one helper (standard library only) that fills table identifiers and
+builds the cohort query, as the ``lnq`` command does (README "Run on Google Cloud", step 7).
 """
 
 from __future__ import annotations
@@ -24,29 +26,34 @@ from airflow.operators.python import ShortCircuitOperator
 from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
 from airflow.providers.google.cloud.operators.bigquery import BigQueryCheckOperator, BigQueryInsertJobOperator
 from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
+from lnq_sql.sql_text import bigquery_cohort_sql, dataset_id, fill_identifiers
 
 PROJECT = os.environ.get("LNQ_PROJECT", "my-project")
 REGION = os.environ.get("LNQ_REGION", "us-central1")
 RESULTS_BUCKET = os.environ.get("LNQ_RESULTS_BUCKET", f"{PROJECT}-lnq-results")
 STAGING_BUCKET = os.environ.get("LNQ_STAGING_BUCKET", f"{PROJECT}-lnq-staging")
 TEMP_BUCKET = os.environ.get("LNQ_TEMP_BUCKET", f"{PROJECT}-lnq-temp")
-DATASET = os.environ.get("LNQ_DATASET", f"{PROJECT}.lnq_results")
+DATASET = dataset_id(os.environ.get("LNQ_DATASET", f"{PROJECT}.lnq_results"))
 SERVICE_ACCOUNT = os.environ.get("LNQ_SERVICE_ACCOUNT", f"lnq-pipeline@{PROJECT}.iam.gserviceaccount.com")
 TABLES = ("series", "nodes", "errors")
 RUN = "runs/{{ ds_nodash }}-{{ ti.try_number }}"
 
 
+LNQ_SQL = Path(__file__).resolve().parent / "lnq_sql"
+
+
+def _read(name: str) -> str:
+    """The text of ``lnq_sql/<name>.sql`` (``queries/bigquery/<name>.sql``, deployed beside the DAG)."""
+    path = LNQ_SQL / f"{name}.sql"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: see README 'Run on Google Cloud', step 7")
+    return path.read_text(encoding="utf-8")
+
+
 def _sql(name: str, **identifiers: str) -> str:
-    """The project's SQL (deployed beside the DAG, or the repository's queries/), with its
-    ``{identifier}`` placeholders (table ids, which cannot be bound) filled in."""
-    here = Path(__file__).resolve().parent
-    for folder in (here / "lnq_sql", here.parents[2] / "queries" / "bigquery"):
-        if (folder / f"{name}.sql").is_file():
-            text = (folder / f"{name}.sql").read_text()
-            for key, value in identifiers.items():
-                text = text.replace("{" + key + "}", value)
-            return text
-    raise FileNotFoundError(f"{name}.sql is neither in lnq_sql/ beside the DAG nor in queries/bigquery")
+    """``lnq_sql/<name>.sql`` with its ``{identifier}`` placeholders (table ids, which cannot be
+    bound) filled in by the project's one helper, which validates them first."""
+    return fill_identifiers(_read(name), **identifiers)
 
 
 DEFAULT_DATASET = dict(zip(("projectId", "datasetId"), DATASET.split("."), strict=True))
@@ -61,7 +68,8 @@ def _string_param(name: str, value: str) -> dict:
 
 
 def _count_pending() -> bool:
-    rows = BigQueryHook(use_legacy_sql=False).get_records(f"SELECT COUNT(*) FROM `{DATASET}.cohort_pending`")
+    sql = fill_identifiers("SELECT COUNT(*) FROM `{pending}`", pending=f"{DATASET}.cohort_pending")
+    rows = BigQueryHook(use_legacy_sql=False).get_records(sql)
     return bool(rows and rows[0][0])
 
 
@@ -92,7 +100,7 @@ with DAG(
         project_id=PROJECT,
         configuration={
             "query": {
-                "query": _sql("lnq_cohort"),
+                "query": bigquery_cohort_sql(_read),
                 "useLegacySql": False,
                 "destinationTable": _table("cohort_all"),
                 "writeDisposition": "WRITE_TRUNCATE",

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
+from scipy.spatial.transform import Rotation
 
 from pipeline.dicom.ct import decode_ct_series
-from pipeline.models.base import ModelError
-from pipeline.models.nnunet import NnUNetModel
+from pipeline.dicom.volume import CtVolume, Geometry
+from pipeline.errors import ModelError
+from pipeline.models.nnunet import READER_ORIENTATION, NnUNetModel, reader_view
 from pipeline.models.spec import load_model, parse_model_spec
 from tests.support.models import make_nnunet_folder
 
@@ -21,14 +27,102 @@ def nnunet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_nnunet_folder(tmp_path_factory.mktemp("nnunet") / "Dataset999_LNQTiny", folds=(0, 1))
 
 
+def with_reader(folder: Path, copy_to: Path, reader: str | None) -> Path:
+    """A copy of an nnU-Net folder whose plans.json names another image reader (None: none)."""
+    shutil.copytree(folder, copy_to)
+    plans = json.loads((copy_to / "plans.json").read_text())
+    plans.pop("image_reader_writer")
+    if reader is not None:
+        plans["image_reader_writer"] = reader
+    (copy_to / "plans.json").write_text(json.dumps(plans))
+    return copy_to
+
+
+def oblique_ct(seed: int = 3) -> CtVolume:
+    """A small CT whose axes are neither LPS nor RAS (rotated, slices running feet-ward)."""
+    rng = np.random.default_rng(seed)
+    direction = Rotation.from_euler("xyz", [170, 25, -100], degrees=True).as_matrix()
+    hu = rng.integers(-1000, 1000, size=(6, 7, 8)).astype(np.int16)
+    geometry = Geometry(
+        size_zyx=(6, 7, 8),
+        origin_mm=(-12.0, 30.5, 104.0),
+        spacing_mm=(0.7, 0.8, 2.5),
+        direction=tuple(float(v) for v in direction.flatten()),
+    )
+    return CtVolume(
+        hu=hu,
+        geometry=geometry,
+        series_uid="1.2.3.4",
+        study_uid="1.2.3",
+        frame_of_reference_uid="1.2.3.5",
+        patient_id="p",
+        sop_instance_uids=tuple(f"1.2.3.4.{i}" for i in range(6)),
+    )
+
+
+@pytest.mark.parametrize("reader", sorted(READER_ORIENTATION))
+def test_the_ct_goes_in_as_the_plans_reader_presents_it(reader: str, tmp_path: Path) -> None:
+    """For every supported reader: what nnU-Net's own reader class gives for this CT saved as a
+    NIfTI file (the training convention) is what the model is handed, and the way back is exact."""
+    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
+
+    ct = oblique_ct()
+    path = tmp_path / "ct_0000.nii.gz"
+    sitk.WriteImage(ct.to_sitk(), str(path))
+    expected, properties = recursive_find_reader_writer_by_name(reader)().read_images([str(path)])
+    image, spacing_zyx, back = reader_view(ct, READER_ORIENTATION[reader])
+    assert image.dtype == np.float32
+    np.testing.assert_array_equal(image, expected)
+    np.testing.assert_allclose(spacing_zyx, properties["spacing"], rtol=1e-6)
+    np.testing.assert_array_equal(back(image[0] > 0), ct.hu > 0)
+
+
+@pytest.mark.parametrize("reader", ["SimpleITKIO", "NibabelIOWithReorient"])
+def test_prediction_is_called_by_keyword_and_lands_on_the_ct_axes(
+    reader: str, nnunet_folder: Path, tmp_path: Path
+) -> None:
+    folder = with_reader(nnunet_folder, tmp_path / "model", reader)
+    model = NnUNetModel(str(folder), device=torch.device("cpu"), folds=(0,), tta=False)
+    calls = []
+
+    def predict_single_npy_array(
+        *,
+        input_image,
+        image_properties,
+        segmentation_previous_stage,
+        output_file_truncated,
+        save_or_return_probabilities,
+    ):  # keyword-only: a positional call fails here
+        calls.append((input_image, image_properties, segmentation_previous_stage, output_file_truncated))
+        assert save_or_return_probabilities is False
+        return (input_image[0] > 100).astype(np.uint8) * 2  # any label other than background is a node
+
+    model._predictor.predict_single_npy_array = predict_single_npy_array  # type: ignore[method-assign]
+    ct = oblique_ct()
+    prediction = model.predict(ct)
+    np.testing.assert_array_equal(prediction.mask, ct.hu > 100)
+    ((image, properties, previous, output),) = calls
+    assert set(properties) == {"spacing"} and previous is None and output is None
+    if READER_ORIENTATION[reader] is not None:
+        assert image.shape[1:] != ct.hu.shape  # the RAS view of this CT permutes its axes
+
+
 def test_predicts_on_the_ct_grid(nnunet_folder: Path, phantom) -> None:
     model = load_model(parse_model_spec(f"nnunet:{nnunet_folder}", device="cpu", folds=(0,), tta=False))
     ct = decode_ct_series(str(phantom.ct_dir))
     prediction = model.predict(ct)
     assert prediction.mask.shape == ct.hu.shape and prediction.mask.dtype == bool
-    assert prediction.seconds["inference"] > 0
+    assert prediction.inference_s > 0
     assert model.name == "nnunet:Dataset999_LNQTiny"
     assert "folds 0" in model.version
+
+
+def test_reorienting_reader_runs_end_to_end(nnunet_folder: Path, tmp_path: Path) -> None:
+    folder = with_reader(nnunet_folder, tmp_path / "model", "NibabelIOWithReorient")
+    model = NnUNetModel(str(folder), device=torch.device("cpu"), folds=(0,), tta=False, step_size=1.0)
+    ct = oblique_ct()
+    prediction = model.predict(ct)
+    assert prediction.mask.shape == ct.hu.shape and prediction.mask.dtype == bool
 
 
 def test_ensemble_of_folds_with_mirroring(nnunet_folder: Path, phantom) -> None:
@@ -38,6 +132,18 @@ def test_ensemble_of_folds_with_mirroring(nnunet_folder: Path, phantom) -> None:
     assert model.predict(ct).mask.shape == ct.hu.shape
 
 
+def test_folds_are_found_as_nnunet_finds_them(nnunet_folder: Path, tmp_path: Path) -> None:
+    """nnU-Net's own discovery: numbered folds with the checkpoint; fold_all only when asked for."""
+    folder = tmp_path / "model"
+    shutil.copytree(nnunet_folder, folder)
+    shutil.copytree(folder / "fold_1", folder / "fold_all")
+    (folder / "fold_5").mkdir()  # no checkpoint
+    assert "folds 0,1 " in NnUNetModel(str(folder), device=torch.device("cpu")).version
+    assert "folds all " in NnUNetModel(str(folder), device=torch.device("cpu"), folds=("all",)).version
+    with pytest.raises(ModelError, match=r"folds \[5\] have no checkpoint_final.pth \(available: \[0, 1\]\)"):
+        NnUNetModel(str(folder), device=torch.device("cpu"), folds=(5,))
+
+
 def test_folder_rejections(nnunet_folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="has no dataset.json"):
         NnUNetModel(str(tmp_path), device=torch.device("cpu"))
@@ -45,3 +151,10 @@ def test_folder_rejections(nnunet_folder: Path, tmp_path: Path) -> None:
         NnUNetModel(str(nnunet_folder), device=torch.device("cpu"), folds=(3,))
     with pytest.raises(ModelError, match="have no checkpoint_best.pth"):
         NnUNetModel(str(nnunet_folder), device=torch.device("cpu"), checkpoint="checkpoint_best.pth")
+
+
+@pytest.mark.parametrize("reader", ["Tiff3DIO", "NaturalImage2DIO", "MyOwnIO", None])
+def test_a_reader_of_unknown_axes_is_refused(reader: str | None, nnunet_folder: Path, tmp_path: Path) -> None:
+    folder = with_reader(nnunet_folder, tmp_path / "model", reader)
+    with pytest.raises(ModelError, match=rf"image_reader_writer {reader!r} is not a reader of CT volumes"):
+        NnUNetModel(str(folder), device=torch.device("cpu"), folds=(0,))

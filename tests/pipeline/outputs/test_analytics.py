@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -13,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs.lnq_run import run
-from pipeline.outputs.analytics import duckdb_sql, run_query
+from pipeline.outputs.analytics import duckdb_sql, format_result, run_query
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from tests.support.cohort import cohort_row
 from tests.support.models import HuWindow, save_torchscript
@@ -117,6 +119,73 @@ def test_cli_json_is_one_array_of_row_objects(phantom_run) -> None:
     assert {"patient_id", "source", "n_nodes", "n_nodes_short_axis_ge_10mm", "total_volume_ml"} <= set(
         rows[0]
     )
+    assert all(type(r["n_nodes_short_axis_ge_10mm"]) is int for r in rows)  # was 1.0: a count is an integer
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "beam_jobs.cli",
+            "analytics",
+            "--output",
+            str(output),
+            "--query",
+            "model_agreement",
+        ]
+        + ["--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    by_annotation = {r["annotation"]: r for r in json.loads(done.stdout)}
+    assert by_annotation["partial"]["false_positive_nodes"] is None
+    assert type(by_annotation["full"]["false_positive_nodes"]) is int  # an integer column with a null in it
+
+
+def test_counts_come_back_as_integers_as_on_bigquery(phantom_run) -> None:
+    """DuckDB answers COUNTIF and SUM of INT64 with HUGEINT (decimal128); BigQuery with INT64."""
+    output, _ = phantom_run
+    burden = run_query(str(output), "node_burden").schema
+    agreement = run_query(str(output), "model_agreement").schema
+    for schema, column in [
+        (burden, "n_nodes"),
+        (burden, "n_nodes_short_axis_ge_10mm"),
+        (burden, "n_nodes_short_axis_ge_15mm"),
+        (agreement, "n_empty_predictions"),
+        (agreement, "false_positive_nodes"),
+    ]:
+        assert schema.field(column).type == pa.int64(), column
+
+
+def test_format_result_keeps_integers_integers_and_nulls_null(phantom_run) -> None:
+    output, _ = phantom_run
+    burden = run_query(str(output), "node_burden")
+    agreement = run_query(str(output), "model_agreement")  # false_positive_nodes: 0 (full), null (partial)
+
+    rows = json.loads(format_result(burden, "json"))
+    assert rows == burden.to_pylist()
+    assert all(type(r[c]) is int for r in rows for c in ("n_series", "n_nodes_short_axis_ge_10mm"))
+    by_annotation = {r["annotation"]: r for r in json.loads(format_result(agreement, "json"))}
+    assert by_annotation["full"]["false_positive_nodes"] == 0
+    assert type(by_annotation["full"]["false_positive_nodes"]) is int
+    assert by_annotation["partial"]["false_positive_nodes"] is None
+    assert type(by_annotation["partial"]["n_empty_predictions"]) is int
+
+    text = format_result(agreement, "csv")
+    parsed = {r["annotation"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert text.splitlines()[0].split(",") == agreement.column_names
+    assert parsed["full"]["false_positive_nodes"] == "0" and parsed["partial"]["false_positive_nodes"] == ""
+    assert parsed["full"]["n_series"] == "1"
+    assert {
+        r["n_nodes_short_axis_ge_10mm"] for r in csv.DictReader(io.StringIO(format_result(burden, "csv")))
+    } == {"2"}
+
+    lines = format_result(agreement, "table").splitlines()
+    header = lines[0].split()
+    cells = {line.split()[1]: dict(zip(header, line.split(), strict=True)) for line in lines[1:]}
+    assert cells["full"]["false_positive_nodes"] == "0" and cells["partial"]["false_positive_nodes"] == "null"
+    with pytest.raises(ValueError, match="format 'xml' is not one of"):
+        format_result(agreement, "xml")
 
 
 def test_translation_and_unknown_query(tmp_path: Path) -> None:
@@ -125,3 +194,7 @@ def test_translation_and_unknown_query(tmp_path: Path) -> None:
         duckdb_sql("nope")
     with pytest.raises(FileNotFoundError, match="no series/ Parquet"):
         run_query(str(tmp_path), "node_burden")
+    with pytest.raises(ValueError, match=r"no analytics query 'nope'; available: \['model_agreement'"):
+        run_query(str(tmp_path), "nope")  # the name is checked before the folder
+    with pytest.raises(ValueError, match="no analytics query '../bigquery/merge_results'"):
+        duckdb_sql("../bigquery/merge_results")
