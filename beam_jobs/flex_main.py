@@ -26,7 +26,14 @@ OWN_OPTIONS = (
     "tta",
     "gpu",
     "series_per_worker",
+    "series_timeout",
+    "series_memory_gb",
+    "fetch_timeout",
+    "allow_bucket",
+    "fresh",
+    "report",
 )
+FLAGS = ("fresh", "report")  # true/false parameters that are switches of lnq run
 
 
 def translate(argv: list[str]) -> list[str]:
@@ -38,6 +45,9 @@ def translate(argv: list[str]) -> list[str]:
             out.append(arg)
         elif name == "tta":
             out.append("--tta" if value.lower() in ("", "true", "1", "yes") else "--no-tta")
+        elif name in FLAGS:
+            if value.lower() in ("", "true", "1", "yes"):
+                out.append(f"--{name}")
         elif name == "folds":
             out += ["--folds", *value.replace(",", " ").split()]
         else:

@@ -47,7 +47,7 @@ def test_every_template_parameter_is_described_and_understood() -> None:
 
 
 def test_parameters_translate_to_lnq_run_options() -> None:
-    from beam_jobs.lnq_run import add_arguments
+    from beam_jobs.run_args import add_arguments
 
     argv = translate(
         [
@@ -69,3 +69,8 @@ def test_parameters_translate_to_lnq_run_options() -> None:
     assert args.s3_endpoint == "https://storage.googleapis.com" and args.series_per_worker == 3
     assert args.folds == ["0", "1"] and args.tta is False and args.step_size == 0.5
     assert beam_args == ["--runner=DataflowRunner"]
+
+
+def test_switch_parameters_become_flags() -> None:
+    argv = translate(["--output=gs://b/r", "--fresh=true", "--report=false", "--series_timeout=600"])
+    assert argv == ["--output=gs://b/r", "--fresh", "--series-timeout=600"]
