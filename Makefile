@@ -50,14 +50,17 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) *.egg-info
 
-.PHONY: bench bench-accuracy bench-stages
+.PHONY: bench bench-accuracy bench-stages bench-score
 bench-accuracy: $(STAMP)
 	$(PY) bench/recist_accuracy.py
 
 bench-stages: $(STAMP)
 	$(PY) bench/pipeline_stages.py --sizes 108 556
 
-bench: bench-accuracy bench-stages
+bench-score: $(STAMP)
+	$(PY) bench/score_speed.py
+
+bench: bench-accuracy bench-stages bench-score
 
 # ---- Google Cloud (see README "Run on Google Cloud"); needs gcloud and docker ----
 PROJECT ?= $(shell gcloud config get-value project 2>/dev/null)

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
+from pipeline.errors import ScoreError
 from pipeline.evaluate.aggregate import aggregate_scores
-from pipeline.evaluate.detection import detect
+from pipeline.evaluate.detection import detect, overlapping_pairs
 
 
 def test_aggregates_and_ranking_convention() -> None:
@@ -58,3 +59,46 @@ def test_no_pathological_reference_nodes_gives_no_sensitivity() -> None:
     d = detect(pred, ref, ref_short_axis_mm={1: 5.0, 2: 5.0, 3: 5.0}, fully_annotated=True)
     assert math.isnan(d.sensitivity_short_axis_ge_10mm)
     assert d.columns()["sensitivity_short_axis_ge_10mm"] is None
+
+
+def straightforward_pairs(pred: np.ndarray, ref: np.ndarray) -> set[tuple[int, int]]:
+    """One Python pair per overlapping voxel, as detection first did it."""
+    both = (pred > 0) & (ref > 0)
+    return {(int(p), int(r)) for p, r in zip(pred[both], ref[both], strict=True)}
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.uint8])
+def test_overlapping_pairs_and_detection_equal_straightforward(dtype: type) -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        shape = tuple(int(v) for v in rng.integers(3, 20, 3))
+        ref = (rng.integers(0, 6, shape) * (rng.random(shape) < 0.3)).astype(dtype)
+        pred = (rng.integers(0, 9, shape) * (rng.random(shape) < 0.3)).astype(dtype)
+        pred[..., 0] = 8  # label 8 exists whatever the overlap
+        pairs = straightforward_pairs(pred, ref)
+        assert overlapping_pairs(pred, ref) == pairs
+        short = {r: float(rng.choice([5.0, 12.0])) for r in range(1, 6)}
+        got = detect(pred, ref, ref_short_axis_mm=short, fully_annotated=True)
+        pathological = {r for r, s in short.items() if s >= 10.0}
+        hit = {r for _, r in pairs}
+        assert got.n_reference_short_axis_ge_10mm == len(pathological)
+        assert got.n_detected_short_axis_ge_10mm == len(pathological & hit)
+        assert got.n_false_positive_nodes == len(set(range(1, int(pred.max()) + 1)) - {p for p, _ in pairs})
+
+
+def test_no_overlap_at_all() -> None:
+    pred, ref = np.zeros((2, 3, 4), np.uint16), np.zeros((2, 3, 4), np.uint16)
+    pred[0, 0, 0], ref[1, 2, 3] = 1, 1
+    assert overlapping_pairs(pred, ref) == set()
+    d = detect(pred, ref, ref_short_axis_mm={1: 12.0}, fully_annotated=True)
+    assert d.n_detected_short_axis_ge_10mm == 0 and d.n_false_positive_nodes == 1
+
+
+def test_label_shapes_must_agree() -> None:
+    with pytest.raises(ScoreError, match="label shapes differ"):
+        detect(
+            np.zeros((2, 3, 4), np.uint16),
+            np.zeros((2, 3, 5), np.uint16),
+            ref_short_axis_mm={},
+            fully_annotated=False,
+        )

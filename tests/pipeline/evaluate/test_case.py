@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +13,12 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from beam_jobs.cli import main as cli_main
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.volume import mask_to_sitk
-from pipeline.evaluate.case import evaluate_files, evaluate_folders, evaluate_masks
+from pipeline.errors import ScoreError
+from pipeline.evaluate.case import case_name, evaluate_files, evaluate_folders, evaluate_masks
+from pipeline.evaluate.images import read_on_ct
 from pipeline.evaluate.lnq2023 import score_case
 from tests.support.phantoms import ct_datasets, write_seg
 
@@ -63,7 +67,7 @@ def test_label_images_on_different_grids_are_refused(phantom, tmp_path: Path) ->
     shifted = mask_to_sitk(phantom.mask, ct.geometry)
     shifted.SetOrigin((0.0, 0.0, 0.0))
     sitk.WriteImage(shifted, str(tmp_path / "pred.nrrd"))
-    with pytest.raises(ValueError, match="not on the same grid: origin"):
+    with pytest.raises(ScoreError, match="not on the same grid: origin"):
         evaluate_files(str(tmp_path / "pred.nrrd"), str(tmp_path / "ref.nrrd"))
 
 
@@ -113,3 +117,155 @@ def test_cli_prints_json(phantom, prediction) -> None:
     out = json.loads(done.stdout)
     assert set(out) >= {"dsc", "assd_mm", "sensitivity_short_axis_ge_10mm", "false_positive_nodes"}
     assert 0 < out["dsc"] < 1 and out["assd_mm"] > 0
+
+
+def test_probability_map_needs_a_threshold(phantom, tmp_path: Path) -> None:
+    """A float map was scored as if every non-zero voxel were foreground (DSC 0.07, ASSD null)."""
+    ct = decode_ct_series(str(phantom.ct_dir))
+    rng = np.random.default_rng(0)
+    probabilities = np.where(
+        phantom.mask, rng.uniform(0.6, 1.0, phantom.mask.shape), rng.uniform(0.0, 0.4, phantom.mask.shape)
+    )
+    sitk.WriteImage(
+        ct.geometry.apply_to(sitk.GetImageFromArray(probabilities.astype(np.float32))),
+        str(tmp_path / "p.nrrd"),
+    )
+    sitk.WriteImage(mask_to_sitk(phantom.mask, ct.geometry), str(tmp_path / "ref.nrrd"))
+    with pytest.raises(ScoreError, match="non-integer values .*probability map"):
+        evaluate_files(str(tmp_path / "p.nrrd"), str(tmp_path / "ref.nrrd"))
+    with pytest.raises(ScoreError, match="non-integer values"):
+        evaluate_files(str(tmp_path / "p.nrrd"), str(tmp_path / "ref.nrrd"), ct_dir=str(phantom.ct_dir))
+    out = evaluate_files(str(tmp_path / "p.nrrd"), str(tmp_path / "ref.nrrd"), threshold=0.5)
+    assert out["dsc"] == 1.0 and out["assd_mm"] == 0.0
+    on_ct = evaluate_files(
+        str(tmp_path / "p.nrrd"), str(phantom.seg_path), ct_dir=str(phantom.ct_dir), threshold=0.5
+    )
+    assert on_ct["dsc"] == 1.0 and on_ct["assd_mm"] == 0.0
+    with pytest.raises(ValueError, match="not a probability"):
+        evaluate_files(str(tmp_path / "p.nrrd"), str(tmp_path / "ref.nrrd"), threshold=50)
+
+
+def test_fractional_seg_needs_a_threshold(phantom, tmp_path: Path) -> None:
+    import highdicom as hd
+
+    reference = hd.seg.segread(str(phantom.seg_path))
+    probabilities = np.where(phantom.mask, 0.8, 0.1).astype(np.float32)
+    seg = hd.seg.Segmentation(
+        source_images=ct_datasets(phantom),
+        pixel_array=probabilities,
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        segment_descriptions=[reference.SegmentSequence[0]],
+        series_instance_uid=hd.UID(),
+        series_number=3001,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="0",
+        device_serial_number="0",
+    )
+    seg.save_as(tmp_path / "fractional.dcm")
+    path = str(tmp_path / "fractional.dcm")
+    with pytest.raises(ScoreError, match="FRACTIONAL SEG"):
+        evaluate_files(path, str(phantom.seg_path))
+    with pytest.raises(ScoreError, match="FRACTIONAL SEG"):
+        evaluate_files(path, str(phantom.seg_path), ct_dir=str(phantom.ct_dir))
+    for ct_dir in (None, str(phantom.ct_dir)):
+        out = evaluate_files(path, str(phantom.seg_path), ct_dir=ct_dir, threshold=0.5)
+        assert out["dsc"] == 1.0 and out["assd_mm"] == 0.0
+
+
+def test_two_dimensional_image_names_the_expected_dimension(phantom, tmp_path: Path) -> None:
+    ct = decode_ct_series(str(phantom.ct_dir))
+    sitk.WriteImage(sitk.GetImageFromArray(phantom.mask[20].astype(np.uint8)), str(tmp_path / "slice.nrrd"))
+    sitk.WriteImage(mask_to_sitk(phantom.mask, ct.geometry), str(tmp_path / "ref.nrrd"))
+    with pytest.raises(ScoreError, match=r"slice.nrrd is a 2-D image .*expected a 3-D label image"):
+        evaluate_files(str(tmp_path / "slice.nrrd"), str(tmp_path / "ref.nrrd"))
+
+
+def test_user_mistakes_raise_clear_errors(phantom, tmp_path: Path) -> None:
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(FileNotFoundError, match="missing.nrrd does not exist"):
+        evaluate_files(str(tmp_path / "missing.nrrd"), str(phantom.seg_path))
+    with pytest.raises(FileNotFoundError, match="prediction folder .*nowhere does not exist"):
+        evaluate_folders(str(tmp_path / "nowhere"), str(tmp_path / "ref"))
+    with pytest.raises(FileNotFoundError, match="has no files"):
+        evaluate_folders(str(tmp_path / "ref"), str(tmp_path / "ref"))
+    with pytest.raises(ScoreError, match="notes.txt is neither a DICOM SEG nor an image"):
+        evaluate_files(str(tmp_path / "notes.txt"), str(phantom.seg_path))
+    with pytest.raises(ScoreError, match="is a folder, not a mask file"):
+        evaluate_files(str(tmp_path / "ref"), str(phantom.seg_path))
+    with pytest.raises(FileNotFoundError, match="CT series folder .*no-ct does not exist"):
+        evaluate_files(str(phantom.seg_path), str(phantom.seg_path), ct_dir=str(tmp_path / "no-ct"))
+
+
+def test_case_name_strips_known_extensions_only() -> None:
+    assert case_name("case01.nii.gz") == "case01"
+    assert case_name("case01.NRRD") == "case01"
+    assert case_name("lnq_007.seg.nrrd") == "lnq_007"
+    assert case_name("1.2.840.10008.99.dcm") == "1.2.840.10008.99"
+    assert case_name("1.2.840.10008.99") == "1.2.840.10008.99"
+
+
+def test_folders_with_ct_dir_score_each_case_on_its_ct(
+    phantom, prediction, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = prediction
+    for folder in ("pred", "ref", "ct"):
+        (tmp_path / folder).mkdir()
+    shutil.copy(path, tmp_path / "pred" / "case01.dcm")
+    shutil.copy(phantom.seg_path, tmp_path / "ref" / "case01.dcm")
+    shutil.copytree(phantom.ct_dir, tmp_path / "ct" / "case01")
+    out = evaluate_folders(
+        str(tmp_path / "pred"), str(tmp_path / "ref"), ct_dir=str(tmp_path / "ct"), fully_annotated=True
+    )
+    assert out["cases"]["case01.dcm"] == evaluate_files(
+        str(path), str(phantom.seg_path), ct_dir=str(phantom.ct_dir), fully_annotated=True
+    )
+    shutil.copy(phantom.seg_path, tmp_path / "ref" / "case02.dcm")
+    with pytest.raises(
+        FileNotFoundError, match=r"1 of 2 cases have no CT series folder .*ct/case02/ for case02.dcm"
+    ):
+        evaluate_folders(str(tmp_path / "pred"), str(tmp_path / "ref"), ct_dir=str(tmp_path / "ct"))
+    args = [
+        "--pred-dir",
+        str(tmp_path / "pred"),
+        "--ref-dir",
+        str(tmp_path / "ref"),
+        "--ct-dir",
+        str(tmp_path / "ct"),
+    ]
+    try:  # the CLI prints such user mistakes as one line (exit 2); the error itself before that change
+        code = cli_main(["evaluate", *args])
+    except FileNotFoundError as exc:
+        message = str(exc)
+    else:
+        assert code == 2
+        message = capsys.readouterr().err
+    assert "no CT series folder" in message and "case02" in message and "Traceback" not in message
+
+
+def test_cli_threshold_and_option_pairs(phantom, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ct = decode_ct_series(str(phantom.ct_dir))
+    probabilities = np.where(phantom.mask, 0.7, 0.2).astype(np.float32)
+    sitk.WriteImage(ct.geometry.apply_to(sitk.GetImageFromArray(probabilities)), str(tmp_path / "p.nrrd"))
+    pair = ["evaluate", "--pred", str(tmp_path / "p.nrrd"), "--ref", str(phantom.seg_path)]
+    assert cli_main([*pair, "--threshold", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dsc"] == 1.0
+    for extra, message in (
+        (["--threshold", "50"], "not a probability"),
+        (["--ct-dir", str(tmp_path)], "--pred-dir and --ref-dir [--ct-dir]"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([*pair, *extra])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_label_image_on_the_ct_must_have_its_size(phantom, tmp_path: Path) -> None:
+    """Same origin, spacing and direction but one slice short: the size check could never fail."""
+    ct = decode_ct_series(str(phantom.ct_dir))
+    short = mask_to_sitk(phantom.mask[:-1], ct.geometry)
+    sitk.WriteImage(short, str(tmp_path / "short.nrrd"))
+    with pytest.raises(ScoreError, match=r"short.nrrd is not on the CT grid: size \[z, y, x\]"):
+        read_on_ct(str(tmp_path / "short.nrrd"), ct)
