@@ -7,11 +7,14 @@ by ``queries/sql_text.py`` only (the Composer DAG uses the same file).
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
 import queries
 from pipeline.cohort.query import ANNOTATION_CHOICES, LNQ_COLLECTION, cohort_table
@@ -90,36 +93,105 @@ def check_dataset(dataset: str) -> str:
     return dataset_id(dataset)
 
 
-def load_results(client: Any, *, output: str, dataset: str) -> dict[str, int]:
+MEASUREMENTS = "measurements"
+
+
+def write_measurements(output: str) -> tuple[str, int]:
+    """Flatten the SR of every published ``ok`` series into ``OUTPUT/measurements/`` (one Parquet
+    file in the column shape of IDC's ``quantitative_measurements`` view; see
+    ``pipeline/dicom/sr_rows.py`` for the mapping). Returns the file and its row count."""
+    import pydicom
+
+    from beam_jobs.lnq_run import read_table
+    from beam_jobs.store import TABLE_FILE, add_to_manifest, write_atomically
+    from pipeline.dicom.sr_rows import quantitative_measurement_rows, quantitative_measurements_table
+
+    output = output.rstrip("/")
+    rows: list[dict[str, Any]] = []
+    for series in read_table(output, "series").to_pylist():
+        if series["status"] != "ok" or not series["sr_uri"]:
+            continue
+        with FileSystems.open(f"{output}/sr/{series['ct_series_instance_uid']}.dcm") as f:
+            rows.extend(quantitative_measurement_rows(pydicom.dcmread(io.BytesIO(f.read()))))
+    buffer = io.BytesIO()
+    pq.write_table(quantitative_measurements_table(rows), buffer)
+    path = f"{output}/{MEASUREMENTS}/{TABLE_FILE}"
+    write_atomically(path, buffer.getvalue())
+    add_to_manifest(output, [path])
+    return path, len(rows)
+
+
+def measurements_schema() -> list[Any]:
+    """BigQuery fields of the measurements table, code columns as RECORDs, from its Arrow schema."""
+    from google.cloud import bigquery
+
+    from pipeline.dicom.sr_rows import QUANTITATIVE_MEASUREMENTS_SCHEMA
+
+    def field(f: pa.Field) -> Any:
+        mode = "NULLABLE" if f.nullable else "REQUIRED"
+        if pa.types.is_struct(f.type):
+            return bigquery.SchemaField(f.name, "RECORD", mode=mode, fields=[field(c) for c in f.type])
+        return bigquery.SchemaField(f.name, _BQ_TYPES[f.type], mode=mode)
+
+    return [field(f) for f in QUANTITATIVE_MEASUREMENTS_SCHEMA]
+
+
+def load_results(client: Any, *, output: str, dataset: str, measurements: bool = True) -> dict[str, int]:
     """Load a run's tables from ``output`` (gs://) into ``dataset``; a rerun replaces its rows.
 
     Each table is loaded into ``<table>_staging`` (truncated), then a script deletes the
     target's rows for the same series and model and inserts the staged ones. Target
-    tables are created when missing, partitioned and clustered as in ``LAYOUT``.
+    tables are created when missing, partitioned and clustered as in ``LAYOUT``. With
+    ``measurements``, the run's SRs are flattened into ``OUTPUT/measurements/`` first and loaded
+    as the ``measurements`` table (IDC's ``quantitative_measurements`` shape, replaced by SR).
     """
-    from google.cloud import bigquery
-
     check_dataset(dataset)
     if not output.startswith("gs://"):
         raise ValueError(f"--output {output!r}: BigQuery loads from Cloud Storage (gs://...)")
+    output = output.rstrip("/")
     loaded = {}
     for table in TABLES:
         target, staging = f"{dataset}.{table}", f"{dataset}.{table}_staging"
         client.create_table(_table_definition(target, table), exists_ok=True)
-        job = client.load_table_from_uri(
-            f"{output.rstrip('/')}/{table}/*.parquet",
-            staging,
-            job_config=bigquery.LoadJobConfig(
-                source_format=bigquery.SourceFormat.PARQUET,
-                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-                schema=bigquery_schema(table),
-            ),
-        )
-        job.result()
+        loaded[table] = _load(client, f"{output}/{table}/*.parquet", staging, bigquery_schema(table))
         client.query(merge_sql(target, staging)).result()
-        loaded[table] = int(client.get_table(staging).num_rows)
         logger.info("loaded %d rows into %s", loaded[table], target)
+    if measurements:
+        write_measurements(output)
+        target, staging = f"{dataset}.{MEASUREMENTS}", f"{dataset}.{MEASUREMENTS}_staging"
+        client.create_table(_measurements_definition(target), exists_ok=True)
+        loaded[MEASUREMENTS] = _load(
+            client, f"{output}/{MEASUREMENTS}/*.parquet", staging, measurements_schema()
+        )
+        client.query(
+            fill_identifiers(queries.load("bigquery/merge_measurements"), target=target, staging=staging)
+        ).result()
+        logger.info("loaded %d rows into %s", loaded[MEASUREMENTS], target)
     return loaded
+
+
+def _load(client: Any, uri: str, staging: str, schema: list[Any]) -> int:
+    """Load Parquet files into a truncated staging table; its row count."""
+    from google.cloud import bigquery
+
+    client.load_table_from_uri(
+        uri,
+        staging,
+        job_config=bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            schema=schema,
+        ),
+    ).result()
+    return int(client.get_table(staging).num_rows)
+
+
+def _measurements_definition(table_id: str) -> Any:
+    from google.cloud import bigquery
+
+    definition = bigquery.Table(table_id, schema=measurements_schema())
+    definition.clustering_fields = ["sourceSegmentedSeriesUID", "trackingUniqueIdentifier"]
+    return definition
 
 
 def merge_sql(target: str, staging: str) -> str:

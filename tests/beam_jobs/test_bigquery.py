@@ -168,7 +168,7 @@ def test_bigquery_schema_from_the_one_declaration() -> None:
 
 def test_load_results_stages_then_replaces_the_runs_rows() -> None:
     client = FakeClient()
-    loaded = load_results(client, output="gs://bucket/runs/r1/", dataset="proj.lnq")
+    loaded = load_results(client, output="gs://bucket/runs/r1/", dataset="proj.lnq", measurements=False)
     assert loaded == {"series": 7, "nodes": 7, "errors": 7}
     loads = [c for c in client.calls if c[0] == "load"]
     assert [c[1] for c in loads] == [
@@ -259,3 +259,50 @@ def test_analytics_queries_parse_as_bigquery_and_run_with_default_dataset() -> N
     assert isinstance(table, pa.Table) and table.num_rows == 1
     ((_, _, config),) = client.calls
     assert config.default_dataset.dataset_id == "lnq" and config.default_dataset.project == "proj"
+
+
+def test_measurements_are_loaded_and_replaced_by_sr(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import beam_jobs.bigquery as bq
+
+    written = []
+    monkeypatch.setattr(bq, "write_measurements", lambda output: written.append(output) or (output, 0))
+    client = FakeClient()
+    loaded = load_results(client, output="gs://bucket/runs/r1", dataset="proj.lnq")
+    assert written == ["gs://bucket/runs/r1"] and set(loaded) == {"series", "nodes", "errors", "measurements"}
+    load = [c for c in client.calls if c[0] == "load"][-1]
+    assert load[1] == ("gs://bucket/runs/r1/measurements/*.parquet", "proj.lnq.measurements_staging")
+    merge = [c for c in client.calls if c[0] == "query"][-1][1]
+    assert "DELETE FROM `proj.lnq.measurements`" in merge and "s.SOPInstanceUID = t.SOPInstanceUID" in merge
+    sqlglot.parse(merge, read="bigquery")
+    fields = {f.name: f for f in bq.measurements_schema()}
+    assert fields["Quantity"].field_type == "RECORD" and fields["Value"].field_type == "FLOAT64"
+    assert [c.name for c in fields["finding"].fields] == ["CodeValue", "CodingSchemeDesignator", "CodeMeaning"]
+
+
+@pytest.mark.slow
+def test_write_measurements_flattens_the_runs_srs(phantom, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The measurements table in IDC's shape agrees with the nodes table, node for node."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from beam_jobs.bigquery import write_measurements
+    from beam_jobs.cli import main
+    from beam_jobs.lnq_run import read_table
+    from pipeline.outputs.schemas import COHORT_SCHEMA
+    from tests.support.cohort import cohort_row
+
+    cohort = tmp_path / "cohort.parquet"
+    row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
+    pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), cohort)
+    out = tmp_path / "out"
+    assert main(["run", "--cohort", str(cohort), "--output", str(out)]) == 0
+    path, n = write_measurements(str(out))
+    table = pq.read_table(path).to_pylist()
+    assert n == len(table) > 0
+    nodes = {r["tracking_uid"]: r for r in read_table(str(out), "nodes").to_pylist()}
+    volumes = [r for r in table if r["Quantity"]["CodeValue"] == "118565006"]
+    assert len(volumes) == len(nodes) == 3
+    for r in volumes:
+        assert r["Value"] == pytest.approx(nodes[r["trackingUniqueIdentifier"]]["volume_ml"], rel=1e-9)
+        assert r["sourceSegmentedSeriesUID"] == phantom.series_uid
+        assert r["Units"]["CodeValue"] == "mL" and r["finding"]["CodeValue"] == "59441001"
