@@ -276,7 +276,11 @@ def test_measurements_are_loaded_and_replaced_by_sr(monkeypatch) -> None:  # typ
     sqlglot.parse(merge, read="bigquery")
     fields = {f.name: f for f in bq.measurements_schema()}
     assert fields["Quantity"].field_type == "RECORD" and fields["Value"].field_type == "FLOAT64"
-    assert [c.name for c in fields["finding"].fields] == ["CodeValue", "CodingSchemeDesignator", "CodeMeaning"]
+    assert [c.name for c in fields["finding"].fields] == [
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodeMeaning",
+    ]
 
 
 @pytest.mark.slow
