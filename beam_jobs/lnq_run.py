@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import datetime as dt
 import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +34,7 @@ from beam_jobs import lock
 from beam_jobs.dataflow import GpuRequest, dataflow_args, is_dataflow, repo_setup_file
 from beam_jobs.options import UsageError, split_beam_args
 from beam_jobs.run_args import make_parser
-from beam_jobs.store import ResultStore, complete_publish, publish, run_key
+from beam_jobs.store import TABLE_FILE, ResultStore, add_to_manifest, complete_publish, publish, run_key
 from beam_jobs.transforms import (
     OutputFileSink,
     ProcessSeriesFn,
@@ -60,6 +63,7 @@ class RunSummary:
     n_failed: int
     n_nodes: int
     output: str
+    report: str | None = None
 
 
 def load_cohort_rows(path: str | None, *, annotation: str, limit: int | None) -> list[dict[str, Any]]:
@@ -171,7 +175,13 @@ def build(
     (for tests)."""
     sink = OutputFileSink(output, output_as_given or output)
     fn = ProcessSeriesFn(
-        config, total=len(rows), progress_dir=progress_dir, sink=sink, shared=shared, store=store
+        config,
+        total=len(rows),
+        progress_dir=progress_dir,
+        sink=sink,
+        shared=shared,
+        store=store,
+        started=time.time(),
     )
     return (
         p
@@ -186,6 +196,7 @@ def normalise_output(output: str) -> str:
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> RunSummary:
     """Run the job and publish its tables; return the summary of the published run."""
+    started = dt.datetime.now(dt.timezone.utc)
     args, beam_args = split_beam_args(make_parser(), list(argv or []))
     output = normalise_output(args.output)
     try:
@@ -258,7 +269,30 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                         "the published tables are unchanged"
                     ) from exc
             held.ensure_held()  # a run whose lock was taken over must not publish
-            return publish_run(output, rows, store)
+            summary = publish_run(output, rows, store)
+            if args.report:
+                summary = dataclasses.replace(summary, report=write_run_report(output, started))
+            return summary
+
+
+def write_run_report(output: str, started: dt.datetime | None = None) -> str:
+    """The run report (with the run's wall time when ``started`` is given); its files join the
+    manifest of what the project wrote."""
+    from beam_jobs.report import write_report_for_output
+
+    if not FileSystems.exists(f"{output}/series/{TABLE_FILE}"):
+        raise UsageError(f"{output} has no published tables (series/{TABLE_FILE}); is it a run's output?")
+    info = None
+    if started is not None:
+        finished = dt.datetime.now(dt.timezone.utc)
+        info = {
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": finished.isoformat(timespec="seconds"),
+            "wall_s": (finished - started).total_seconds(),
+        }
+    index = write_report_for_output(output, info)
+    add_to_manifest(output, [m.path for m in FileSystems.match([f"{output}/report/**"])[0].metadata_list])
+    return index
 
 
 def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> RunSummary:

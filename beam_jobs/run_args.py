@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="reprocess every series (default: resume, skipping series already done with the same settings)",
     )
+    parser.add_argument(
+        "--report", action="store_true", help="write the run report OUTPUT/report/index.html at the end"
+    )
     parser.add_argument("--log-level", default=None, help=argparse.SUPPRESS)  # also accepted after 'run'
 
     parser.add_argument("--work-dir", help="where per-series temporary folders go (default: system temp)")

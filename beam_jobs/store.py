@@ -276,6 +276,12 @@ def manifest(output: str) -> list[str]:
     return list(json.loads(read_bytes(path))["files"]) if exists(path) else []
 
 
+def add_to_manifest(output: str, paths: Iterable[str]) -> None:
+    """Record files written after the publish (the report) as the project's."""
+    files = sorted(set(manifest(output)) | {_relative(output, path) for path in paths})
+    write_atomically(f"{output}/{WORK_AREA}/manifest.json", json.dumps({"files": files}, indent=1).encode())
+
+
 def _replace_manifest(output: str, files: list[str]) -> None:
     previous = set(manifest(output))
     write_atomically(f"{output}/{WORK_AREA}/manifest.json", json.dumps({"files": files}, indent=1).encode())

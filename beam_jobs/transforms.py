@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -118,9 +119,11 @@ class ProcessSeriesFn(beam.DoFn):
         sink: OutputFileSink | None = None,
         shared: Shared | None = None,
         store: ResultStore | None = None,
+        started: float | None = None,
     ):
         self._config = config
         self._store = store
+        self._started = started
         self._total = total
         self._progress_dir = progress_dir
         self._sink = sink
@@ -140,12 +143,15 @@ class ProcessSeriesFn(beam.DoFn):
         if self._store is not None:
             self._store.write(rows)  # kept now: a killed run keeps every finished series
         (self._ok if outcome.status == SeriesStatus.OK else self._failed).inc()
-        report_progress(self._progress_dir, outcome, total=self._total)
+        report_progress(self._progress_dir, outcome, total=self._total, started=self._started)
         yield rows
 
 
-def report_progress(progress_dir: str | None, outcome: SeriesOutcome, *, total: int) -> None:
-    """Log 'done/total' across local worker processes by counting marker files."""
+def report_progress(
+    progress_dir: str | None, outcome: SeriesOutcome, *, total: int, started: float | None = None
+) -> None:
+    """Log '[done/total] series UID: status in S s, ETA ...' across local workers by counting marker
+    files (scripts watch for the '[done/total]' prefix)."""
     uid = outcome.series_uid
     if progress_dir is None:
         logger.info("series %s: %s", uid, outcome.status.value)
@@ -154,9 +160,26 @@ def report_progress(progress_dir: str | None, outcome: SeriesOutcome, *, total: 
     with open(os.path.join(progress_dir, marker), "w", encoding="utf-8") as f:
         f.write(outcome.status.value)
     done = len(os.listdir(progress_dir))
+    eta = ""
+    if started is not None and done < total:
+        eta = f", ETA {_duration((time.time() - started) / done * (total - done))}"
     logger.info(
-        "[%d/%d] series %s: %s in %.1f s", done, total, uid, outcome.status.value, outcome.total_s or 0.0
+        "[%d/%d] series %s: %s in %.1f s%s",
+        done,
+        total,
+        uid,
+        outcome.status.value,
+        outcome.total_s or 0.0,
+        eta,
     )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def dead_letter_to_result(
