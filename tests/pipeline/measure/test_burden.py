@@ -8,7 +8,10 @@ from pipeline.measure.nodes import NodeMeasurement
 
 def _node(i: int, long_mm: float, short_mm: float, volume_ml: float = 1.0) -> NodeMeasurement:
     zero = (0.0, 0.0, 0.0)
-    return NodeMeasurement(i, 10, volume_ml, zero, long_mm, short_mm, 0.0, long_mm, zero, zero, None, None)
+    ends = (zero, zero)
+    return NodeMeasurement(
+        i, 10, volume_ml, zero, long_mm, short_mm, 0.0, long_mm, zero, zero, None, None, ends, ends
+    )
 
 
 def test_burden_figures() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.dicom.volume import Geometry
+from pipeline.errors import MeasurementError
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_nodes
 
@@ -72,7 +73,7 @@ def test_empty_mask_has_no_nodes() -> None:
 
 
 def test_shape_mismatch_is_refused() -> None:
-    with pytest.raises(ValueError, match="does not match grid"):
+    with pytest.raises(MeasurementError, match="does not match grid"):
         measure_nodes(np.zeros((3, 3, 3), bool), _grid((3, 3, 4)))
 
 
@@ -97,8 +98,32 @@ def test_every_measure_on_a_phantom_node(phantom) -> None:
     assert big.bbox_min_mm == pytest.approx((cx - a, cy - b, cz - c), abs=max(phantom.spacing_mm))
     assert big.bbox_max_mm == pytest.approx((cx + a, cy + b, cz + c), abs=max(phantom.spacing_mm))
     assert [n.recist_category for n in nodes] == ["target", "non_target", "normal"]
+    assert all(n.max_diameter_3d_mm >= n.long_axis_mm for n in nodes)
 
 
 def test_hu_shape_mismatch_is_refused() -> None:
-    with pytest.raises(ValueError, match="HU shape"):
+    with pytest.raises(MeasurementError, match="HU shape"):
         measure_nodes(np.ones((3, 3, 3), bool), _grid((3, 3, 3)), hu=np.zeros((3, 3, 2)))
+
+
+def test_bad_labels_are_refused_with_a_measurement_error() -> None:
+    from pipeline.measure.nodes import measure_labelled
+
+    grid = _grid((3, 3, 3))
+    with pytest.raises(MeasurementError, match="integers"):
+        measure_labelled(np.ones((3, 3, 3), np.float32), grid)
+    with pytest.raises(MeasurementError, match="negative"):
+        measure_labelled(-np.ones((3, 3, 3), np.int32), grid)
+    with pytest.raises(MeasurementError, match="does not match grid"):
+        measure_labelled(np.ones((3, 3, 2), np.uint16), grid)
+    assert issubclass(MeasurementError, Exception) and MeasurementError.stage is not None
+
+
+def test_labels_with_gaps_keep_their_numbers() -> None:
+    from pipeline.measure.nodes import measure_labelled
+
+    labels = np.zeros((4, 6, 6), np.uint16)
+    labels[1, 1:3, 1:3] = 3
+    labels[2, 4, 4] = 1
+    nodes = measure_labelled(labels, _grid(labels.shape))
+    assert [(n.node_index, n.voxel_count) for n in nodes] == [(1, 1), (3, 4)]

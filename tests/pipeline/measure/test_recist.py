@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from skimage.measure import regionprops
 
+from pipeline.errors import MeasurementError
 from pipeline.measure.categories import RecistCategory, recist_category
 from pipeline.measure.diameter3d import max_diameter_3d
-from pipeline.measure.recist import perpendicular_chord, recist_axes, slice_axes
+from pipeline.measure.feret import perpendicular_chord, polygon_edges
+from pipeline.measure.recist import recist_axes
 from tests.support.analytic_shapes import (
     ellipse_errors,
     ellipsoid,
@@ -51,10 +53,11 @@ def test_anisotropic_pixels_axis_aligned_ellipse() -> None:
     """A 30 x 12 mm ellipse on 0.5 x 1.0 mm pixels: x-major, then rotated 90 degrees."""
     for angle, spacing in ((0.0, (0.5, 1.0)), (math.pi / 2, (0.5, 1.0)), (0.0, (1.0, 0.5))):
         mask = rotated_ellipse(a_mm=15.0, b_mm=6.0, angle_rad=angle, spacing_xy=spacing)
-        long_mm, short_mm, p, q = slice_axes(mask, spacing)
-        assert long_mm == pytest.approx(30.0, abs=1.0)
-        assert short_mm == pytest.approx(12.0, abs=1.0)
-        direction = (q - p) / long_mm
+        axes = recist_axes(mask[None], (*spacing, 1.0))
+        assert axes.long_axis_mm == pytest.approx(30.0, abs=1.0)
+        assert axes.short_axis_mm == pytest.approx(12.0, abs=1.0)
+        p, q = (np.asarray(e) for e in axes.long_axis_endpoints_mm)
+        direction = (q - p) / axes.long_axis_mm
         expected = np.array([math.cos(angle), math.sin(angle)])
         assert abs(float(direction @ expected)) == pytest.approx(1.0, abs=0.01)
 
@@ -62,11 +65,13 @@ def test_anisotropic_pixels_axis_aligned_ellipse() -> None:
 def test_short_axis_is_the_longest_perpendicular_chord_not_the_strip_width() -> None:
     """A slanted bar: every vertical chord is 1 mm long, its vertical extent is 11 mm."""
     bar = np.array([[0.0, 0.0], [10.0, 10.0], [10.0, 11.0], [0.0, 1.0]])
-    assert perpendicular_chord([bar], np.array([1.0, 0.0])) == pytest.approx(1.0)
+    assert perpendicular_chord(polygon_edges([bar]), np.array([1.0, 0.0]))[0] == pytest.approx(1.0)
     square = np.array([[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0]])
-    assert perpendicular_chord([square], np.array([1.0, 0.0])) == pytest.approx(4.0)
+    assert perpendicular_chord(polygon_edges([square]), np.array([1.0, 0.0]))[0] == pytest.approx(4.0)
     diagonal = np.array([1.0, 1.0]) / math.sqrt(2)
-    assert perpendicular_chord([square], diagonal) == pytest.approx(4.0 * math.sqrt(2))
+    length, r, s = perpendicular_chord(polygon_edges([square]), diagonal)
+    assert length == pytest.approx(4.0 * math.sqrt(2))
+    assert {tuple(np.round(r, 9)), tuple(np.round(s, 9))} == {(4.0, 0.0), (0.0, 4.0)}
 
 
 def test_long_axis_agrees_with_scikit_image_feret_diameter() -> None:
@@ -78,7 +83,7 @@ def test_long_axis_agrees_with_scikit_image_feret_diameter() -> None:
             a_mm=a, b_mm=rng.uniform(3, a), angle_rad=rng.uniform(0, math.pi), spacing_xy=(1.0, 1.0)
         )
         (region,) = regionprops(mask.astype(np.uint8))
-        long_mm, _, _, _ = slice_axes(mask, (1.0, 1.0))
+        long_mm = recist_axes(mask[None], (1.0, 1.0, 1.0)).long_axis_mm
         assert long_mm == pytest.approx(region.feret_diameter_max, abs=1.0)
 
 
@@ -100,15 +105,16 @@ def test_max_diameter_3d_of_ellipsoids() -> None:
 def test_single_voxel_and_single_pixel_nodes_are_measured() -> None:
     voxel = np.zeros((3, 3, 3), bool)
     voxel[1, 1, 1] = True
-    assert 0 < max_diameter_3d(voxel, (0.8, 0.8, 2.5)) <= 2.5
     axes = recist_axes(voxel, (0.8, 0.8, 2.5))
     assert 0 < axes.short_axis_mm <= axes.long_axis_mm <= 0.8 * math.sqrt(2)
+    # one slice thick (pole to pole), and never shorter than the long axis
+    assert max(2.5, axes.long_axis_mm) <= max_diameter_3d(voxel, (0.8, 0.8, 2.5)) <= math.hypot(0.8, 0.8, 2.5)
 
 
 def test_empty_masks_are_refused() -> None:
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(MeasurementError, match="empty"):
         recist_axes(np.zeros((2, 2, 2), bool), (1.0, 1.0, 1.0))
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(MeasurementError, match="empty"):
         max_diameter_3d(np.zeros((2, 2, 2), bool), (1.0, 1.0, 1.0))
 
 
