@@ -50,7 +50,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) *.egg-info
 
-.PHONY: bench bench-accuracy bench-stages bench-score
+.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local
 bench-accuracy: $(STAMP)
 	$(PY) bench/recist_accuracy.py
 
@@ -60,7 +60,22 @@ bench-stages: $(STAMP)
 bench-score: $(STAMP)
 	$(PY) bench/score_speed.py
 
-bench: bench-accuracy bench-stages bench-score
+bench-measure: $(STAMP)
+	$(PY) bench/measure_speed.py
+
+bench-isolation: $(STAMP)
+	$(PY) bench/isolation_cost.py --sizes 108 556
+
+bench-dicom: $(STAMP)
+	$(PY) bench/dicom_writing.py
+
+bench-report: $(STAMP)
+	$(PY) bench/report_speed.py
+
+bench-local: $(STAMP)
+	$(PY) bench/local_run.py
+
+bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local
 
 # ---- Google Cloud (see README "Run on Google Cloud"); needs gcloud and docker ----
 PROJECT ?= $(shell gcloud config get-value project 2>/dev/null)
