@@ -3,7 +3,10 @@
 Slices are ordered by their position along the slice normal, never by file name
 or InstanceNumber. Anything that would make the volume wrong (a second series, a
 missing slice, a tilted or mixed stack, a truncated file) is rejected with a
-message that says what was found and what was expected.
+message that says what was found and what was expected. Every header claim is
+checked against the bytes in the file before any pixel array is allocated
+(``pipeline.dicom.header_checks``), and the decoded series is bounded by
+``max_volume_bytes``.
 """
 
 from __future__ import annotations
@@ -11,11 +14,21 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+import pydicom.pixels
 
+from pipeline.dicom.header_checks import (
+    DEFAULT_MAX_VOLUME_BYTES,
+    CtSliceHeader,
+    check_ct_slice,
+    check_volume_bytes,
+    numbers,
+    read_header,
+    transfer_syntax,
+)
 from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import DecodeError
 
@@ -27,12 +40,39 @@ PIXEL_SPACING_TOLERANCE_MM = 1e-3
 SLICE_SPACING_TOLERANCE_MM = 0.05
 DUPLICATE_POSITION_TOLERANCE_MM = 1e-3
 IN_PLANE_OFFSET_TOLERANCE_MM = 0.05
+USED_KEYWORDS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "Modality",
+    "PatientID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PlanarConfiguration",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "RescaleIntercept",
+    "RescaleSlope",
+)
+"""The header elements decoding reads (all but the pixel data)."""
 
 
 @dataclass(frozen=True)
 class _Slice:
     path: str
     dataset: pydicom.Dataset
+    header: CtSliceHeader
     position: np.ndarray
 
 
@@ -50,13 +90,19 @@ def decode_ct_series(
     *,
     expected_series_uid: str | None = None,
     slice_spacing_tolerance_mm: float = SLICE_SPACING_TOLERANCE_MM,
+    max_volume_bytes: int = DEFAULT_MAX_VOLUME_BYTES,
 ) -> CtVolume:
-    """Read every file in ``folder`` as one CT series and return it in HU."""
+    """Read every file in ``folder`` as one CT series and return it in HU.
+
+    Headers are read and checked first (pixel data stays on disk until then); a series whose
+    float32 HU volume would exceed ``max_volume_bytes`` is rejected before it is decoded.
+    """
     label = expected_series_uid or folder
     paths = list_dicom_files(folder)
     if not paths:
         raise DecodeError(f"no files in {folder}", series_uid=label)
-    datasets = [(p, _read(p, label)) for p in paths]
+    read = [(p, *_read(p, label)) for p in paths]
+    datasets = [(p, ds) for p, ds, _ in read]
     series_uid = _single_value(datasets, "SeriesInstanceUID", label)
     if expected_series_uid is not None and series_uid != expected_series_uid:
         raise DecodeError(
@@ -65,12 +111,15 @@ def decode_ct_series(
         )
     label = expected_series_uid or series_uid or folder
     _check_modality(datasets, label)
+    fail = partial(DecodeError, series_uid=label)
+    headers = {p: check_ct_slice(p, ds, size, fail) for p, ds, size in read}
     frame_of_reference = _single_value(datasets, "FrameOfReferenceUID", label)
     row_dir, col_dir = _common_orientation(datasets, label)
     pixel_spacing = _common_pixel_spacing(datasets, label)
     rows, cols = _common_matrix(datasets, label)
+    check_volume_bytes(len(datasets), rows, cols, max_volume_bytes=max_volume_bytes, fail=fail)
     normal = np.cross(row_dir, col_dir)
-    slices = _sorted_slices(datasets, normal, label)
+    slices = _sorted_slices(datasets, headers, normal, label)
     slice_spacing = _uniform_spacing(slices, normal, label, tolerance_mm=slice_spacing_tolerance_mm)
     hu = _stack_hu(slices, rows, cols, label)
     direction = np.column_stack([row_dir, col_dir, normal])
@@ -95,20 +144,23 @@ def decode_ct_series(
     )
 
 
-def _read(path: str, label: str) -> pydicom.Dataset:
+def _read(path: str, label: str) -> tuple[pydicom.Dataset, int]:
+    """The header of one file (pixel data left on disk) and the file's size."""
     name = os.path.basename(path)
-    try:
-        ds = pydicom.dcmread(path)
-    except InvalidDicomError as exc:
-        raise DecodeError(f"{name} is not a DICOM file ({exc})", series_uid=label) from exc
-    except Exception as exc:  # truncated headers raise a variety of errors
-        raise DecodeError(f"{name} is unreadable: {type(exc).__name__}: {exc}", series_uid=label) from exc
+    ds, size = read_header(path, partial(DecodeError, series_uid=label))
+    try:  # convert what decoding reads now, so a garbled element fails here, naming its file
+        for keyword in USED_KEYWORDS:
+            ds.get(keyword)
+    except Exception as exc:
+        raise DecodeError(
+            f"{name}: {keyword} cannot be read: {type(exc).__name__}: {exc}", series_uid=label
+        ) from exc
     for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
         if keyword not in ds:
             raise DecodeError(f"{name} has no {keyword}", series_uid=label)
     if "PixelData" not in ds:
         raise DecodeError(f"{name} has no pixel data", series_uid=label)
-    return ds
+    return ds, size
 
 
 def _sop_uid(ds: pydicom.Dataset, keyword: str, meta_keyword: str) -> str:
@@ -182,9 +234,15 @@ def _common_matrix(datasets: list[tuple[str, pydicom.Dataset]], label: str) -> t
 
 
 def _sorted_slices(
-    datasets: list[tuple[str, pydicom.Dataset]], normal: np.ndarray, label: str
+    datasets: list[tuple[str, pydicom.Dataset]],
+    headers: dict[str, CtSliceHeader],
+    normal: np.ndarray,
+    label: str,
 ) -> list[_Slice]:
-    slices = [_Slice(path, ds, np.asarray(ds.ImagePositionPatient, dtype=float)) for path, ds in datasets]
+    slices = [
+        _Slice(path, ds, headers[path], np.asarray(headers[path].position_mm, dtype=float))
+        for path, ds in datasets
+    ]
     slices.sort(key=lambda s: float(np.dot(s.position, normal)))
     along = np.array([float(np.dot(s.position, normal)) for s in slices])
     for i in range(1, len(slices)):
@@ -209,8 +267,14 @@ def _sorted_slices(
 
 def _uniform_spacing(slices: list[_Slice], normal: np.ndarray, label: str, *, tolerance_mm: float) -> float:
     if len(slices) == 1:
-        thickness = slices[0].dataset.get("SliceThickness")
-        return float(thickness) if thickness else 1.0
+        name = os.path.basename(slices[0].path)
+        fail = partial(DecodeError, series_uid=label)
+        thickness = numbers(slices[0].dataset, "SliceThickness", name, fail, count=1)
+        if thickness is None or thickness[0] == 0.0:
+            return 1.0  # a lone slice without a thickness: 1 mm, a spacing for the grid only
+        if thickness[0] < 0.0:
+            raise fail(f"single slice {name}: SliceThickness {thickness[0]:g} mm is negative")
+        return thickness[0]
     along = np.array([float(np.dot(s.position, normal)) for s in slices])
     gaps = np.diff(along)
     nominal = float(np.median(gaps))
@@ -226,23 +290,13 @@ def _uniform_spacing(slices: list[_Slice], normal: np.ndarray, label: str, *, to
 
 
 def _stack_hu(slices: list[_Slice], rows: int, cols: int, label: str) -> np.ndarray:
-    slopes = [float(s.dataset.get("RescaleSlope", 1.0)) for s in slices]
-    intercepts = [float(s.dataset.get("RescaleIntercept", 0.0)) for s in slices]
+    slopes = [s.header.slope for s in slices]
+    intercepts = [s.header.intercept for s in slices]
     integral = all(v == 1.0 for v in slopes) and all(v == round(v) for v in intercepts)
     out = np.empty((len(slices), rows, cols), dtype=np.int16 if integral else np.float32)
     for k, (s, slope, intercept) in enumerate(zip(slices, slopes, intercepts, strict=False)):
         name = os.path.basename(s.path)
-        if int(s.dataset.get("SamplesPerPixel", 1)) != 1:
-            raise DecodeError(f"{name} is not single-channel", series_uid=label)
-        try:
-            stored = s.dataset.pixel_array
-        except Exception as exc:
-            raise DecodeError(
-                f"{name}: pixel data cannot be decoded "
-                f"(transfer syntax {s.dataset.file_meta.get('TransferSyntaxUID', '?')}): "
-                f"{type(exc).__name__}: {exc}",
-                series_uid=label,
-            ) from exc
+        stored = _decode_pixels(s, label)
         if stored.shape != (rows, cols):
             raise DecodeError(
                 f"{name}: pixel array {stored.shape}, expected {(rows, cols)}", series_uid=label
@@ -253,4 +307,31 @@ def _stack_hu(slices: list[_Slice], rows: int, cols: int, label: str) -> np.ndar
             integral = False
         out[k] = hu
         s.dataset.PixelData = b""  # release the encoded copy as we go
+    if not integral and not np.isfinite(out).all():  # the rescale checks make this unreachable
+        raise DecodeError("decoded HU are not all finite", series_uid=label)
     return out
+
+
+def _decode_pixels(s: _Slice, label: str) -> np.ndarray:
+    """One slice's stored values; a decoder that raises or panics becomes a ``DecodeError``."""
+    name = os.path.basename(s.path)
+    try:
+        return pydicom.pixels.pixel_array(s.dataset)
+    except Exception as exc:
+        failure: BaseException = exc
+    except BaseException as exc:
+        # pylibjpeg-rle's Rust decoder panics on some corrupt frames: pyo3 raises that as
+        # pyo3_runtime.PanicException, a BaseException that `except Exception` misses.
+        if not _is_native_panic(exc):
+            raise
+        failure = exc
+    raise DecodeError(
+        f"{name}: pixel data cannot be decoded (transfer syntax {transfer_syntax(s.dataset)}): "
+        f"{type(failure).__name__}: {failure}",
+        series_uid=label,
+    ) from failure
+
+
+def _is_native_panic(exc: BaseException) -> bool:
+    kind = type(exc)
+    return kind.__name__ == "PanicException" and kind.__module__ in ("pyo3_runtime", "builtins")

@@ -5,17 +5,26 @@ where nodes are. Frames are placed by the CT instance each one references;
 a SEG whose frames carry no such references is placed by its frame positions
 (highdicom builds the volume, SimpleITK resamples it by nearest neighbour).
 The SEG must reference the CT series and share its frame of reference.
+
+Before highdicom sees the file (it builds per-frame tables from NumberOfFrames
+first), its header is read with pydicom and every frame claim is checked
+against the CT and the bytes in the file (``pipeline.dicom.header_checks``).
+A frame that references a CT instance not in the series is an error: highdicom
+would drop it with a logged warning, and the mask would silently lose a slice.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 
 import highdicom as hd
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 
+from pipeline.dicom.header_checks import Fail, check_seg_header, get_value, read_header
 from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ReferenceSegError
 
@@ -27,13 +36,57 @@ SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 def read_reference_seg(path: str, ct: CtVolume) -> np.ndarray:
     """The union of all segments of the SEG at ``path`` as a bool ``[z, y, x]`` mask on ``ct``."""
     label = ct.series_uid or os.path.basename(path)
+    fail = partial(ReferenceSegError, series_uid=label)
+    frame_sources = _checked_header(path, ct, fail)
     seg = _read(path, label)
     _check_references(seg, ct, label)
+    _check_frames_reference_the_ct(frame_sources, ct, fail)
     referenced = [uids[2] for uids in seg.get_source_image_uids()]
-    if referenced and _every_frame_references_an_instance(seg):
-        return _by_source_instances(seg, ct, set(referenced), label)
+    if referenced and all(frame_sources):
+        mask = _by_source_instances(seg, ct, set(referenced), label)
+        _check_every_frame_placed(seg, frame_sources, ct, mask, fail)
+        return mask
     logger.info("series %s: SEG frames carry no source references; placing by position", label)
     return _by_frame_positions(seg, ct.geometry, label)
+
+
+def _checked_header(path: str, ct: CtVolume, fail: Fail) -> list[set[str]]:
+    """Check the SEG's header before highdicom parses it; the CT instances each frame references."""
+    name = os.path.basename(path)
+    ds, size = read_header(path, fail, what="reference SEG ")
+    sop_class = str(get_value(ds, "SOPClassUID", name, fail) or "")
+    if sop_class != SEGMENTATION_STORAGE:
+        raise fail(f"{name} is SOP class {sop_class or '(none)'}, not Segmentation Storage")
+    slices, rows, columns = ct.geometry.size_zyx
+    check_seg_header(path, ds, size, fail, ct_slices=slices, ct_rows=rows, ct_columns=columns)
+    try:
+        return [_source_instances(item) for item in ds.PerFrameFunctionalGroupsSequence]
+    except Exception as exc:  # a garbled per-frame item
+        raise fail(
+            f"{name}: per-frame source references cannot be read: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _check_frames_reference_the_ct(sources: list[set[str]], ct: CtVolume, fail: Fail) -> None:
+    """Every instance a frame references is in the CT series: a frame placed on no slice would
+    vanish (highdicom drops it with a logged warning)."""
+    in_ct = set(ct.sop_instance_uids)
+    outside = [(i + 1, uid) for i, uids in enumerate(sources) for uid in sorted(uids - in_ct)]
+    if outside:
+        frame, uid = outside[0]
+        raise fail(
+            f"reference SEG frames reference {len({u for _, u in outside})} instance(s) not in the CT "
+            f"series ({len(in_ct)} instances), for example frame {frame} references {uid}; "
+            "such frames cannot be placed"
+        )
+
+
+def _source_instances(frame: pydicom.Dataset) -> set[str]:
+    return {
+        str(source.get("ReferencedSOPInstanceUID", ""))
+        for derivation in frame.get("DerivationImageSequence", [])
+        for source in derivation.get("SourceImageSequence", [])
+    }
 
 
 def _read(path: str, label: str) -> hd.seg.Segmentation:
@@ -74,14 +127,6 @@ def _check_references(seg: hd.seg.Segmentation, ct: CtVolume, label: str) -> Non
         )
 
 
-def _every_frame_references_an_instance(seg: hd.seg.Segmentation) -> bool:
-    for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
-        derivations = frame.get("DerivationImageSequence", [])
-        if not any(item.get("SourceImageSequence") for item in derivations):
-            return False
-    return True
-
-
 def _by_source_instances(
     seg: hd.seg.Segmentation, ct: CtVolume, referenced: set[str], label: str
 ) -> np.ndarray:
@@ -106,6 +151,30 @@ def _by_source_instances(
             series_uid=label,
         ) from exc
     return np.any(pixels > 0, axis=-1)
+
+
+def _check_every_frame_placed(
+    seg: hd.seg.Segmentation, sources: list[set[str]], ct: CtVolume, mask: np.ndarray, fail: Fail
+) -> None:
+    """Each frame's foreground is in the mask on the slice it references: no frame was left out
+    (highdicom leaves out, with at most a logged warning, frames it cannot place)."""
+    slice_of = {uid: k for k, uid in enumerate(ct.sop_instance_uids)}
+    for index, uids in enumerate(sources):
+        if len(uids) != 1:
+            continue  # a frame derived from several slices: its placement is highdicom's to judge
+        k = slice_of[next(iter(uids))]
+        try:
+            frame = np.asarray(seg.get_frame(index + 1)) > 0
+        except Exception as exc:
+            raise fail(
+                f"reference SEG frame {index + 1} cannot be read: {type(exc).__name__}: {exc}"
+            ) from exc
+        lost = int(np.count_nonzero(frame & ~mask[k]))
+        if lost:
+            raise fail(
+                f"reference SEG frame {index + 1}: {lost} of its {int(frame.sum())} foreground pixels "
+                f"are not in the mask at slice {k}; the frame was not placed"
+            )
 
 
 def _by_frame_positions(seg: hd.seg.Segmentation, grid: Geometry, label: str) -> np.ndarray:

@@ -265,3 +265,198 @@ def test_rejects_missing_position(small) -> None:
     ds.save_as(path)
     with pytest.raises(DecodeError, match="has no ImagePositionPatient"):
         decode_ct_series(str(small.ct_dir))
+
+
+# ---- header claims checked before anything is allocated (issue 9) ---------------------------------
+
+
+def _edit_all(folder: Path, **changes: object) -> None:
+    for index in range(len(_files(folder))):
+        _edit(folder, index, **changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"RescaleSlope": "0"}, "RescaleSlope is 0"),
+        (
+            {"RescaleIntercept": "1e300"},
+            r"RescaleSlope 1 and RescaleIntercept 1e\+300 map stored values .* onto 1e\+300",
+        ),
+        ({"RescaleSlope": "NaN"}, r"RescaleSlope \[nan\] is not finite"),
+        ({"RescaleSlope": "1e-6"}, "RescaleSlope 1e-06 .* a CT rescale covers -1000 to 1000 HU"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS:UserWarning")
+def test_rejects_degenerate_rescale_on_one_slice_naming_the_file(
+    small, changes: dict[str, object], message: str
+) -> None:
+    """Slope 0, intercept 1e300 or a NaN slope on one slice gave ok rows with mean_hu 30.7, inf, nan."""
+    name = _by_position(small.ct_dir)[3].name
+    _edit(small.ct_dir, 3, **changes)
+    with pytest.raises(DecodeError, match=f"{name}: {message}"):
+        decode_ct_series(str(small.ct_dir))
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS:UserWarning")
+def test_rejects_nan_position_at_decode(small) -> None:
+    """A NaN position made a NaN slice spacing that surfaced at measure."""
+    name = _by_position(small.ct_dir)[3].name
+    _edit(small.ct_dir, 3, ImagePositionPatient=["NaN", "0", "-292.5"])
+    with pytest.raises(
+        DecodeError, match=rf"{name}: ImagePositionPatient \[nan, 0.0, -292.5\] is not finite"
+    ):
+        decode_ct_series(str(small.ct_dir))
+
+
+@pytest.mark.parametrize(
+    ("orientation", "message"),
+    [
+        ([0, 0, 0, 0, 1, 0], "has a zero-length direction"),
+        ([1, 0, 0, 1, 0, 0], "has parallel row and column directions"),
+    ],
+)
+def test_rejects_degenerate_orientation_of_the_whole_series(
+    small, orientation: list[int], message: str
+) -> None:
+    _edit_all(small.ct_dir, ImageOrientationPatient=orientation)
+    with pytest.raises(DecodeError, match=message):
+        decode_ct_series(str(small.ct_dir))
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS:UserWarning")
+@pytest.mark.parametrize(
+    ("spacing", "message"), [(["NaN", "NaN"], "is not finite"), (["0", "0"], "expected above 0")]
+)
+def test_rejects_nan_or_zero_pixel_spacing(small, spacing: list[str], message: str) -> None:
+    _edit_all(small.ct_dir, PixelSpacing=spacing)
+    with pytest.raises(DecodeError, match=f"PixelSpacing .* {message}"):
+        decode_ct_series(str(small.ct_dir))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"NumberOfFrames": 2}, "NumberOfFrames 2, a CT Image Storage instance holds one frame"),
+        ({"SamplesPerPixel": 3}, "SamplesPerPixel 3, a CT image has 1"),
+        ({"BitsAllocated": 32}, "BitsAllocated 32, the CT Image Module requires 16"),
+        ({"BitsStored": 17}, "BitsStored 17, expected 1 to BitsAllocated 16"),
+        ({"PixelRepresentation": 2}, "PixelRepresentation 2, expected 0"),
+    ],
+)
+def test_rejects_pixel_module_claims(small, changes: dict[str, object], message: str) -> None:
+    name = _by_position(small.ct_dir)[5].name
+    _edit(small.ct_dir, 5, **changes)
+    with pytest.raises(DecodeError, match=f"{name}: {message}"):
+        decode_ct_series(str(small.ct_dir))
+
+
+def test_rejects_matrix_claim_larger_than_the_pixel_data(small) -> None:
+    """A slice claiming 65535 x 65535 pixels: the file's 1,152 bytes say otherwise."""
+    name = _by_position(small.ct_dir)[2].name
+    _edit(small.ct_dir, 2, Rows=65535, Columns=65535)
+    with pytest.raises(
+        DecodeError, match=f"{name}: PixelData holds 1152 bytes, 65535 x 65535 x 16 bits needs 8589672450"
+    ):
+        decode_ct_series(str(small.ct_dir))
+
+
+def test_rejects_short_pixel_data(small) -> None:
+    path = _by_position(small.ct_dir)[2]
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[:1024]
+    ds.save_as(path)
+    with pytest.raises(
+        DecodeError, match=f"{path.name}: PixelData holds 1024 bytes, 24 x 24 x 16 bits needs 1152"
+    ):
+        decode_ct_series(str(small.ct_dir))
+
+
+def test_rejects_pixel_data_claiming_more_than_the_file_holds(small) -> None:
+    path = _by_position(small.ct_dir)[3]
+    path.write_bytes(path.read_bytes()[:-300])
+    with pytest.raises(DecodeError, match=f"{path.name}: PixelData claims 1152 bytes, the file holds 852"):
+        decode_ct_series(str(small.ct_dir))
+
+
+def test_rejects_series_over_the_memory_limit(small) -> None:
+    with pytest.raises(DecodeError, match=r"8 slices of 24 x 24 need 0.00 GiB as float32 HU, over the limit"):
+        decode_ct_series(str(small.ct_dir), max_volume_bytes=8 * 24 * 24 * 4 - 1)
+    assert decode_ct_series(str(small.ct_dir), max_volume_bytes=8 * 24 * 24 * 4).hu.shape == (8, 24, 24)
+
+
+@pytest.fixture()
+def compressed(tmp_path: Path, request: pytest.FixtureRequest):
+    return make_phantom(
+        tmp_path / "c", shape_zyx=(4, 32, 32), transfer_syntax=request.param, seed=7, write_seg=False
+    )
+
+
+@pytest.mark.parametrize("compressed", [RLELossless, JPEG2000Lossless, JPEGLSLossless], indirect=True)
+def test_rejects_compressed_matrix_beyond_4096(compressed) -> None:
+    """Compressed data cannot bound the matrix by its size: 65535 x 65535 is refused outright."""
+    name = _by_position(compressed.ct_dir)[1].name
+    _edit(compressed.ct_dir, 1, Rows=65535, Columns=65535)
+    with pytest.raises(
+        DecodeError, match=f"{name}: compressed image matrix 65535 x 65535 .* exceeds 4096 x 4096"
+    ):
+        decode_ct_series(str(compressed.ct_dir))
+
+
+@pytest.mark.parametrize(
+    ("compressed", "kind"),
+    [(JPEG2000Lossless, "JPEG 2000"), (JPEGLSLossless, "JPEG-LS")],
+    indirect=["compressed"],
+)
+def test_rejects_codestream_that_disagrees_with_the_header(compressed, kind: str) -> None:
+    """Decoders allocate from the codestream's own size: it must be the header's."""
+    name = _by_position(compressed.ct_dir)[1].name
+    _edit(compressed.ct_dir, 1, Rows=16)
+    with pytest.raises(
+        DecodeError, match=f"{name}: {kind} codestream is 32 x 32 x 1 .* header says 16 x 32 x 1"
+    ):
+        decode_ct_series(str(compressed.ct_dir))
+
+
+@pytest.mark.parametrize("compressed", [RLELossless], indirect=True)
+def test_rejects_encapsulated_pixel_data_without_fragments(compressed) -> None:
+    path = _by_position(compressed.ct_dir)[0]
+    ds = pydicom.dcmread(path)
+    ds.PixelData = b"\xfe\xff\x00\xe0\x00\x00\x00\x00"  # an empty basic offset table, no fragment
+    ds.save_as(path)
+    with pytest.raises(
+        DecodeError, match=f"{path.name}: encapsulated PixelData holds no compressed fragment"
+    ):
+        decode_ct_series(str(compressed.ct_dir))
+
+
+@pytest.mark.parametrize("compressed", [RLELossless], indirect=True)
+def test_decoder_panic_becomes_a_decode_error(compressed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pylibjpeg-rle panics in Rust on some corrupt frames; pyo3 raises a BaseException for it."""
+    panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
+
+    def panicking_decoder(ds: pydicom.Dataset) -> np.ndarray:
+        raise panic("index out of bounds: the len is 8 but the index is 9")
+
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", panicking_decoder)
+    with pytest.raises(
+        DecodeError, match="pixel data cannot be decoded .*PanicException: index out of bounds"
+    ):
+        decode_ct_series(str(compressed.ct_dir))
+
+
+def test_other_base_exceptions_are_not_swallowed(small, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(ds: pydicom.Dataset) -> np.ndarray:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        decode_ct_series(str(small.ct_dir))
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS:UserWarning")
+def test_single_slice_with_nan_thickness_is_rejected(tmp_path: Path) -> None:
+    p = make_phantom(tmp_path / "one", shape_zyx=(1, 8, 8), write_seg=False)
+    _edit(p.ct_dir, 0, SliceThickness="NaN")
+    with pytest.raises(DecodeError, match=r"SliceThickness \[nan\] is not finite"):
+        decode_ct_series(str(p.ct_dir))
