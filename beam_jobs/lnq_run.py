@@ -43,7 +43,9 @@ from beam_jobs.transforms import (
 )
 from pipeline.cohort.query import select_cohort
 from pipeline.enums import SeriesStatus
+from pipeline.errors import PipelineError
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
+from pipeline.fetch.s5cmd import check_config as check_fetch_config
 from pipeline.isolation import GIB, Limits
 from pipeline.models.spec import parse_model_spec
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
@@ -216,9 +218,21 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     rows = load_cohort_rows(args.cohort, annotation=args.annotation, limit=args.limit)
     endpoint = args.s3_endpoint or (GCS_ENDPOINT if is_dataflow(options) else AWS_ENDPOINT)
     is_local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
+    fetch = FetchConfig(
+        endpoint_url=endpoint, timeout_s=args.fetch_timeout, extra_buckets=tuple(args.allow_bucket)
+    )
+    if args.series_timeout <= 0 or args.series_memory_gb < 0 or args.workers < 1:
+        raise UsageError(
+            f"--series-timeout {args.series_timeout:g}, --series-memory-gb {args.series_memory_gb:g}, "
+            f"--workers {args.workers}: expected a positive time, a memory limit >= 0 and >= 1 worker"
+        )
+    try:
+        check_fetch_config(fetch)  # a refused endpoint or bucket name is the user's to fix
+    except PipelineError as exc:
+        raise UsageError(exc.detail) from exc
     with run_folder(args.work_dir if is_local or args.work_dir else None) as work:
         config = ProcessConfig(
-            fetch=FetchConfig(endpoint_url=endpoint, timeout_s=args.fetch_timeout),
+            fetch=fetch,
             work_dir=work if is_local else args.work_dir,
             pipeline_version=pipeline.__version__,
             model=spec,

