@@ -117,6 +117,11 @@ def read_table(output: str, table: str) -> pa.Table:
     return pa.concat_tables(parts) if parts else TABLES[table].empty_table()
 
 
+def _names_mode(args: list[str]) -> bool:
+    """The user named Beam's local running mode or worker count: theirs wins over --workers."""
+    return any(a.split("=", 1)[0] in ("--direct_running_mode", "--direct_num_workers") for a in args)
+
+
 def pipeline_options(
     beam_args: list[str], *, workers: int, gpu: str | None = None, series_per_worker: int = 2
 ) -> PipelineOptions:
@@ -127,8 +132,11 @@ def pipeline_options(
     if runner is None:
         runner = LOCAL_RUNNER
         args.append(f"--runner={LOCAL_RUNNER}")
-    if runner in StandardOptions.LOCAL_RUNNERS and workers > 1:
-        args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    if runner in StandardOptions.LOCAL_RUNNERS and workers > 1 and not _names_mode(args):
+        # threads: each series' work runs in isolated child processes already, and threads start
+        # at once, share the loaded model and log without Beam's wrapping (multi_processing was
+        # slower than one worker on 10 series here: bench/local_run.py)
+        args += ["--direct_running_mode=multi_threading", f"--direct_num_workers={workers}"]
     if runner.endswith("DataflowRunner"):
         args = dataflow_args(
             args,

@@ -33,7 +33,15 @@ from pipeline.outcome import SeriesError
 
 logger = logging.getLogger(__name__)
 
-PRELOAD = ["numpy", "pydicom", "highdicom", "SimpleITK", "pipeline.process"]
+PRELOAD = [
+    "numpy",
+    "pydicom",
+    "highdicom",
+    "SimpleITK",
+    "matplotlib",
+    "pipeline.process",
+    "pipeline.qc.picture",
+]
 """Imported once in the fork server, so each child starts with them loaded."""
 
 GIB = 1024**3

@@ -13,10 +13,10 @@ the prediction against it (LNQ2023 DSC and ASSD, node detection).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,22 +28,18 @@ import numpy as np
 
 import pipeline
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
-from pipeline.dicom.seg_writer import REFERENCE_MODEL_NAME, nodes_seg, seg_bytes, segment_tracking
-from pipeline.dicom.sr import nodes_sr, sr_bytes
-from pipeline.dicom.tracking import node_tracking
-from pipeline.dicom.volume import CtVolume, mask_to_sitk
-from pipeline.enums import NodeSource, Stage
+from pipeline.dicom.volume import CtVolume
+from pipeline.enums import Stage
 from pipeline.errors import ModelError, PipelineError
-from pipeline.evaluate.detection import Detection, detect
-from pipeline.evaluate.lnq2023 import CaseScore, score_case
+from pipeline.evaluate.detection import Detection
+from pipeline.evaluate.lnq2023 import CaseScore
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.inputs import SeriesInputs, load_series_inputs
 from pipeline.isolation import IsolatedFailure, Limits, run_isolated
-from pipeline.measure.components import label_nodes
-from pipeline.measure.nodes import measure_labelled
 from pipeline.models.base import SegmentationModel
 from pipeline.models.spec import ModelSpec, model_label
 from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome, SourceNodes
+from pipeline.series_stages import MeasuredSeries, measure_series, reference_series
 
 logger = logging.getLogger(__name__)
 
@@ -173,159 +169,100 @@ def _run_stages(
     model: SegmentationModel | None,
     sink: ArtifactSink | None,
 ) -> _Measured:
+    """Reference mode: the whole series in one isolated child. Model mode: decode in a child,
+    infer here (the model is loaded once per worker), measure and write in a second child."""
     uid = row.ct_series_instance_uid
-    inputs = _load_inputs(row, tmp, clock, config=config, reference_required=model is None)
-    for stage, seconds in inputs.seconds.items():
+    write_files = sink is not None
+    if model is None:
+        measured: MeasuredSeries = _isolated(
+            functools.partial(
+                reference_series, row=row, folder=tmp, fetch=config.fetch, write_files=write_files
+            ),
+            clock,
+            config=config,
+            series_uid=uid,
+            first_stage=Stage.FETCH,
+        )
+    else:
+        inputs: SeriesInputs = _isolated(
+            functools.partial(
+                load_series_inputs, row=row, folder=tmp, fetch=config.fetch, reference_required=False
+            ),
+            clock,
+            config=config,
+            series_uid=uid,
+            first_stage=Stage.FETCH,
+        )
+        for stage, seconds in inputs.seconds.items():
+            clock.add(stage, seconds)
+        ct, _ = inputs.load()
+        clock.grid = GridSummary(n_slices=ct.geometry.size_zyx[0], slice_spacing_mm=ct.geometry.spacing_mm[2])
+        prediction_path = _predict(model, ct, clock, os.path.join(tmp, "prediction.npy"))
+        del ct
+        measured = _isolated(
+            functools.partial(
+                measure_series,
+                inputs=inputs,
+                prediction_path=prediction_path,
+                row=row,
+                model=(model.name, model.version),
+                write_files=write_files,
+            ),
+            clock,
+            config=config,
+            series_uid=uid,
+            first_stage=Stage.MEASURE,
+        )
+    for stage, seconds in measured.seconds.items():
         clock.add(stage, seconds)
-    ct, reference = inputs.load()
-    grid = clock.grid = GridSummary(
-        n_slices=ct.geometry.size_zyx[0], slice_spacing_mm=ct.geometry.spacing_mm[2]
-    )
-
-    masks: dict[NodeSource, np.ndarray] = {}
-    if reference is not None:
-        masks[NodeSource.REFERENCE] = reference
-    if model is not None:
-        with clock.stage(Stage.INFERENCE):
-            predicted = model.predict(ct)
-            if predicted.mask.shape != ct.hu.shape:
-                raise ModelError(
-                    f"model {model.name} returned a mask of shape {predicted.mask.shape} "
-                    f"for a CT of shape {ct.hu.shape} [z, y, x]",
-                    series_uid=uid,
-                )
-        # the model times its own steps: its resampling back to the CT grid is post-processing
-        clock.seconds[Stage.INFERENCE] = predicted.inference_s
-        clock.add(Stage.POSTPROCESS, predicted.postprocess_s)
-        masks[NodeSource.PREDICTION] = predicted.mask
-
-    with clock.stage(Stage.MEASURE):
-        labels = {source: label_nodes(mask, ct.geometry) for source, mask in masks.items()}
-        sources = tuple(
-            SourceNodes(source, tuple(measure_labelled(labels[source], ct.geometry, hu=ct.hu)))
-            for source in masks
-        )
-
-    seg_uri = sr_uri = qc_uri = score = detection = None
-    if model is not None and NodeSource.REFERENCE in masks:
-        with clock.stage(Stage.SCORE):
-            score, detection = _score(ct, masks, labels, sources, fully_annotated=row.annotation == "full")
+    clock.grid = measured.grid
+    uris: dict[str, str] = {}
     if sink is not None:
-        # the nodes the run is about: the model's, or in reference mode the expert's
-        primary = NodeSource.PREDICTION if model is not None else NodeSource.REFERENCE
-        name, version = (
-            (model.name, model.version)
-            if model is not None
-            else (REFERENCE_MODEL_NAME, row.seg_series_instance_uid or REFERENCE_MODEL_NAME)
-        )
         with clock.stage(Stage.SEG_WRITE):
-            primary_nodes = next(s.nodes for s in sources if s.source == primary)
-            seg = nodes_seg(
-                labels[primary], ct, primary_nodes, model_name=name, model_version=version, source=primary
-            )
-            seg_uri = sink("seg", uid, seg_bytes(seg))
-            report = nodes_sr(seg, primary_nodes, model_name=name, model_version=version, source=primary)
-            sr_uri = None if report is None else sink("sr", uid, sr_bytes(report))
-            tracking = {n: t.uid for n, t in segment_tracking(seg).items()}
-            sources = tuple(
-                _tracked(
-                    entry, tracking if entry.source == primary else {}, uid, model_name=name, version=version
-                )
-                for entry in sources
-            )
-        with clock.stage(Stage.QC):
-            qc_uri = sink("qc", uid, _qc_picture(ct, labels, sources, title=f"{row.patient_id}  {uid}"))
-    _log_done(ct, sources)
+            uris = {kind: sink(kind, uid, data) for kind, data in measured.files.items()}
+    _log_done(uid, measured)
     return _Measured(
-        grid=grid,
-        sources=sources,
-        seg_uri=seg_uri,
-        sr_uri=sr_uri,
-        qc_uri=qc_uri,
-        score=score,
-        detection=detection,
+        grid=measured.grid,
+        sources=measured.sources,
+        seg_uri=uris.get("seg"),
+        sr_uri=uris.get("sr"),
+        qc_uri=uris.get("qc"),
+        score=measured.score,
+        detection=measured.detection,
     )
 
 
-def _tracked(
-    entry: SourceNodes, in_seg: Mapping[int, str], series_uid: str, *, model_name: str, version: str
-) -> SourceNodes:
-    """``entry`` with each node's tracking UID: the one its SEG segment carries, or for nodes
-    without a segment (the expert's, in model mode) the one the SEG writer would derive."""
-
-    def uid_of(node_index: int) -> str:
-        if node_index in in_seg:
-            return in_seg[node_index]
-        return node_tracking(
-            series_uid,
-            model_name=model_name,
-            model_version=version,
-            source=entry.source,
-            node_index=node_index,
-        ).uid
-
-    return dataclasses.replace(entry, tracking_uids=tuple(uid_of(n.node_index) for n in entry.nodes))
+def _predict(model: SegmentationModel, ct: CtVolume, clock: StageClock, path: str) -> str:
+    """Run the model on ``ct`` and leave its mask in ``path`` for the measuring child."""
+    with clock.stage(Stage.INFERENCE):
+        predicted = model.predict(ct)
+        if predicted.mask.shape != ct.hu.shape:
+            raise ModelError(
+                f"model {model.name} returned a mask of shape {predicted.mask.shape} "
+                f"for a CT of shape {ct.hu.shape} [z, y, x]",
+                series_uid=ct.series_uid or None,
+            )
+        np.save(path, np.asarray(predicted.mask, dtype=bool))
+    # the model times its own steps: its resampling back to the CT grid is post-processing
+    clock.seconds[Stage.INFERENCE] = predicted.inference_s
+    clock.add(Stage.POSTPROCESS, predicted.postprocess_s)
+    return path
 
 
-def _qc_picture(
-    ct: CtVolume, labels: dict[NodeSource, np.ndarray], sources: tuple[SourceNodes, ...], *, title: str
-) -> bytes:
-    """The series' QC picture: outlines of both masks and the axes of every measured node."""
-    from pipeline.qc.picture import nodes_for_qc, qc_png
-
-    return qc_png(
-        ct.hu,
-        ct.geometry,
-        reference_labels=labels.get(NodeSource.REFERENCE),
-        prediction_labels=labels.get(NodeSource.PREDICTION),
-        nodes=[node for entry in sources for node in nodes_for_qc(entry.nodes, entry.source.value)],
-        title=title,
-    )
-
-
-def _score(
-    ct: CtVolume,
-    masks: dict[NodeSource, np.ndarray],
-    labels: dict[NodeSource, np.ndarray],
-    sources: tuple[SourceNodes, ...],
-    *,
-    fully_annotated: bool,
-) -> tuple[CaseScore, Detection]:
-    """LNQ2023 scores of the prediction against the reference, and node detection."""
-    reference_nodes = next(s.nodes for s in sources if s.source == NodeSource.REFERENCE)
-    score = score_case(
-        mask_to_sitk(masks[NodeSource.PREDICTION], ct.geometry),
-        mask_to_sitk(masks[NodeSource.REFERENCE], ct.geometry),
-    )
-    detection = detect(
-        labels[NodeSource.PREDICTION],
-        labels[NodeSource.REFERENCE],
-        ref_short_axis_mm={n.node_index: n.short_axis_mm for n in reference_nodes},
-        fully_annotated=fully_annotated,
-    )
-    return score, detection
-
-
-def _load_inputs(
-    row: CohortRow, tmp: str, clock: StageClock, *, config: ProcessConfig, reference_required: bool
-) -> SeriesInputs:
-    """Fetch and decode in an isolated child (see :mod:`pipeline.isolation`), or in this process
-    when isolation is off; either way the stages it went through are timed by ``clock``."""
-    load = functools.partial(
-        load_series_inputs, row=row, folder=tmp, fetch=config.fetch, reference_required=reference_required
-    )
+def _isolated(
+    fn: Callable[..., Any], clock: StageClock, *, config: ProcessConfig, series_uid: str, first_stage: Stage
+) -> Any:
+    """``fn(report=...)`` in a limited child process (see :mod:`pipeline.isolation`), or in this
+    process when isolation is off; the stage it reached is kept by ``clock`` either way."""
     if config.isolate:
-        inputs: SeriesInputs = run_isolated(
-            load, series_uid=row.ct_series_instance_uid, limits=config.limits, first_stage=Stage.FETCH
-        )
-        return inputs
+        return run_isolated(fn, series_uid=series_uid, limits=config.limits, first_stage=first_stage)
 
     def report(stage: Stage) -> None:
         clock.current = stage
 
-    return load(report=report)
+    return fn(report=report)
 
 
-def _log_done(ct: CtVolume, sources: tuple[SourceNodes, ...]) -> None:
-    counts = ", ".join(f"{len(s.nodes)} {s.source.value} nodes" for s in sources)
-    logger.info("series %s: %d slices, %s", ct.series_uid, ct.geometry.size_zyx[0], counts)
+def _log_done(series_uid: str, measured: MeasuredSeries) -> None:
+    counts = ", ".join(f"{len(s.nodes)} {s.source.value} nodes" for s in measured.sources)
+    logger.info("series %s: %d slices, %s", series_uid, measured.grid.n_slices, counts)

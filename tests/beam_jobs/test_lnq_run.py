@@ -133,8 +133,10 @@ def test_lnq_cohort_cli(tmp_path: Path) -> None:
 def test_local_runner_is_named_explicitly() -> None:
     options = pipeline_options([], workers=3).get_all_options()
     assert options["runner"] == "FnApiRunner"
-    assert options["direct_running_mode"] == "multi_processing"
+    assert options["direct_running_mode"] == "multi_threading"
     assert options["direct_num_workers"] == 3
+    explicit = pipeline_options(["--direct_running_mode=multi_processing"], workers=2).get_all_options()
+    assert explicit["direct_running_mode"] == "multi_processing"  # Beam's own option wins
     dataflow = pipeline_options(["--runner=DataflowRunner"], workers=3).get_all_options()
     assert dataflow["runner"] == "DataflowRunner" and dataflow["direct_num_workers"] == 1
 

@@ -42,9 +42,7 @@ def test_pipeline_gives_one_result_per_row(phantom) -> None:
             p
             | beam.Create(rows)
             | ProcessCohort(ProcessSeriesFn(CONFIG, total=len(rows)), config=CONFIG)
-            | beam.Map(
-                lambda r: (r.series["ct_series_instance_uid"], r.series["status"], len(r.errors))
-            )
+            | beam.Map(lambda r: (r.series["ct_series_instance_uid"], r.series["status"], len(r.errors)))
         )
         assert_that(
             statuses,
@@ -94,7 +92,9 @@ def test_dead_letter_row_names_the_series() -> None:
     assert out.errors[0]["stage"] == "unexpected"
 
 
-def test_model_loaded_once_per_process_through_shared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_loaded_once_per_process_through_shared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every copy of the DoFn in a process (Beam pickles one per thread and bundle) and the
     launcher's fail-fast check share one loaded model through Beam's Shared handle."""
     import pickle

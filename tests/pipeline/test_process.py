@@ -89,14 +89,16 @@ def test_seg_of_another_series_is_a_reference_error(phantom, tmp_path: Path) -> 
 
 
 def test_unexpected_exception_is_caught_with_its_stage(phantom, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.process as process
+    import dataclasses
+
+    import pipeline.series_stages as stages
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(process, "measure_labelled", broken)
+    monkeypatch.setattr(stages, "measure_labelled", broken)  # seen in this process: isolation off
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
-    result = process_series(row, config=_config())
+    result = process_series(row, config=dataclasses.replace(_config(), isolate=False))
     assert result.series["status"] == "error"
     assert result.errors[0]["stage"] == "measure"
     assert result.errors[0]["error_type"] == "ZeroDivisionError"

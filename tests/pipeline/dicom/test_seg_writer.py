@@ -304,3 +304,27 @@ def test_segment_tracking_is_what_the_nodes_table_gets(phantom, tmp_path: Path) 
         for n in nodes
     }
     assert segment_tracking(seg) == expected
+
+
+def test_beyond_the_cap_smaller_nodes_share_one_untracked_segment(phantom, tmp_path: Path) -> None:
+    """A model predicting specks of noise: the largest nodes keep their own tracked segment and SR
+    group, the rest share one segment, and the union of all segments is still the whole mask."""
+    from pipeline.dicom.seg_writer import nodes_seg, segment_tracking
+    from pipeline.dicom.sr import nodes_sr
+
+    ct, labels, nodes = _labelled(phantom)
+    assert len(nodes) == 3
+    seg = nodes_seg(labels, ct, nodes, model_name="noise", model_version="1", max_node_segments=2)
+    assert [int(s.SegmentNumber) for s in seg.SegmentSequence] == [1, 2, 3]
+    assert sorted(segment_tracking(seg)) == [1, 2]  # the third segment is the untracked rest
+    path = tmp_path / "capped.dcm"
+    seg.save_as(path)
+    np.testing.assert_array_equal(read_reference_seg(str(path), ct), phantom.mask)
+    from pipeline.dicom.sr import read_measurements, sr_bytes
+
+    report = nodes_sr(seg, nodes, model_name="noise", model_version="1")
+    assert report is not None
+    sr_path = tmp_path / "capped-sr.dcm"
+    sr_path.write_bytes(sr_bytes(report))
+    reported = sorted(m["tracking_uid"] for m in read_measurements(str(sr_path)))
+    assert reported == sorted(t.uid for t in segment_tracking(seg).values())

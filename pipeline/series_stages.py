@@ -1,0 +1,194 @@
+"""The stages after the masks exist: measure, score, and make the series' SEG, SR and QC picture.
+
+:func:`measure_series` runs in an isolated child (:mod:`pipeline.isolation`) like the
+decoding does, so that the CPU-heavy Python work of several series runs in parallel
+processes rather than in one worker's threads, and the worker keeps only the model. In
+reference mode the whole series (:func:`reference_series`) is one child. It returns a small
+record and the bytes of the files; the worker stores them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.cohort.rows import CohortRow
+from pipeline.dicom.seg_writer import REFERENCE_MODEL_NAME, nodes_seg, seg_bytes, segment_tracking
+from pipeline.dicom.sr import nodes_sr, sr_bytes
+from pipeline.dicom.tracking import node_tracking
+from pipeline.dicom.volume import CtVolume, mask_to_sitk
+from pipeline.enums import NodeSource, Stage
+from pipeline.evaluate.detection import Detection, detect
+from pipeline.evaluate.lnq2023 import CaseScore, score_case
+from pipeline.fetch.s5cmd import FetchConfig
+from pipeline.inputs import SeriesInputs, load_series_inputs
+from pipeline.isolation import StageReporter
+from pipeline.measure.components import label_nodes
+from pipeline.measure.nodes import measure_labelled
+from pipeline.outcome import GridSummary, SourceNodes
+
+
+@dataclass(frozen=True)
+class MeasuredSeries:
+    """What a series produced: its nodes per source, scores, files to store, seconds per stage."""
+
+    grid: GridSummary
+    sources: tuple[SourceNodes, ...]
+    score: CaseScore | None
+    detection: Detection | None
+    files: dict[str, bytes]
+    seconds: dict[Stage, float]
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Who made the run's nodes, as the SEG and SR name it."""
+
+    source: NodeSource
+    model_name: str
+    model_version: str
+
+    @classmethod
+    def of(cls, row: CohortRow, model: tuple[str, str] | None) -> Writer:
+        if model is None:  # the expert's nodes, split by the pipeline
+            version = row.seg_series_instance_uid or REFERENCE_MODEL_NAME
+            return cls(NodeSource.REFERENCE, REFERENCE_MODEL_NAME, version)
+        return cls(NodeSource.PREDICTION, *model)
+
+
+def reference_series(
+    *, report: StageReporter, row: CohortRow, folder: str, fetch: FetchConfig, write_files: bool
+) -> MeasuredSeries:
+    """Reference mode, all in one process: fetch, decode, read the expert SEG, measure, write."""
+    inputs = load_series_inputs(report=report, row=row, folder=folder, fetch=fetch, reference_required=True)
+    measured = measure_series(
+        report=report, inputs=inputs, prediction_path=None, row=row, model=None, write_files=write_files
+    )
+    return dataclasses.replace(measured, seconds={**inputs.seconds, **measured.seconds})
+
+
+def measure_series(
+    *,
+    report: StageReporter,
+    inputs: SeriesInputs,
+    prediction_path: str | None,
+    row: CohortRow,
+    model: tuple[str, str] | None,
+    write_files: bool,
+) -> MeasuredSeries:
+    """Measure every mask, score the prediction against the reference, make the files."""
+    seconds: dict[Stage, float] = {}
+    ct, reference = inputs.load()
+    masks: dict[NodeSource, np.ndarray] = {}
+    if reference is not None:
+        masks[NodeSource.REFERENCE] = reference
+    if prediction_path is not None:
+        masks[NodeSource.PREDICTION] = np.load(prediction_path, mmap_mode="c")
+
+    report(Stage.MEASURE)
+    start = time.perf_counter()
+    labels = {source: label_nodes(mask, ct.geometry) for source, mask in masks.items()}
+    sources = tuple(
+        SourceNodes(source, tuple(measure_labelled(labels[source], ct.geometry, hu=ct.hu)))
+        for source in masks
+    )
+    seconds[Stage.MEASURE] = time.perf_counter() - start
+
+    score = detection = None
+    if model is not None and reference is not None:
+        report(Stage.SCORE)
+        start = time.perf_counter()
+        score, detection = _score(ct, masks, labels, sources, fully_annotated=row.annotation == "full")
+        seconds[Stage.SCORE] = time.perf_counter() - start
+
+    files: dict[str, bytes] = {}
+    if write_files:
+        writer = Writer.of(row, model)
+        report(Stage.SEG_WRITE)
+        start = time.perf_counter()
+        nodes = next(s.nodes for s in sources if s.source == writer.source)
+        name, version = writer.model_name, writer.model_version
+        seg = nodes_seg(
+            labels[writer.source], ct, nodes, model_name=name, model_version=version, source=writer.source
+        )
+        files["seg"] = seg_bytes(seg)
+        sr = nodes_sr(seg, nodes, model_name=name, model_version=version, source=writer.source)
+        if sr is not None:
+            files["sr"] = sr_bytes(sr)
+        in_seg = {n: t.uid for n, t in segment_tracking(seg).items()}
+        sources = tuple(
+            _tracked(s, in_seg if s.source == writer.source else {}, row.ct_series_instance_uid, writer)
+            for s in sources
+        )
+        seconds[Stage.SEG_WRITE] = time.perf_counter() - start
+        report(Stage.QC)
+        start = time.perf_counter()
+        files["qc"] = _qc_picture(
+            ct, labels, sources, title=f"{row.patient_id}  {row.ct_series_instance_uid}"
+        )
+        seconds[Stage.QC] = time.perf_counter() - start
+    grid = GridSummary(n_slices=ct.geometry.size_zyx[0], slice_spacing_mm=ct.geometry.spacing_mm[2])
+    return MeasuredSeries(
+        grid=grid, sources=sources, score=score, detection=detection, files=files, seconds=seconds
+    )
+
+
+def _tracked(entry: SourceNodes, in_seg: Mapping[int, str], series_uid: str, writer: Writer) -> SourceNodes:
+    """``entry`` with each node's tracking UID: the one its SEG segment carries, or for nodes
+    without a segment (the expert's, in model mode) the one the SEG writer would derive."""
+
+    def uid_of(node_index: int) -> str:
+        if node_index in in_seg:
+            return in_seg[node_index]
+        return node_tracking(
+            series_uid,
+            model_name=writer.model_name,
+            model_version=writer.model_version,
+            source=entry.source,
+            node_index=node_index,
+        ).uid
+
+    return dataclasses.replace(entry, tracking_uids=tuple(uid_of(n.node_index) for n in entry.nodes))
+
+
+def _qc_picture(
+    ct: CtVolume, labels: dict[NodeSource, np.ndarray], sources: tuple[SourceNodes, ...], *, title: str
+) -> bytes:
+    """The series' QC picture: outlines of both masks and the axes of every measured node."""
+    from pipeline.qc.picture import nodes_for_qc, qc_png
+
+    return qc_png(
+        ct.hu,
+        ct.geometry,
+        reference_labels=labels.get(NodeSource.REFERENCE),
+        prediction_labels=labels.get(NodeSource.PREDICTION),
+        nodes=[node for entry in sources for node in nodes_for_qc(entry.nodes, entry.source.value)],
+        title=title,
+    )
+
+
+def _score(
+    ct: CtVolume,
+    masks: dict[NodeSource, np.ndarray],
+    labels: dict[NodeSource, np.ndarray],
+    sources: tuple[SourceNodes, ...],
+    *,
+    fully_annotated: bool,
+) -> tuple[CaseScore, Detection]:
+    """LNQ2023 scores of the prediction against the reference, and node detection."""
+    reference_nodes = next(s.nodes for s in sources if s.source == NodeSource.REFERENCE)
+    score = score_case(
+        mask_to_sitk(masks[NodeSource.PREDICTION], ct.geometry),
+        mask_to_sitk(masks[NodeSource.REFERENCE], ct.geometry),
+    )
+    detection = detect(
+        labels[NodeSource.PREDICTION],
+        labels[NodeSource.REFERENCE],
+        ref_short_axis_mm={n.node_index: n.short_axis_mm for n in reference_nodes},
+        fully_annotated=fully_annotated,
+    )
+    return score, detection
