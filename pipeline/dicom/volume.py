@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-
 GRID_TOLERANCE = 1e-4
 """Two grids are one when origins and spacings agree within this many mm (and direction cosines
 within this much): far below any voxel, far above float32 rounding of header values."""

@@ -12,10 +12,10 @@ import torch
 
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.volume import mask_to_sitk
+from pipeline.enums import ModelKind
 from pipeline.evaluate.lnq2023 import score_case
 from pipeline.measure.nodes import measure_nodes
 from pipeline.models.base import ModelError, probabilities_to_ct_grid
-from pipeline.enums import ModelKind
 from pipeline.models.spec import ModelSpec, load_model, parse_model_spec, resolve_device
 from pipeline.models.torchscript import TorchScriptModel
 from tests.support.models import HuWindow, save_torchscript
