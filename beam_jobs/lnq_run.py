@@ -382,16 +382,6 @@ def _remove_dead_run_folders(base: str) -> None:
         parts = name.split("-")
         if name.startswith("lnq-run-") and len(parts) >= 4 and parts[2].isdigit():
             pid = int(parts[2])
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not lock.pid_alive(pid):
                 logger.info("removing %s, left by a run that was killed", os.path.join(base, name))
                 shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

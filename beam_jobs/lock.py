@@ -91,7 +91,7 @@ def process_started(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[19])
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
@@ -105,7 +105,7 @@ def _pid_alive(pid: int) -> bool:
 
 def holder_gone(record: LockRecord) -> bool:
     """Whether a lock taken on this host belongs to a process that no longer runs."""
-    if not _pid_alive(record.pid):
+    if not pid_alive(record.pid):
         return True
     if record.pid_started is None:
         return False

@@ -30,7 +30,7 @@ from pipeline.measure.boundary import (
     concatenate_boundaries,
     padded_slice_boundaries,
 )
-from pipeline.measure.feret import grouped_feret, grouped_perpendicular_chord
+from pipeline.measure.feret import grouped_feret, grouped_perpendicular_chord, ranges
 
 TILE_STEP_PX = 8
 
@@ -93,7 +93,7 @@ def _contour_nodes(
         # each slice at the corner of its tile, with the boundary's padding before it; the
         # bucket's slices are filled and contoured a chunk at a time, to bound memory.
         # Voxels are in raster order within a node, so their stack slices never decrease.
-        mine = _ranges(voxels.starts[:-1][nodes], counts[nodes])
+        mine = ranges(voxels.starts[:-1][nodes], counts[nodes])
         stack_z = np.repeat(offsets, counts[nodes]) + voxels.zyx[mine, 0]
         total = int(depth.sum())
         per_chunk = max(1, CHUNK_CELLS // int(th * tw))
@@ -140,7 +140,7 @@ def measure_boundaries(voxels: NodeVoxels, spacing_mm: tuple[float, float, float
     feret = grouped_feret(vertices, vstarts)
     long_mm = feret.length
     node_of_slice = np.empty(n_slices, dtype=np.int64)
-    node_of_slice[_ranges(first_slice, depth)] = np.repeat(np.arange(n), depth)
+    node_of_slice[ranges(first_slice, depth)] = np.repeat(np.arange(n), depth)
     longest = np.full(n, -np.inf)
     np.maximum.at(longest, node_of_slice, long_mm)
 
@@ -153,7 +153,7 @@ def measure_boundaries(voxels: NodeVoxels, spacing_mm: tuple[float, float, float
     positive = pair_long > 0.0
     directions = np.where(positive[:, None], (q - p) / np.where(positive, pair_long, 1.0)[:, None], 0.0)
     edge_counts = np.diff(boundaries.edge_starts)[pair_slice]
-    edge_rows = _ranges(boundaries.edge_starts[pair_slice], edge_counts)
+    edge_rows = ranges(boundaries.edge_starts[pair_slice], edge_counts)
     short_mm, short_a, short_b = grouped_perpendicular_chord(
         vertices[boundaries.edges[edge_rows]], np.concatenate([[0], np.cumsum(edge_counts)]), directions
     )
@@ -182,16 +182,6 @@ def measure_boundaries(voxels: NodeVoxels, spacing_mm: tuple[float, float, float
     )
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + l)`` for each start and length."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.repeat(np.asarray(starts, dtype=np.int64) - np.cumsum(lengths) + lengths, lengths)
-    return offsets + np.arange(total)
-
-
 def slice_means(vertices: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     """Mean of ``vertices[starts[i]:stops[i]]`` for each i (non-empty ranges), one summation
     order for every caller: left to right (``np.add.reduceat``)."""
@@ -214,7 +204,7 @@ def _diameters_3d(
     vstarts = boundaries.vertex_starts
     counts = np.diff(vstarts)
     # first and last slice with a boundary, per node
-    slices = _ranges(first_slice, depth)
+    slices = ranges(first_slice, depth)
     node_of_slice = np.repeat(np.arange(n), depth)
     filled = counts[slices] > 0
     low = np.full(n, np.iinfo(np.int64).max)
@@ -231,14 +221,14 @@ def _diameters_3d(
     # per node: its vertices (slice by slice) at z = k * sz, then the lower and the upper pole
     v_first, v_stop = vstarts[first_slice], vstarts[first_slice + depth]
     n_vertices = v_stop - v_first
-    rows = _ranges(v_first, n_vertices)
+    rows = ranges(v_first, n_vertices)
     slice_of_vertex = np.repeat(np.arange(boundaries.n_slices), counts)[rows]
     node_of_vertex = np.repeat(np.arange(n), n_vertices)
     k = slice_of_vertex - first_slice[node_of_vertex]
     size = n_vertices + 2
     starts = np.concatenate([[0], np.cumsum(size)])
     points = np.empty((int(starts[-1]), 3))
-    at = _ranges(starts[:-1], n_vertices)
+    at = ranges(starts[:-1], n_vertices)
     points[at, :2] = boundaries.vertices_mm[rows]
     points[at, 2] = k * sz
     lower, upper = starts[1:] - 2, starts[1:] - 1

@@ -201,7 +201,7 @@ def grouped_perpendicular_chord(
     while first < n_edges:  # blocks of whole edges, to bound memory
         last = max(int(np.searchsorted(bounds, bounds[first] + _PAIR_BLOCK, side="right")) - 1, first + 1)
         e = np.repeat(np.arange(first, last), n_crossed[first:last])
-        line = _ranges(first_line[first:last], n_crossed[first:last])
+        line = ranges(first_line[first:last], n_crossed[first:last])
         t = position[line]
         frac = np.where(flat[e], 0.0, (t - a_u[e]) / safe_du[e])
         crossing = a_v[e] + frac * (b_v[e] - a_v[e])
@@ -244,7 +244,7 @@ def polygon_edges(polygons: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.stack([p, np.roll(p, -1, axis=0)], axis=1) for p in polygons])
 
 
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenated ``arange(s, s + l)`` for each start and length."""
     lengths = np.asarray(lengths, dtype=np.int64)
     total = int(lengths.sum())
