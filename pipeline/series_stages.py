@@ -116,10 +116,11 @@ def measure_series(
             labels[writer.source], ct, nodes, model_name=name, model_version=version, source=writer.source
         )
         files["seg"] = seg_bytes(seg)
-        sr = nodes_sr(seg, nodes, model_name=name, model_version=version, source=writer.source)
+        in_seg = {n: t.uid for n, t in segment_tracking(seg).items()}
+        reported = [n for n in nodes if n.node_index in in_seg]  # the largest: see MAX_NODE_SEGMENTS
+        sr = nodes_sr(seg, reported, model_name=name, model_version=version, source=writer.source)
         if sr is not None:
             files["sr"] = sr_bytes(sr)
-        in_seg = {n: t.uid for n, t in segment_tracking(seg).items()}
         sources = tuple(
             _tracked(s, in_seg if s.source == writer.source else {}, row.ct_series_instance_uid, writer)
             for s in sources

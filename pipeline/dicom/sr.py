@@ -103,13 +103,8 @@ def nodes_sr(
     if not nodes:
         return None
     try:
-        tracked = segment_tracking(seg)  # nodes without a segment of their own are not reported
-        groups = [
-            group
-            for node in nodes
-            if node.node_index in tracked
-            for group in _node_groups(seg, tracked, node)
-        ]
+        tracked = segment_tracking(seg)
+        groups = [group for node in nodes for group in _node_groups(seg, tracked, node)]
         observer = hd.sr.ObserverContext(
             observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
             observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

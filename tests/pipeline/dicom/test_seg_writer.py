@@ -322,7 +322,9 @@ def test_beyond_the_cap_smaller_nodes_share_one_untracked_segment(phantom, tmp_p
     np.testing.assert_array_equal(read_reference_seg(str(path), ct), phantom.mask)
     from pipeline.dicom.sr import read_measurements, sr_bytes
 
-    report = nodes_sr(seg, nodes, model_name="noise", model_version="1")
+    with pytest.raises(SegWriteError, match="segment"):  # every reported node needs its segment
+        nodes_sr(seg, nodes, model_name="noise", model_version="1")
+    report = nodes_sr(seg, nodes[:2], model_name="noise", model_version="1")
     assert report is not None
     sr_path = tmp_path / "capped-sr.dcm"
     sr_path.write_bytes(sr_bytes(report))
