@@ -41,6 +41,7 @@ PRELOAD = [
     "matplotlib",
     "pipeline.process",
     "pipeline.qc.picture",
+    "pipeline.warmup",
 ]
 """Imported once in the fork server, so each child starts with them loaded."""
 
