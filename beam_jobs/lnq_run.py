@@ -44,7 +44,7 @@ from beam_jobs.transforms import (
 from pipeline.cohort.query import select_cohort
 from pipeline.enums import SeriesStatus
 from pipeline.errors import PipelineError
-from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
+from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig, probe_series
 from pipeline.fetch.s5cmd import check_config as check_fetch_config
 from pipeline.isolation import GIB, Limits
 from pipeline.models.spec import parse_model_spec
@@ -266,6 +266,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 key,
             )
             if pending:
+                check_reachable(pending, fetch)
                 shared = Shared()
                 if spec is not None:
                     check_model_reachable(spec, shared)  # fail fast, before any series
@@ -315,6 +316,34 @@ def write_run_report(output: str, started: dt.datetime | None = None) -> str:
     index = write_report_for_output(output, info)
     add_to_manifest(output, [m.path for m in FileSystems.match([f"{output}/report/**"])[0].metadata_list])
     return index
+
+
+PROBED_SERIES = 5
+
+
+def check_reachable(rows: list[dict[str, Any]], fetch: FetchConfig) -> None:
+    """Fail fast when the bucket cannot be reached at all: list the first remote series (up to
+    five, until one answers); when every one fails with the same error, nothing is the series'
+    fault, and retrying the whole cohort would take hours."""
+    problems = []
+    for row in rows:
+        url = row.get("ct_series_url")
+        if not isinstance(url, str) or not url.startswith(("s3://", "gs://")):
+            continue
+        try:
+            problem = probe_series(url, series_uid=str(row["ct_series_instance_uid"]), config=fetch)
+        except PipelineError:
+            continue  # a bad row: its own error row will say so
+        if problem is None:
+            return
+        series_part = url.rstrip("*").rstrip("/").rsplit("/", 1)[-1]  # the same error names its series
+        problems.append(problem.replace(series_part, "<series>") if series_part else problem)
+        if len(problems) == PROBED_SERIES:
+            break
+    if problems and len(problems) == min(PROBED_SERIES, len(rows)) and len(set(problems)) == 1:
+        raise RunFailed(
+            f"no series could be fetched from {fetch.endpoint_url}: {problems[0]}; is the network reachable?"
+        )
 
 
 def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> RunSummary:

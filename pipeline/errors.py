@@ -6,7 +6,12 @@ that the job can turn it into an ``errors`` row without guessing.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline.enums import Stage
+
+if TYPE_CHECKING:
+    from pipeline.outcome import SeriesError
 
 
 class PipelineError(Exception):
@@ -71,3 +76,14 @@ class ScoreError(PipelineError):
     """A prediction could not be scored against its reference (for example, not one grid)."""
 
     stage = Stage.SCORE
+
+
+class IsolatedFailure(PipelineError):
+    """The isolated stages of a series failed (raised there, crashed, or hit a limit);
+    ``error`` is the series' error row, ready to store (see ``pipeline.isolation``)."""
+
+    def __init__(self, error: SeriesError, *, series_uid: str) -> None:
+        super().__init__(error.message)  # the message names the series already
+        self.series_uid = series_uid
+        self.error = error
+        self.stage = error.stage

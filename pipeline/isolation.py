@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from pipeline.enums import Stage
-from pipeline.errors import PipelineError
+from pipeline.errors import IsolatedFailure
 from pipeline.outcome import SeriesError
 
 logger = logging.getLogger(__name__)
@@ -58,16 +58,6 @@ class Limits:
 
 class StageReporter(Protocol):
     def __call__(self, stage: Stage) -> None: ...
-
-
-class IsolatedFailure(PipelineError):
-    """The isolated stages failed; ``error`` is the series' error row, ready to store."""
-
-    def __init__(self, error: SeriesError, *, series_uid: str) -> None:
-        super().__init__(error.message)  # the message names the series already
-        self.series_uid = series_uid
-        self.error = error
-        self.stage = error.stage
 
 
 _LIVE: set[int] = set()  # process groups of running children

@@ -30,12 +30,12 @@ import pipeline
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
 from pipeline.dicom.volume import CtVolume
 from pipeline.enums import Stage
-from pipeline.errors import ModelError, PipelineError
+from pipeline.errors import IsolatedFailure, ModelError, PipelineError
 from pipeline.evaluate.detection import Detection
 from pipeline.evaluate.lnq2023 import CaseScore
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.inputs import SeriesInputs, load_series_inputs
-from pipeline.isolation import IsolatedFailure, Limits, run_isolated
+from pipeline.isolation import Limits, run_isolated
 from pipeline.models.base import SegmentationModel
 from pipeline.models.spec import ModelSpec, model_label
 from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome, SourceNodes

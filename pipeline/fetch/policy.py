@@ -85,7 +85,7 @@ def check_bucket(bucket: str, extra_buckets: Iterable[str], *, series_uid: str |
     if bucket not in allowed:
         raise FetchError(
             f"bucket {bucket!r} is not one of IDC's public buckets ({', '.join(IDC_BUCKETS)}); "
-            f"pass --allow-bucket {bucket} to fetch from it",
+            f"allow {bucket} explicitly to fetch from it",
             series_uid=series_uid,
         )
 
@@ -94,7 +94,7 @@ def check_bucket_names(buckets: Iterable[str]) -> None:
     """Names given with ``--allow-bucket`` must be bucket names."""
     for bucket in buckets:
         if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-            raise FetchError(f"--allow-bucket {bucket!r} is not a valid bucket name")
+            raise FetchError(f"allowed bucket {bucket!r} is not a valid bucket name")
 
 
 def check_endpoint(endpoint_url: str, *, series_uid: str | None = None) -> None:

@@ -100,7 +100,7 @@ def check_config(config: FetchConfig) -> None:
     check_bucket_names(config.extra_buckets)
     if config.timeout_s <= 0 or config.stall_timeout_s <= 0 or config.attempts < 1:
         raise FetchError(
-            "the fetch needs positive time limits and at least one attempt (--fetch-timeout "
+            "the fetch needs positive time limits and at least one attempt (fetch time limit "
             f"{config.timeout_s:g} s, stall timeout {config.stall_timeout_s:g} s, {config.attempts} attempts)"
         )
 
@@ -295,6 +295,24 @@ def _fetch_remote(
             delay,
         )
         time.sleep(delay)
+
+
+def probe_series(url: str, *, series_uid: str, config: FetchConfig, timeout_s: float = 60.0) -> str | None:
+    """List one remote series once (no retries, bounded): None when it answers, else why not.
+
+    What the job asks of the first series before it starts, to tell "the network or endpoint is
+    unreachable" from "this series is bad" in seconds rather than after a cohort of timeouts."""
+    location = parse_series_url(to_s3_url(url), series_uid=series_uid)
+    end = time.monotonic() + min(timeout_s, config.timeout_s)
+    fetch = _Fetch(url, location, "", series_uid, config, end=end, budget_s=min(timeout_s, config.timeout_s))
+    fetch.attempt = 1
+    try:
+        _list(fetch)
+    except _Transient as exc:
+        return str(exc)
+    except FetchError as exc:
+        return exc.detail
+    return None
 
 
 def _list(fetch: _Fetch) -> list[_Object]:

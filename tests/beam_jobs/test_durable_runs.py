@@ -256,3 +256,32 @@ def test_kill_at_random_points_keeps_tables_and_finished_series(cohort, tmp_path
     done = len(list((out / "_lnq" / "results").glob("*/ok/*.json")))
     assert read_table(str(out), "series").num_rows == 4 and done == 4
     assert not list(out.glob("**/*.tmp*"))
+
+
+def test_an_unreachable_bucket_stops_the_run_before_the_first_series(cohort, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Not the series' fault: when the first series cannot even be listed, all with the same
+    error, the run stops at once with one line (exit 1) and touches nothing."""
+    from tests.support.s3 import free_port
+
+    _, rows = cohort
+    remote = [
+        dict(r, ct_series_url=f"s3://idc-open-data/{i:08d}-0000-0000-0000-000000000000/*")
+        for i, r in enumerate(rows)
+    ]
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run",
+            "--cohort",
+            str(_write_cohort(tmp_path / "remote.parquet", remote)),
+            "--output",
+            str(out),
+            "--s3-endpoint",
+            f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "no series could be fetched from http://127.0.0.1:" in err and "is the network reachable?" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / "series").exists() and not list((out / "_lnq").glob("results/*/*/*.json"))

@@ -266,3 +266,14 @@ def test_model_failure_is_an_inference_error(clean, window_model, monkeypatch: p
     result = process_series(row, config=_model_config(path), model=Broken())
     assert result.series["status"] == "error"
     assert (result.errors[0]["stage"], result.errors[0]["error_type"]) == ("inference", "RuntimeError")
+
+
+def test_the_done_line_names_only_the_masks_measured(phantom, caplog: pytest.LogCaptureFixture) -> None:
+    """Reference mode measured no prediction: the log says so, not 'None predicted nodes'."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="pipeline.process")
+    row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
+    process_series(row, config=_config())
+    (line,) = [r.getMessage() for r in caplog.records if "slices," in r.getMessage()]
+    assert line.endswith("40 slices, 3 reference nodes") and "None" not in line

@@ -69,7 +69,7 @@ def test_idc_buckets_pass_others_need_allowing() -> None:
     for bucket in IDC_BUCKETS:
         check_bucket(bucket, ())
     check_bucket("my-mirror", ("my-mirror",))
-    with pytest.raises(FetchError, match="pass --allow-bucket my-mirror to fetch from it"):
+    with pytest.raises(FetchError, match="allow my-mirror explicitly to fetch from it"):
         check_bucket("my-mirror", ("other",))
 
 

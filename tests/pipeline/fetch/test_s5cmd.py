@@ -373,7 +373,7 @@ def test_bucket_outside_the_allow_list_is_refused(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(
         FetchError,
         match=r"series 1.2.3: bucket 'someone-elses-bucket' is not one of IDC's public buckets "
-        r"\(idc-open-data, idc-open-data-two, idc-open-data-cr\); pass --allow-bucket someone-elses-bucket",
+        r"\(idc-open-data, idc-open-data-two, idc-open-data-cr\); allow someone-elses-bucket explicitly",
     ):
         fetch_series("s3://someone-elses-bucket/x/*", str(tmp_path / "o"), series_uid="1.2.3")
     assert not (tmp_path / "o").exists()
@@ -423,7 +423,7 @@ def test_https_and_loopback_http_are_accepted(endpoint: str) -> None:
 def test_other_schemes_and_bad_allowed_names_are_refused() -> None:
     with pytest.raises(FetchError, match="is not an https:// URL"):
         check_config(_config("ftp://127.0.0.1"))
-    with pytest.raises(FetchError, match="--allow-bucket 'Bad_Bucket' is not a valid bucket name"):
+    with pytest.raises(FetchError, match="allowed bucket 'Bad_Bucket' is not a valid bucket name"):
         check_config(_config("https://s3.amazonaws.com", extra_buckets=("Bad_Bucket",)))
 
 
