@@ -266,10 +266,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 key,
             )
             if pending:
-                check_reachable(pending, fetch)
                 shared = Shared()
                 if spec is not None:
                     check_model_reachable(spec, shared)  # fail fast, before any series
+                check_reachable(pending, fetch)
                 p = test_pipeline or beam.Pipeline(options=options)
                 progress = os.path.join(work, "progress") if is_local else None
                 if progress:

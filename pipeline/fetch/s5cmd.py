@@ -304,7 +304,8 @@ def probe_series(url: str, *, series_uid: str, config: FetchConfig, timeout_s: f
     unreachable" from "this series is bad" in seconds rather than after a cohort of timeouts."""
     location = parse_series_url(to_s3_url(url), series_uid=series_uid)
     end = time.monotonic() + min(timeout_s, config.timeout_s)
-    fetch = _Fetch(url, location, "", series_uid, config, end=end, budget_s=min(timeout_s, config.timeout_s))
+    budget_s = min(timeout_s, config.timeout_s)
+    fetch = _Fetch(url, location, "<no folder>", series_uid, config, end=end, budget_s=budget_s)
     fetch.attempt = 1
     try:
         _list(fetch)
