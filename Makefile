@@ -50,7 +50,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) *.egg-info
 
-.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local
+.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing
 bench-accuracy: $(STAMP)
 	$(PY) bench/recist_accuracy.py
 
@@ -75,7 +75,10 @@ bench-report: $(STAMP)
 bench-local: $(STAMP)
 	$(PY) bench/local_run.py
 
-bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local
+bench-sharing: $(STAMP)
+	$(PY) bench/model_sharing.py
+
+bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing
 
 # ---- Google Cloud (see README "Run on Google Cloud"); needs gcloud and docker ----
 PROJECT ?= $(shell gcloud config get-value project 2>/dev/null)
