@@ -277,8 +277,10 @@ def _stop_children_on_signals() -> Iterator[None]:
         return
 
     def stop(signum: int, frame: object) -> None:
+        from beam_jobs.options import INTERRUPTED
         from pipeline import bounded, isolation
 
+        INTERRUPTED.set()
         isolation.kill_all()
         bounded.kill_all()
         raise KeyboardInterrupt

@@ -32,7 +32,7 @@ from apache_beam.utils.shared import Shared
 import pipeline
 from beam_jobs import lock
 from beam_jobs.dataflow import GpuRequest, dataflow_args, is_dataflow, repo_setup_file
-from beam_jobs.options import UsageError, split_beam_args
+from beam_jobs.options import INTERRUPTED, UsageError, split_beam_args
 from beam_jobs.run_args import make_parser
 from beam_jobs.store import TABLE_FILE, ResultStore, add_to_manifest, complete_publish, publish, run_key
 from beam_jobs.transforms import (
@@ -287,6 +287,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 try:
                     p.run().wait_until_finish()
                 except Exception as exc:  # the runner's own failure, not a series' (those are rows)
+                    if INTERRUPTED.is_set():  # Beam wrapped the interruption of a DoFn it was running
+                        raise KeyboardInterrupt from exc
                     raise RunFailed(
                         f"the job failed: {_first_line(exc)}; finished series are kept, "
                         "the published tables are unchanged"

@@ -11,10 +11,15 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
+import threading
 
 
 class UsageError(Exception):
     """A mistake on the command line or in its inputs: one line, exit code 2."""
+
+
+INTERRUPTED = threading.Event()
+"""Set by the CLI's SIGINT/SIGTERM handler: a failure that follows is the interruption's."""
 
 
 @functools.lru_cache(maxsize=1)

@@ -285,3 +285,38 @@ def test_an_unreachable_bucket_stops_the_run_before_the_first_series(cohort, tmp
     assert "no series could be fetched from http://127.0.0.1:" in err and "is the network reachable?" in err
     assert len(err.strip().splitlines()) == 1
     assert not (out / "series").exists() and not list((out / "_lnq").glob("results/*/*/*.json"))
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_and_says_how_to_resume(cohort, tmp_path: Path) -> None:
+    """SIGTERM mid-run: exit 130 with a line saying how to resume, no child process or temporary
+    folder left, the lock released, finished series kept, the published tables untouched."""
+    from tests.support.faults import processes_with
+
+    path, _ = cohort
+    out, work = tmp_path / "out", tmp_path / "work"
+    work.mkdir()
+    before = {p for needle in ("forkserver", "s5cmd") for p in processes_with(needle)}
+    proc = subprocess.Popen(
+        [*LNQ, "run", "--cohort", str(path), "--output", str(out), "--work-dir", str(work)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines = []
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait for the first finished series
+        lines.append(line)
+        if "[1/4] series" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "interrupted; finished series are kept; run the same command again to resume" in rest
+    assert list(work.iterdir()) == []
+    assert not (out / "_lnq" / "lock.json").exists()
+    assert not (out / "series").exists()  # nothing was published
+    assert len(list((out / "_lnq" / "results").glob("*/ok/*.json"))) >= 1
+    time.sleep(1)
+    after = {p for needle in ("forkserver", "s5cmd") for p in processes_with(needle)}
+    assert after <= before

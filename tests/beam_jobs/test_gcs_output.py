@@ -44,8 +44,10 @@ def test_run_writes_tables_and_segs_to_gcs(gcs_bucket: str, tmp_path: Path) -> N
                 f"torchscript:{model}",
                 "--device",
                 "cpu",
+                "--report",
             ]
         )
+        assert summary.report == f"{output}/report/index.html"
         assert (summary.n_ok, summary.n_failed) == (1, 0)
     (series,) = read_table(output, "series").to_pylist()
     assert series["seg_uri"] == f"{output}/seg/{p.series_uid}.dcm"
@@ -58,7 +60,9 @@ def test_run_writes_tables_and_segs_to_gcs(gcs_bucket: str, tmp_path: Path) -> N
     ]
     assert f"{output}/_lnq/manifest.json" in work
     assert not any(path.endswith(("lock.json", "publish.json")) for path in work)  # released, completed
-    assert [path for path in paths if path not in work] == sorted(
+    report = [path for path in paths if "/report/" in path]
+    assert f"{output}/report/index.html" in report and any(path.endswith(".png") for path in report)
+    assert [path for path in paths if path not in work and path not in report] == sorted(
         [
             f"{output}/errors/part-00000-of-00001.parquet",
             f"{output}/nodes/part-00000-of-00001.parquet",
