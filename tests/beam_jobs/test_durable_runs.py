@@ -320,3 +320,26 @@ def test_sigterm_stops_cleanly_and_says_how_to_resume(cohort, tmp_path: Path) ->
     time.sleep(1)
     after = {p for needle in ("forkserver", "s5cmd") for p in processes_with(needle)}
     assert after <= before
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_output_is_refused(cohort, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _ = cohort
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [*LNQ, "run", "--cohort", str(path), "--output", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert first.stderr is not None
+    for line in first.stderr:  # the first run holds the output now
+        if "[1/4] series" in line:
+            break
+    code = main(["run", "--cohort", str(path), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "is being written by another lnq run (host" in err and f"PID {first.pid}" in err
+    _, rest = first.communicate(timeout=120)
+    assert first.returncode == 0, rest
+    assert read_table(str(out), "series").num_rows == 4  # the first run published, untouched by the second
