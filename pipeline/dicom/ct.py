@@ -29,7 +29,7 @@ from pipeline.dicom.header_checks import (
     read_header,
     transfer_syntax,
 )
-from pipeline.dicom.volume import CtVolume, Geometry
+from pipeline.dicom.volume import CtVolume, Geometry, float3
 from pipeline.errors import DecodeError
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def decode_ct_series(
     first = slices[0].dataset
     geometry = Geometry(
         size_zyx=(len(slices), rows, cols),
-        origin_mm=tuple(float(v) for v in slices[0].position),  # type: ignore[arg-type]
+        origin_mm=float3(slices[0].position),
         spacing_mm=(float(pixel_spacing[1]), float(pixel_spacing[0]), slice_spacing),
         direction=tuple(float(v) for v in direction.ravel()),
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ def aggregate_scores(dsc: Sequence[float], assd_mm: Sequence[float]) -> dict[str
     worst = float(finite.max()) if finite.size else math.nan
     ranked = np.where(np.isnan(a), worst, a)
 
-    def stat(values: np.ndarray, fn) -> float | None:  # type: ignore[no-untyped-def]
+    def stat(values: np.ndarray, fn: Callable[[np.ndarray], Any]) -> float | None:
         return float(fn(values)) if values.size and not np.all(np.isnan(values)) else None
 
     return {
