@@ -178,30 +178,29 @@ class ResultStore:
             if exists(stale):
                 delete_quietly([stale])
 
+    def _listed(self, status: SeriesStatus) -> set[str]:
+        """File names of the results with ``status``: one listing, no reads."""
+        pattern = f"{self.root}/{status.value}/*.json"
+        return {os.path.basename(m.path) for m in FileSystems.match([pattern])[0].metadata_list}
+
     def done(self) -> set[str]:
         """UIDs with an ``ok`` result: one listing, no reads."""
-        pattern = f"{self.root}/{SeriesStatus.OK.value}/*.json"
-        return {
-            os.path.basename(m.path)[: -len(".json")] for m in FileSystems.match([pattern])[0].metadata_list
-        }
+        return {name[: -len(".json")] for name in self._listed(SeriesStatus.OK)}
 
     def read(self, uids: Iterable[str], *, threads: int = 16) -> dict[str, OutcomeRows]:
-        """The stored result of each UID that has one (``ok`` preferred)."""
-        done = self.done()
+        """The stored result of each UID that has one (``ok`` preferred); only listed files are read,
+        and an unreadable one counts as no result (the run's check then refuses to publish)."""
+        listed = {status: self._listed(status) for status in (SeriesStatus.OK, SeriesStatus.ERROR)}
 
         def one(uid: str) -> tuple[str, OutcomeRows | None]:
-            for status in (SeriesStatus.OK, SeriesStatus.ERROR):
-                if status == SeriesStatus.OK and uid not in done:
-                    continue
+            for status, names in listed.items():
                 path = self.path(status, uid)
+                if os.path.basename(path) not in names:
+                    continue
                 try:
                     return uid, decode_rows(read_bytes(path))
-                except (OSError, FileNotFoundError, ValueError, KeyError):
-                    continue
-                except Exception as exc:  # Beam wraps missing files in its own errors
-                    if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
-                        continue
-                    raise
+                except (OSError, ValueError, KeyError) as exc:
+                    logger.warning("the stored result %s is unreadable (%s); it counts as missing", path, exc)
             return uid, None
 
         with ThreadPoolExecutor(max(1, threads)) as pool:
