@@ -31,14 +31,12 @@ from pipeline.cohort.rows import CohortRow, validate_cohort_row
 from pipeline.dicom.volume import CtVolume
 from pipeline.enums import Stage
 from pipeline.errors import IsolatedFailure, ModelError, PipelineError
-from pipeline.evaluate.detection import Detection
-from pipeline.evaluate.lnq2023 import CaseScore
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.inputs import SeriesInputs, load_series_inputs
 from pipeline.isolation import Limits, run_isolated
 from pipeline.models.base import SegmentationModel
 from pipeline.models.spec import ModelSpec, model_label
-from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome, SourceNodes
+from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome
 from pipeline.series_stages import MeasuredSeries, measure_series, reference_series
 
 logger = logging.getLogger(__name__)
@@ -87,19 +85,6 @@ class StageClock:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
-@dataclass(frozen=True)
-class _Measured:
-    """What the stages produced for a series that succeeded."""
-
-    grid: GridSummary
-    sources: tuple[SourceNodes, ...]
-    seg_uri: str | None
-    sr_uri: str | None
-    qc_uri: str | None
-    score: CaseScore | None
-    detection: Detection | None
-
-
 def process_series(
     raw: Mapping[str, Any],
     *,
@@ -123,7 +108,7 @@ def process_series(
                 f"model {config.model_label} was not loaded", series_uid=identity.ct_series_instance_uid
             )
         with tempfile.TemporaryDirectory(prefix="lnq-", dir=config.work_dir) as tmp:
-            measured = _run_stages(row, tmp, clock, config=config, model=model, sink=sink)
+            measured, uris = _run_stages(row, tmp, clock, config=config, model=model, sink=sink)
     except Exception as exc:  # every failure of this series becomes its error, never a crash
         error = (
             exc.error
@@ -152,9 +137,9 @@ def process_series(
         total_s=round(time.perf_counter() - start, 4),
         grid=measured.grid,
         sources=measured.sources,
-        seg_uri=measured.seg_uri,
-        sr_uri=measured.sr_uri,
-        qc_uri=measured.qc_uri,
+        seg_uri=uris.get("seg"),
+        sr_uri=uris.get("sr"),
+        qc_uri=uris.get("qc"),
         score=measured.score,
         detection=measured.detection,
     )
@@ -168,9 +153,10 @@ def _run_stages(
     config: ProcessConfig,
     model: SegmentationModel | None,
     sink: ArtifactSink | None,
-) -> _Measured:
+) -> tuple[MeasuredSeries, dict[str, str]]:
     """Reference mode: the whole series in one isolated child. Model mode: decode in a child,
-    infer here (the model is loaded once per worker), measure and write in a second child."""
+    infer here (the model is loaded once per worker), measure and write in a second child.
+    Returns what was measured and where the sink stored each file (by kind)."""
     uid = row.ct_series_instance_uid
     write_files = sink is not None
     if model is None:
@@ -221,15 +207,7 @@ def _run_stages(
         with clock.stage(Stage.SEG_WRITE):
             uris = {kind: sink(kind, uid, data) for kind, data in measured.files.items()}
     _log_done(uid, measured)
-    return _Measured(
-        grid=measured.grid,
-        sources=measured.sources,
-        seg_uri=uris.get("seg"),
-        sr_uri=uris.get("sr"),
-        qc_uri=uris.get("qc"),
-        score=measured.score,
-        detection=measured.detection,
-    )
+    return measured, uris
 
 
 def _predict(model: SegmentationModel, ct: CtVolume, clock: StageClock, path: str) -> str:
