@@ -253,6 +253,10 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
 
         make_parser().print_help()
         return EXIT_OK
+    if not _on_dataflow(rest):  # local series run in isolated children of a fork server
+        from pipeline.isolation import start_fork_server
+
+        start_fork_server()
     from beam_jobs.lnq_run import run
 
     with _stop_children_on_signals():
@@ -263,6 +267,17 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
         f"{summary.n_nodes} nodes; tables in {summary.output}{report}"
     )
     return EXIT_OK if summary.n_failed == 0 else EXIT_SERIES_FAILED
+
+
+def _on_dataflow(rest: list[str]) -> bool:
+    """Whether ``lnq run``'s arguments name the Dataflow runner (read before Beam is imported)."""
+    for i, arg in enumerate(rest):
+        value = arg.split("=", 1)[1] if arg.startswith("--runner=") else None
+        if arg == "--runner" and i + 1 < len(rest):
+            value = rest[i + 1]
+        if value is not None and value.lower() in {"dataflowrunner", "dataflow"}:
+            return True
+    return False
 
 
 @contextlib.contextmanager

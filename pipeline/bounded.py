@@ -181,7 +181,8 @@ def _wait(
                 if now - last_change >= idle_timeout_s:
                     return False, True
             if not selector.get_map():  # both pipes closed: only the exit is left to wait for
-                time.sleep(min(_POLL_S, deadline - now))
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=min(_POLL_S, deadline - now))
                 continue
             for key, _ in selector.select(min(_POLL_S, deadline - now)):
                 if _read(key.fd, pipes, selector):

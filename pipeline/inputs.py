@@ -3,7 +3,8 @@
 :func:`load_series_inputs` is what runs in the isolated child process
 (:mod:`pipeline.isolation`): it touches every byte that came from a bucket, and
 leaves the decoded arrays as ``.npy`` files in the series' work folder, so that
-only a small record crosses back to the parent, which maps the arrays from disk.
+only a small record crosses back to the parent, which maps the arrays from disk (in reference
+mode, where the same child measures, they stay in memory).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,15 +31,22 @@ _NO_PIXELS = np.empty((0, 0, 0), dtype=np.int16)
 
 @dataclass(frozen=True)
 class SeriesInputs:
-    """The decoded CT (its voxels in ``hu_path``), the reference mask file, seconds per stage."""
+    """The decoded CT and the reference mask, seconds per stage.
+
+    For another process, the voxels are in ``hu_path`` and the mask in ``reference_path``
+    (``.npy``) and ``ct`` carries no voxels; for this process (``in_memory``), both are here.
+    """
 
     ct: CtVolume
-    hu_path: str
+    hu_path: str | None
     reference_path: str | None
     seconds: dict[Stage, float]
+    reference: np.ndarray | None = None
 
     def load(self) -> tuple[CtVolume, np.ndarray | None]:
-        """The CT with its voxels and the reference mask, mapped from disk (copy on write)."""
+        """The CT with its voxels and the reference mask (mapped from disk, copy on write)."""
+        if self.hu_path is None:
+            return self.ct, self.reference
         ct = dataclasses.replace(self.ct, hu=np.load(self.hu_path, mmap_mode="c"))
         reference = None if self.reference_path is None else np.load(self.reference_path, mmap_mode="c")
         return ct, reference
@@ -50,53 +59,71 @@ def load_series_inputs(
     folder: str,
     fetch: FetchConfig,
     reference_required: bool,
+    in_memory: bool = False,
 ) -> SeriesInputs:
-    """Fetch, decode and read the reference of ``row`` into ``folder``; announce each stage."""
+    """Fetch, decode and read the reference of ``row`` into ``folder``; announce each stage.
+
+    ``in_memory``: the arrays are for this process, so they are not written to ``folder``.
+    """
     uid = row.ct_series_instance_uid
     seconds: dict[Stage, float] = {}
     report(Stage.FETCH)
     start = time.perf_counter()
     deadline = time.monotonic() + fetch.timeout_s  # one budget for the series' whole fetch, CT and SEG
-    ct_dir = fetch_series(
-        row.ct_series_url,
-        os.path.join(folder, "ct"),
-        series_uid=uid,
-        expected_count=row.ct_instance_count,
-        config=fetch,
-        deadline=deadline,
-    )
-    seg_dir = None
-    if row.seg_series_url is not None:
-        seg_dir = fetch_series(
-            row.seg_series_url, os.path.join(folder, "seg"), series_uid=uid, config=fetch, deadline=deadline
+    # the SEG is fetched while the CT is: each is mostly waiting on the network. A failed CT fetch
+    # is the error reported, once the SEG's (bounded by the same deadline) has ended too.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-seg") as pool:
+        seg_fetch = None
+        if row.seg_series_url is not None:
+            seg_fetch = pool.submit(
+                fetch_series,
+                row.seg_series_url,
+                os.path.join(folder, "seg"),
+                series_uid=uid,
+                config=fetch,
+                deadline=deadline,
+            )
+        ct_dir = fetch_series(
+            row.ct_series_url,
+            os.path.join(folder, "ct"),
+            series_uid=uid,
+            expected_count=row.ct_instance_count,
+            config=fetch,
+            deadline=deadline,
         )
+        seg_dir = None if seg_fetch is None else seg_fetch.result()
     seconds[Stage.FETCH] = time.perf_counter() - start
 
     report(Stage.DECODE)
     start = time.perf_counter()
     ct = decode_ct_series(ct_dir, expected_series_uid=uid)
-    hu_path = os.path.join(folder, "hu.npy")
-    np.save(hu_path, ct.hu)
+    hu_path = None if in_memory else _saved(os.path.join(folder, "hu.npy"), ct.hu)
     seconds[Stage.DECODE] = time.perf_counter() - start
 
     report(Stage.REFERENCE)
-    reference_path = None
+    mask = reference_path = None
     if seg_dir is not None:
         start = time.perf_counter()
         mask = read_reference_seg(_single_seg_file(seg_dir, uid), ct)
-        reference_path = os.path.join(folder, "reference.npy")
-        np.save(reference_path, mask)
+        reference_path = None if in_memory else _saved(os.path.join(folder, "reference.npy"), mask)
         seconds[Stage.REFERENCE] = time.perf_counter() - start
     elif reference_required:
         raise ReferenceSegError(
             "the cohort row has no reference SEG (seg_series_url is null) to measure", series_uid=uid
         )
+    if in_memory:
+        return SeriesInputs(ct=ct, hu_path=None, reference_path=None, seconds=seconds, reference=mask)
     return SeriesInputs(
         ct=dataclasses.replace(ct, hu=_NO_PIXELS),
         hu_path=hu_path,
         reference_path=reference_path,
         seconds=seconds,
     )
+
+
+def _saved(path: str, array: np.ndarray) -> str:
+    np.save(path, array)
+    return path
 
 
 def _single_seg_file(folder: str, series_uid: str) -> str:

@@ -64,7 +64,9 @@ def reference_series(
     *, report: StageReporter, row: CohortRow, folder: str, fetch: FetchConfig, write_files: bool
 ) -> MeasuredSeries:
     """Reference mode, all in one process: fetch, decode, read the expert SEG, measure, write."""
-    inputs = load_series_inputs(report=report, row=row, folder=folder, fetch=fetch, reference_required=True)
+    inputs = load_series_inputs(
+        report=report, row=row, folder=folder, fetch=fetch, reference_required=True, in_memory=True
+    )
     measured = measure_series(
         report=report, inputs=inputs, prediction_path=None, row=row, model=None, write_files=write_files
     )

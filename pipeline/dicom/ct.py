@@ -141,7 +141,19 @@ def decode_ct_series(
             _sop_uid(s.dataset, "SOPInstanceUID", "MediaStorageSOPInstanceUID") for s in slices
         ),
         source_files=tuple(s.path for s in slices),
+        headers=tuple(_without_pixels(s.dataset) for s in slices),
     )
+
+
+PIXEL_DATA_TAG = 0x7FE00010
+
+
+def _without_pixels(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """The header alone, as ``dcmread(stop_before_pixels=True)`` reads it: the pixels are in the
+    volume now."""
+    for tag in [t for t in ds.keys() if t >= PIXEL_DATA_TAG]:
+        del ds[tag]
+    return ds
 
 
 def _read(path: str, label: str) -> tuple[pydicom.Dataset, int]:

@@ -290,8 +290,15 @@ def _segmentation(
 
 
 def source_headers(files: list[str], ct: CtVolume) -> list[pydicom.Dataset]:
-    """CT headers (no pixels) to reference; anonymised files with empty UIDs get stand-ins (logged)."""
-    headers: list[pydicom.Dataset] = [pydicom.dcmread(path, stop_before_pixels=True) for path in files]
+    """CT headers (no pixels) to reference; anonymised files with empty UIDs get stand-ins (logged).
+
+    The decoder's headers are used where it kept them for these files (a volume decoded in this
+    process); otherwise the files are read again.
+    """
+    kept = dict(zip(ct.source_files, ct.headers, strict=False))
+    headers: list[pydicom.Dataset] = [
+        kept[path] if path in kept else pydicom.dcmread(path, stop_before_pixels=True) for path in files
+    ]
     first_sop = str(
         headers[0].get("SOPInstanceUID") or headers[0].file_meta.get("MediaStorageSOPInstanceUID", "")
     )

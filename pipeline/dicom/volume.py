@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
+
+if TYPE_CHECKING:
+    import pydicom
 
 GRID_TOLERANCE = 1e-4
 """Two grids are one when origins and spacings agree within this many mm (and direction cosines
@@ -115,6 +118,9 @@ class CtVolume:
     patient_id: str
     sop_instance_uids: tuple[str, ...]
     source_files: tuple[str, ...] = field(default=())
+    # the decoder's headers (no pixel data), one per slice in slice order: what the SEG writer
+    # references, so that it need not read every file again; empty when the volume was not decoded
+    headers: tuple[pydicom.Dataset, ...] = field(default=(), repr=False)
 
     def to_sitk(self) -> sitk.Image:
         """HU as a SimpleITK image with this volume's geometry."""

@@ -107,3 +107,19 @@ def test_kill_all_stops_running_children(tmp_path: Path) -> None:
     assert not thread.is_alive()
     assert isinstance(outcome[0], IsolatedFailure) and "SIGKILL" in outcome[0].error.message
     assert not _alive(int(pid_file.read_text()))
+
+
+def test_starting_the_fork_server_early_is_the_server_children_come_from() -> None:
+    """start_fork_server starts (or keeps) the one fork server without waiting for its preload;
+    the isolated children are then forked by that server."""
+    from multiprocessing import forkserver
+
+    from pipeline.isolation import start_fork_server
+
+    start_fork_server()
+    server = forkserver._forkserver._forkserver_pid
+    assert server is not None and _alive(server)
+    start_fork_server()  # a second call keeps the running one
+    assert forkserver._forkserver._forkserver_pid == server
+    out = run_isolated(targets.returns, series_uid="1.2.3", limits=LIMITS, first_stage=Stage.FETCH, value=1)
+    assert out["ppid"] == server

@@ -14,7 +14,7 @@ from pipeline.isolation import StageReporter
 
 def returns(*, report: StageReporter, value: int) -> dict[str, int]:
     report(Stage.FETCH)
-    return {"value": value, "pid": os.getpid()}
+    return {"value": value, "pid": os.getpid(), "ppid": os.getppid()}
 
 
 def panics(*, report: StageReporter) -> None:

@@ -330,3 +330,26 @@ def test_beyond_the_cap_smaller_nodes_share_one_untracked_segment(phantom, tmp_p
     sr_path.write_bytes(sr_bytes(report))
     reported = sorted(m["tracking_uid"] for m in read_measurements(str(sr_path)))
     assert reported == sorted(t.uid for t in segment_tracking(seg).values())
+
+
+def test_the_decoders_headers_give_the_seg_that_reading_the_files_gives(phantom, tmp_path: Path) -> None:
+    """The SEG writer references the headers the decoder kept (no second read of every CT file):
+    the SEG is element for element the one made from headers read from the files again."""
+    import dataclasses
+
+    ct, labels, nodes = _labelled(phantom)
+    assert len(ct.headers) == len(ct.source_files) and all("PixelData" not in h for h in ct.headers)
+    from_files = dataclasses.replace(ct, headers=())
+    kept = pydicom.dcmread(_write_nodes(tmp_path, labels, ct, nodes, name="kept.dcm"))
+    reread = pydicom.dcmread(_write_nodes(tmp_path, labels, from_files, nodes, name="reread.dcm"))
+    volatile = {"ContentDate", "ContentTime", "InstanceCreationDate", "InstanceCreationTime"}
+    volatile |= {"ContributionDateTime", "DimensionOrganizationUID"}  # a clock, highdicom's random UID
+
+    def blank(ds: pydicom.Dataset, element: pydicom.DataElement) -> None:
+        if element.keyword in volatile:
+            element.value = ""
+
+    for ds in (kept, reread):
+        ds.walk(blank)
+    assert kept == reread
+    assert kept.PixelData == reread.PixelData

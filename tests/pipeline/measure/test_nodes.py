@@ -133,15 +133,55 @@ def test_labels_with_gaps_keep_their_numbers() -> None:
 def test_labels_number_components_as_simpleitk_does(seed: int) -> None:
     """scipy's labelling numbers 26-connected components as SimpleITK's ConnectedComponent
     (fully connected) does, so node numbering (ties by raster order) is what it always was."""
-    import SimpleITK as sitk
 
     from pipeline.measure.components import label_nodes
 
     rng = np.random.default_rng(seed)
     mask = rng.random((24, 40, 36)) > 0.9  # hundreds of specks, many of one voxel: ties everywhere
+    np.testing.assert_array_equal(label_nodes(mask, _grid(mask.shape)), _simpleitk_numbering(mask))
+
+
+def _simpleitk_numbering(mask: np.ndarray) -> np.ndarray:
+    import SimpleITK as sitk
+
     itk = sitk.GetArrayFromImage(sitk.ConnectedComponent(sitk.GetImageFromArray(mask.astype(np.uint8)), True))
     n = int(itk.max())
     counts = np.bincount(itk.ravel(), minlength=n + 1)[1:]
     remap = np.zeros(n + 1, dtype=np.int64)
     remap[np.argsort(-counts, kind="stable") + 1] = np.arange(1, n + 1)
-    np.testing.assert_array_equal(label_nodes(mask, _grid(mask.shape)), remap[itk])
+    return remap[itk]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_labelling_only_the_foreground_box_numbers_as_the_whole_volume(seed: int, monkeypatch) -> None:
+    """label_nodes labels only the box around the foreground, counting and renumbering a few
+    slices at a time: specks in an off-centre corner of a larger volume, counted in blocks of
+    two slices, are numbered as SimpleITK numbers the whole volume."""
+    from pipeline.measure import components
+    from pipeline.measure.components import label_nodes
+
+    blocks_of = components._slice_blocks
+    seen: list[int] = []
+
+    def small_blocks(volume: np.ndarray) -> list[np.ndarray]:
+        blocks = blocks_of(volume, max_voxels=2 * volume.shape[1] * volume.shape[2])
+        seen.extend(b.shape[0] for b in blocks)
+        return blocks
+
+    monkeypatch.setattr(components, "_slice_blocks", small_blocks)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((40, 300, 310), dtype=np.uint8)
+    mask[7:31, 101:141, 203:239] = rng.random((24, 40, 36)) > 0.85
+    mask[7, 101, 203] = mask[30, 140, 238] = 1
+    assert components._foreground_box(mask) == (slice(7, 31), slice(101, 141), slice(203, 239))
+    labels = label_nodes(mask, _grid(mask.shape))
+    assert labels.dtype == np.uint16 and labels.max() > 100
+    np.testing.assert_array_equal(labels, _simpleitk_numbering(mask))
+    assert seen[:12] == [2] * 12  # counted (and renumbered) two slices at a time
+
+
+def test_an_empty_mask_has_no_label() -> None:
+    from pipeline.measure.components import label_nodes
+
+    labels = label_nodes(np.zeros((5, 6, 7), np.uint8), _grid((5, 6, 7)))
+    assert labels.dtype == np.uint16 and not labels.any()
