@@ -10,9 +10,10 @@ A remote fetch:
    the endpoint (https, or http on loopback only) (:mod:`pipeline.fetch.policy`);
 2. lists the series' objects (``s5cmd ls``) and refuses the series if any key is not a plain
    file name directly under the series prefix (``..``, ``/``, hidden, nested);
-3. copies each object by an explicit ``cp`` line to ``<dest>/<name>`` (``s5cmd run``);
-4. checks every file's size against the listing, and its MD5 against the ETag where the ETag is
-   an MD5.
+3. copies the objects under the prefix into ``<dest>``, each named by the last part of its key
+   (``s5cmd cp --flatten``, so that no key can name a path outside ``<dest>``);
+4. checks every listed file's size against the listing, and its MD5 against the ETag where the
+   ETag is an MD5, and removes files the listing did not name.
 
 Every s5cmd runs through :func:`pipeline.bounded.run_bounded`: in its own process group, killed
 whole on timeout, on a stall (no byte for ``stall_timeout_s``), and on SIGINT/SIGTERM of a job
@@ -31,7 +32,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -273,9 +273,9 @@ def _fetch_remote(
         try:
             if objects is None:
                 objects = _list(fetch)
-            _copy(fetch, objects)
+            _copy(fetch)
             _verify(fetch, objects)
-            _remove_partials(folder, objects)
+            _remove_unlisted(folder, objects)
             return
         except _Transient as exc:
             last = str(exc)
@@ -361,22 +361,23 @@ def _list(fetch: _Fetch) -> list[_Object]:
     return objects
 
 
-def _copy(fetch: _Fetch, objects: list[_Object]) -> None:
-    """One explicit ``cp`` per object, run from inside the series folder, to its plain name."""
-    lines = [f'cp "{fetch.location.object_url(o.name)}" "{o.name}"' for o in objects]
-    handle, commands = tempfile.mkstemp(prefix="lnq-s5cmd-", suffix=".txt")
-    try:
-        with os.fdopen(handle, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        done = fetch.s5cmd(
-            "run",
-            commands,
-            limit_s=fetch.config.stall_timeout_s,
-            cwd=fetch.folder,
-            progress=lambda: _bytes_written(fetch.folder),
-        )
-    finally:
-        os.unlink(commands)
+def _copy(fetch: _Fetch) -> None:
+    """Copy the series' objects into its folder, each under its base name (``cp --flatten``).
+
+    One wildcard copy, not a ``cp`` line per listed object: s5cmd asks for every explicitly named
+    object's metadata (a HEAD request each) before copying it, which took 0.25 s of a 108-file
+    series. ``--flatten`` names each file by the last part of its key, so no key can write
+    outside the folder (s5cmd's wildcard copy without it can: peak/s5cmd#872); what arrived is
+    then checked against the listing, and files the listing did not name are removed.
+    """
+    done = fetch.s5cmd(
+        "cp",
+        "--flatten",
+        fetch.location.listing_url,
+        fetch.folder.rstrip(os.sep) + os.sep,
+        limit_s=fetch.config.stall_timeout_s,
+        progress=lambda: _bytes_written(fetch.folder),
+    )
     if not done.ok:
         raise fetch.error(done, "copying")
 
@@ -397,13 +398,21 @@ def _verify(fetch: _Fetch, objects: list[_Object]) -> None:
                 raise _Transient(f"{obj.name} does not match its ETag (MD5 {digest}, expected {obj.etag})")
 
 
-def _remove_partials(folder: str, objects: list[_Object]) -> None:
-    """Delete s5cmd's partial downloads (``<name><digits>``) that a killed attempt left behind."""
+def _remove_unlisted(folder: str, objects: list[_Object]) -> None:
+    """Delete what the listing did not name: s5cmd's partial downloads (``<name><digits>``) that a
+    killed attempt left behind, and objects that appeared under the prefix after the listing."""
     names = {o.name for o in objects}
     for entry in os.listdir(folder):
+        if entry in names:
+            continue
+        path = os.path.join(folder, entry)
         stem = entry.rstrip("0123456789")
-        if entry not in names and stem != entry and stem in names:
-            os.unlink(os.path.join(folder, entry))
+        if not (stem != entry and stem in names):
+            logger.warning("%s: removing %r, which the listing of the series did not name", folder, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
 
 
 def _md5(path: str) -> str:

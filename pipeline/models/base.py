@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from pipeline.dicom.volume import CtVolume, Geometry, float3, int3
 from pipeline.errors import ModelError
+from pipeline.models.slabs import resample_by_slabs
 
 __all__ = ["ModelError", "Prediction", "SegmentationModel", "probabilities_to_ct_grid", "resample_ct"]
 
@@ -36,19 +37,27 @@ class SegmentationModel(Protocol):
 def probabilities_to_ct_grid(
     probabilities: np.ndarray, source: Geometry, target: Geometry, *, threshold: float = 0.5
 ) -> np.ndarray:
-    """Resample foreground probabilities linearly onto ``target``, then threshold (> threshold)."""
+    """Resample foreground probabilities linearly onto ``target``, then threshold (> threshold);
+    a slab at a time, so that no float32 copy of the CT grid is made."""
     if source.same_grid(target):
         return probabilities > threshold
-    image = source.apply_to(sitk.GetImageFromArray(probabilities.astype(np.float32, copy=False)))
-    reference = target.empty_image(sitk.sitkFloat32)
-    resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayViewFromImage(resampled) > threshold
+    return resample_by_slabs(
+        probabilities,
+        source,
+        target,
+        interpolator=sitk.sitkLinear,
+        default=0.0,
+        convert=lambda slab: slab > threshold,
+        out_dtype=bool,
+        source_dtype=np.float32,
+    )
 
 
 def resample_ct(
     ct: CtVolume, spacing_zyx_mm: tuple[float, float, float] | None
 ) -> tuple[np.ndarray, Geometry]:
-    """CT HU (float32) on a grid of the given spacing covering the same extent (linear)."""
+    """CT HU (float32) on a grid of the given spacing covering the same extent (linear); a slab at
+    a time, so that the CT is neither copied nor cast whole."""
     if spacing_zyx_mm is None:
         return ct.hu.astype(np.float32, copy=False), ct.geometry
     spacing_xyz = float3(spacing_zyx_mm[::-1])
@@ -63,7 +72,13 @@ def resample_ct(
         spacing_mm=spacing_xyz,
         direction=ct.geometry.direction,
     )
-    reference = target.empty_image(sitk.sitkFloat32)
-    image = sitk.Cast(ct.to_sitk(), sitk.sitkFloat32)
-    resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(resampled), target
+    resampled = resample_by_slabs(
+        ct.hu,
+        ct.geometry,
+        target,
+        interpolator=sitk.sitkLinear,
+        default=-1024.0,
+        convert=lambda slab: slab,
+        out_dtype=np.float32,
+    )
+    return resampled, target

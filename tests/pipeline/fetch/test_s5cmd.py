@@ -292,7 +292,7 @@ def test_access_denied_403_is_not_retried(
     with pytest.raises(FetchError, match="copying s3://.* failed: .*AccessDenied"):
         fetch_series(url, str(tmp_path / "d"), series_uid="1.2.3", config=config)
     calls = s5cmd_calls()
-    assert len(calls) == 2 and " ls " in calls[0] and " run " in calls[1]  # one listing, one copy
+    assert len(calls) == 2 and " ls " in calls[0] and " cp --flatten " in calls[1]  # one listing, one copy
     assert proxy.object_gets == 40  # one GET per object, none again
 
 
@@ -348,6 +348,37 @@ def test_unsafe_keys_are_refused_and_nothing_is_written(
         fetch_series(f"s3://{BUCKET}/{series}/*", str(dest), series_uid="1.2.3", config=_config(s3_endpoint))
     assert _files_under(tmp_path) == []  # not even the safe object: the series is refused whole
     for where in (tmp_path, tmp_path / "work", REPO, Path.cwd(), Path("/")):
+        assert not (where / f"evil-{tag}.dcm").exists()
+
+
+def test_unsafe_keys_that_appear_after_the_listing_stay_inside_and_are_removed(
+    s3_client, s3_endpoint: str, tmp_path: Path, monkeypatch
+) -> None:
+    """Keys written between the listing and the copy are copied by their last part only
+    (``--flatten``), so none lands outside the folder, and the files the listing did not name
+    are removed: the series is what was listed."""
+    from pipeline.fetch import s5cmd as s5
+
+    tag = uuid.uuid4().hex
+    series = str(uuid.uuid4())
+    good = [f"{uuid.uuid4()}.dcm" for _ in range(3)]
+    for name in good:
+        _put(s3_client, f"{series}/{name}", name.encode())
+
+    def then_add_evil(objects):  # type: ignore[no-untyped-def]
+        for bad in ("../../evil-{tag}.dcm", "../evil-{tag}.dcm", "sub/deep-{tag}.dcm", ".late-{tag}"):
+            _put(s3_client, f"{series}/{bad.format(tag=tag)}", b"EVIL")
+        return objects
+
+    listed = s5._list
+    monkeypatch.setattr(s5, "_list", lambda fetch: then_add_evil(listed(fetch)))
+    dest = tmp_path / "work" / "series" / "ct"
+    folder = fetch_series(
+        f"s3://{BUCKET}/{series}/*", str(dest), series_uid="1.2.3", config=_config(s3_endpoint)
+    )
+    assert sorted(os.listdir(folder)) == sorted(good)
+    assert _files_under(tmp_path) == sorted(f"work/series/ct/{name}" for name in good)
+    for where in (tmp_path, tmp_path / "work", tmp_path / "work" / "series", REPO, Path.cwd(), Path("/")):
         assert not (where / f"evil-{tag}.dcm").exists()
 
 
