@@ -6,7 +6,10 @@ local S3 server (moto) to the real s5cmd (unless --local), and processed by
 ``pipeline.process.process_series`` with the tiny TorchScript model: fetch,
 decode, reference, inference, post-processing, measurement, SEG writing, scoring,
 then the Parquet tables are written. Each size runs in a fresh child process so
-its peak resident memory (ru_maxrss) is its own.
+its peak resident memory (ru_maxrss) is its own. ``worker_series_peak_mib`` is what the worker
+(the process that holds the model; decoding, measuring and writing run in isolated children)
+held for the series above what it held before it, next to ``budget_mib``: the CT volume, one
+float32 copy on the model's grid, and the model file (issue 11's goal for model mode).
 
     .venv/bin/python bench/pipeline_stages.py [--sizes 108 556] [--device cpu|cuda] [--local]
 """
@@ -122,7 +125,11 @@ def child(args: argparse.Namespace) -> None:
         return str(path)
 
     config = ProcessConfig(fetch=FetchConfig(endpoint_url=os.environ.get("LNQ_BENCH_S3", "")), model=spec)
+    baseline = _rss_bytes()  # the worker before the series: interpreter, libraries, the model
+    sampler = _RssPeak()
+    sampler.start()
     outcome = process_series(row, config=config, model=model, sink=sink)
+    series_peak = sampler.stop() - baseline
     if outcome.errors:
         raise SystemExit(f"series failed: {outcome.errors}")
     result = outcome_rows(outcome)
@@ -148,6 +155,7 @@ def child(args: argparse.Namespace) -> None:
                 "parquet_s": round(parquet_s, 4),
                 "total_s": round(s["total_s"] + parquet_s, 3),
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                **_worker_budget(row, spec, args.model, series_peak),
                 "gpu_peak_mib": None if gpu_peak is None else round(gpu_peak, 1),
                 "nodes_reference": s["n_reference_nodes"],
                 "nodes_predicted": s["n_prediction_nodes"],
@@ -155,6 +163,60 @@ def child(args: argparse.Namespace) -> None:
             }
         )
     )
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class _RssPeak:
+    """This process's resident set, sampled every 20 ms in a thread, until :meth:`stop`."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = _rss_bytes()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.02):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return max(self.peak, _rss_bytes())
+
+
+def _worker_budget(row: dict, spec, model_path: str, series_peak: int) -> dict:  # type: ignore[no-untyped-def]
+    """What model mode may hold in the worker for one series (issue 11): the CT volume (int16),
+    one float32 copy on the model's grid, and the model; next to what it held (peak RSS during
+    the series minus RSS before it; the isolated children's memory is their own)."""
+    import numpy as np
+
+    from pipeline.models.torchscript import TorchScriptSidecar, sidecar_path
+
+    z = int(row["ct_instance_count"])
+    spacing_zyx = (1.25, 0.78, 0.78) if z > 300 else (2.5, 0.78, 0.78)
+    ct_bytes = z * 512 * 512 * 2
+    extent = np.array([z, 512, 512]) * np.array(spacing_zyx)
+    spacing = TorchScriptSidecar.read(sidecar_path(model_path)).spacing_mm or spacing_zyx
+    grid = np.maximum(1, np.round(extent / np.array(spacing)))
+    model_grid_bytes = int(np.prod(grid)) * 4
+    model_bytes = os.path.getsize(model_path)
+    mib = 2**20
+    return {
+        "worker_series_peak_mib": round(series_peak / mib, 1),
+        "budget_ct_mib": round(ct_bytes / mib, 1),
+        "budget_model_grid_mib": round(model_grid_bytes / mib, 1),
+        "budget_model_mib": round(model_bytes / mib, 2),
+        "budget_mib": round((ct_bytes + model_grid_bytes + model_bytes) / mib, 1),
+    }
 
 
 def main() -> None:
@@ -239,6 +301,8 @@ def main() -> None:
         "parquet_s",
         "total_s",
         "peak_rss_mib",
+        "worker_series_peak_mib",
+        "budget_mib",
         "gpu_peak_mib",
     ]
     print("| " + " | ".join(columns) + " |")

@@ -132,7 +132,7 @@ class TorchScriptModel:
                     f"model {self.name} declares 'sigmoid' output but returned {channels} channels",
                     series_uid=ct.series_uid,
                 )
-            return torch.sigmoid(logits[0]).numpy()
+            return logits[0].sigmoid_().numpy()  # in place: no second model-grid array
         if channels < 2:
             raise ModelError(
                 f"model {self.name} declares 'softmax' output but returned {channels} channel",
