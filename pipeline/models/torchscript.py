@@ -117,8 +117,8 @@ class TorchScriptModel:
                 sw_device=self.device,
                 device="cpu",
             )
-        assert isinstance(logits, torch.Tensor)
-        probability = self._foreground_probability(logits[0], ct)
+            assert isinstance(logits, torch.Tensor)
+            probability = self._foreground_probability(logits[0], ct)
         inference_s = time.perf_counter() - start
         start = time.perf_counter()
         mask = probabilities_to_ct_grid(probability, grid, ct.geometry)
