@@ -39,7 +39,11 @@ PRELOAD = [
     "highdicom",
     "SimpleITK",
     "matplotlib",
+    "scipy.ndimage",
+    "scipy.spatial",
     "pipeline.process",
+    "pipeline.inputs",
+    "pipeline.series_stages",
     "pipeline.qc.picture",
     "pipeline.warmup",
 ]

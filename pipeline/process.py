@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,12 +32,14 @@ from pipeline.dicom.volume import CtVolume
 from pipeline.enums import Stage
 from pipeline.errors import IsolatedFailure, ModelError, PipelineError
 from pipeline.fetch.s5cmd import FetchConfig
-from pipeline.inputs import SeriesInputs, load_series_inputs
 from pipeline.isolation import Limits, run_isolated
 from pipeline.models.base import SegmentationModel
 from pipeline.models.spec import ModelSpec, model_label
 from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome
-from pipeline.series_stages import MeasuredSeries, measure_series, reference_series
+
+if TYPE_CHECKING:
+    from pipeline.inputs import SeriesInputs
+    from pipeline.series_stages import MeasuredSeries
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +159,11 @@ def _run_stages(
     """Reference mode: the whole series in one isolated child. Model mode: decode in a child,
     infer here (the model is loaded once per worker), measure and write in a second child.
     Returns what was measured and where the sink stored each file (by kind)."""
+    # the stages run in isolated children, forked from a server that has these loaded already: the
+    # worker imports them (pydicom, highdicom, scipy: 0.5 s) only when it runs a series itself
+    from pipeline.inputs import load_series_inputs
+    from pipeline.series_stages import measure_series, reference_series
+
     uid = row.ct_series_instance_uid
     write_files = sink is not None
     if model is None:

@@ -1,21 +1,31 @@
-"""Node measurements on masks placed on the CT grid."""
+"""Node measurements on masks placed on the CT grid.
 
-from pipeline.measure.burden import Burden, series_burden
-from pipeline.measure.categories import RecistCategory, recist_category
-from pipeline.measure.components import label_nodes
-from pipeline.measure.diameter3d import max_diameter_3d
-from pipeline.measure.nodes import NodeMeasurement, measure_nodes
-from pipeline.measure.recist import AxialAxes, recist_axes
+The names below are loaded on first use (as in :mod:`pipeline.dicom`), so that importing one
+module of the package does not import all of them.
+"""
 
-__all__ = [
-    "AxialAxes",
-    "Burden",
-    "NodeMeasurement",
-    "RecistCategory",
-    "label_nodes",
-    "max_diameter_3d",
-    "measure_nodes",
-    "recist_axes",
-    "recist_category",
-    "series_burden",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AxialAxes": "pipeline.measure.recist",
+    "Burden": "pipeline.measure.burden",
+    "NodeMeasurement": "pipeline.measure.nodes",
+    "RecistCategory": "pipeline.measure.categories",
+    "label_nodes": "pipeline.measure.components",
+    "max_diameter_3d": "pipeline.measure.diameter3d",
+    "measure_nodes": "pipeline.measure.nodes",
+    "recist_axes": "pipeline.measure.recist",
+    "recist_category": "pipeline.measure.categories",
+    "series_burden": "pipeline.measure.burden",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

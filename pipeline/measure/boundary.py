@@ -22,7 +22,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 BOUNDARY_SMOOTHING_PX = 0.5
 LEVEL = 0.5
@@ -69,6 +68,8 @@ def padded_slices(stack_zyx: np.ndarray) -> np.ndarray:
 def smooth_slices(padded: np.ndarray) -> np.ndarray:
     """Each slice of a padded stack blurred by 0.5 pixel in plane, unless that would erase it
     (never for a non-empty 2D slice; kept as the rule)."""
+    from scipy import ndimage  # here, not at the top: the job's launcher imports this module
+
     smoothed = ndimage.gaussian_filter(
         padded, (0.0, BOUNDARY_SMOOTHING_PX, BOUNDARY_SMOOTHING_PX), mode="constant"
     )

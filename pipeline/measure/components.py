@@ -9,7 +9,6 @@ reproducible.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from pipeline.dicom.volume import Geometry
 from pipeline.errors import MeasurementError
@@ -26,6 +25,8 @@ def label_nodes(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
     ``ConnectedComponent`` does (a test keeps the two equal). Only the box around the foreground
     is labelled, counted and renumbered: the mediastinum is a small part of a CT.
     """
+    from scipy import ndimage  # here, not at the top: the job's launcher imports this module
+
     if mask.shape != tuple(geometry.size_zyx):
         raise MeasurementError(f"mask shape {mask.shape} does not match grid {tuple(geometry.size_zyx)}")
     raster = np.zeros(mask.shape, dtype=np.uint16)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
 
 from pipeline.errors import MeasurementError
 
@@ -38,6 +37,8 @@ def feret_candidates(points: np.ndarray, include: np.ndarray | None = None) -> n
     n = len(points)
     if n <= BRUTE_FORCE_MAX_POINTS:
         return np.arange(n)
+    from scipy.spatial import ConvexHull, QhullError  # here: the job's launcher imports this module
+
     try:
         rows = ConvexHull(points).vertices
     except QhullError:  # collinear or flat: every point is a candidate

@@ -40,3 +40,17 @@ def test_fork_server_starts_before_the_job_is_imported(monkeypatch, runner: str,
     monkeypatch.setattr(beam_jobs.lnq_run, "run", fake_run)
     assert cli.main(["run", "--output", "out", "--runner", runner]) == 0
     assert events == (["fork server", "run"] if started else ["run"])
+
+
+def test_the_launcher_leaves_the_decoders_to_the_fork_server() -> None:
+    """Importing the job loads Beam but not what the series' children use (pydicom, highdicom,
+    scipy, matplotlib, torch): those are the fork server's preload, not the launcher's start-up."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, beam_jobs.lnq_run; "
+        "print(sorted(m for m in ('pydicom', 'highdicom', 'scipy', 'matplotlib', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
