@@ -314,7 +314,8 @@ def entry_point() -> None:
     Beam's multi-process local runner leaves gRPC threads behind that can abort
     the interpreter at teardown ("terminate called without an active exception")
     after all output is written and checked. Flushing and leaving with
-    ``os._exit`` reports the job's real status instead of that abort.
+    ``os._exit`` reports the job's real status instead of that abort. The fork server of the
+    series' children is stopped first, so that the output ends when the job does.
     """
     try:
         code = main()
@@ -330,6 +331,10 @@ def entry_point() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
+    if "pipeline.isolation" in sys.modules:  # a run started the fork server
+        from pipeline.isolation import stop_fork_server
+
+        stop_fork_server()
     os._exit(code)
 
 

@@ -41,7 +41,6 @@ from beam_jobs.transforms import (
     check_model_reachable,
     dead_letter_to_result,
 )
-from pipeline.cohort.query import select_cohort
 from pipeline.enums import SeriesStatus
 from pipeline.errors import PipelineError
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig, probe_series
@@ -75,6 +74,8 @@ def load_cohort_rows(path: str | None, *, annotation: str, limit: int | None) ->
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit}: expected a positive number of series")
     if path is None:
+        from pipeline.cohort.query import select_cohort  # idc-index, DuckDB and pandas: only here
+
         table = select_cohort(annotation=annotation, limit=limit)
         where = f"the LNQ cohort ({annotation})"
     else:

@@ -15,6 +15,7 @@ picklable result, and leaves large arrays in files of the series' work folder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -88,6 +89,24 @@ def start_fork_server() -> None:
 
     _context()
     forkserver.ensure_running()
+
+
+def stop_fork_server() -> None:
+    """Kill the fork server (when one runs) and reap it, for a process that is about to exit.
+
+    Left alone, it notices its parent's exit and then tears down its own interpreter (0.5 s and
+    more, with every preloaded library), holding the job's stdout and stderr open meanwhile: a
+    caller reading them to the end waits that long after the job has finished. Its children are
+    done by then (each series' child is waited for)."""
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
+    if not pid:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)  # not reaped here: multiprocessing reaps it, and starts a new
+        # one should this process isolate another series after all
 
 
 def kill_all() -> None:

@@ -1,7 +1,27 @@
 """Cohort selection (offline from idc-index; BigQuery's side is ``beam_jobs.bigquery``) and
-validation of cohort rows."""
+validation of cohort rows.
 
-from pipeline.cohort.query import LNQ_COLLECTION, select_cohort
-from pipeline.cohort.rows import CohortRow, check_series_url, validate_cohort_row
+The names below are loaded on first use: validating a row (every series' child does) should not
+import pandas and the query engine (0.3 s) that only selecting a cohort needs.
+"""
 
-__all__ = ["LNQ_COLLECTION", "CohortRow", "check_series_url", "select_cohort", "validate_cohort_row"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "LNQ_COLLECTION": "pipeline.cohort.query",
+    "select_cohort": "pipeline.cohort.query",
+    "CohortRow": "pipeline.cohort.rows",
+    "check_series_url": "pipeline.cohort.rows",
+    "validate_cohort_row": "pipeline.cohort.rows",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

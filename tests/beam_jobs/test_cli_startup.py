@@ -48,9 +48,7 @@ def test_the_launcher_leaves_the_decoders_to_the_fork_server() -> None:
     import subprocess
     import sys
 
-    probe = (
-        "import sys, beam_jobs.lnq_run; "
-        "print(sorted(m for m in ('pydicom', 'highdicom', 'scipy', 'matplotlib', 'torch') if m in sys.modules))"
-    )
+    heavy = ("pydicom", "highdicom", "scipy", "matplotlib", "torch")
+    probe = f"import sys, beam_jobs.lnq_run; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

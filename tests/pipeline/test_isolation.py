@@ -123,3 +123,22 @@ def test_starting_the_fork_server_early_is_the_server_children_come_from() -> No
     assert forkserver._forkserver._forkserver_pid == server
     out = run_isolated(targets.returns, series_uid="1.2.3", limits=LIMITS, first_stage=Stage.FETCH, value=1)
     assert out["ppid"] == server
+
+
+def test_stopping_the_fork_server_kills_it_and_a_later_series_gets_a_new_one() -> None:
+    """stop_fork_server (what ``lnq`` does just before it exits) kills the server at once; a
+    series isolated afterwards still runs, from a new server."""
+    from multiprocessing import forkserver
+
+    from pipeline.isolation import start_fork_server, stop_fork_server
+
+    start_fork_server()
+    server = forkserver._forkserver._forkserver_pid
+    assert server is not None and _alive(server)
+    stop_fork_server()
+    deadline = time.monotonic() + 10
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(server)
+    out = run_isolated(targets.returns, series_uid="1.2.3", limits=LIMITS, first_stage=Stage.FETCH, value=2)
+    assert out["value"] == 2 and out["ppid"] != server
