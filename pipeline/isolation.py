@@ -40,6 +40,7 @@ PRELOAD = [
     "highdicom",
     "SimpleITK",
     "matplotlib",
+    "contourpy",
     "scipy.ndimage",
     "scipy.spatial",
     "pipeline.process",

@@ -142,3 +142,10 @@ def test_stopping_the_fork_server_kills_it_and_a_later_series_gets_a_new_one() -
     assert not _alive(server)
     out = run_isolated(targets.returns, series_uid="1.2.3", limits=LIMITS, first_stage=Stage.FETCH, value=2)
     assert out["value"] == 2 and out["ppid"] != server
+
+
+def test_children_inherit_the_preload_frozen_out_of_the_garbage_collector() -> None:
+    """The fork server freezes what its preload made (pipeline.warmup), so a child's full
+    collections do not walk the libraries' hundreds of thousands of objects again."""
+    frozen = run_isolated(targets.frozen_objects, series_uid="1.2.3", limits=LIMITS, first_stage=Stage.FETCH)
+    assert frozen > 100_000

@@ -59,3 +59,11 @@ def allocates(*, report: StageReporter, gib: float) -> int:
 def exits(*, report: StageReporter) -> None:
     report(Stage.DECODE)
     os._exit(7)
+
+
+def frozen_objects(*, report: StageReporter) -> int:
+    """How many objects the child inherited frozen out of the garbage collector's reach."""
+    import gc
+
+    report(Stage.MEASURE)
+    return gc.get_freeze_count()
