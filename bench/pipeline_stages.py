@@ -125,6 +125,7 @@ def child(args: argparse.Namespace) -> None:
         return str(path)
 
     config = ProcessConfig(fetch=FetchConfig(endpoint_url=os.environ.get("LNQ_BENCH_S3", "")), model=spec)
+    _warm_up(model)
     baseline = _rss_bytes()  # the worker before the series: interpreter, libraries, the model
     sampler = _RssPeak()
     sampler.start()
@@ -161,6 +162,33 @@ def child(args: argparse.Namespace) -> None:
                 "nodes_predicted": s["n_prediction_nodes"],
                 "seg_bytes": os.path.getsize(s["seg_uri"]),
             }
+        )
+    )
+
+
+def _warm_up(model) -> None:  # type: ignore[no-untyped-def]
+    """One prediction on a small CT first, as a worker that has run a series has: what the first
+    call loads (lazy imports, the runtime's thread pools and caches) is not the series' memory."""
+    import numpy as np
+
+    from pipeline.dicom.volume import CtVolume, Geometry
+
+    grid = Geometry(
+        size_zyx=(24, 96, 96),
+        origin_mm=(0.0, 0.0, 0.0),
+        spacing_mm=(0.8, 0.8, 2.5),
+        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+    )
+    hu = np.full(grid.size_zyx, -1000, dtype=np.int16)
+    model.predict(
+        CtVolume(
+            hu=hu,
+            geometry=grid,
+            series_uid="warm-up",
+            study_uid="",
+            frame_of_reference_uid="",
+            patient_id="",
+            sop_instance_uids=(),
         )
     )
 
