@@ -8,8 +8,9 @@ decode, reference, inference, post-processing, measurement, SEG writing, scoring
 then the Parquet tables are written. Each size runs in a fresh child process so
 its peak resident memory (ru_maxrss) is its own. ``worker_series_peak_mib`` is what the worker
 (the process that holds the model; decoding, measuring and writing run in isolated children)
-held for the series above what it held before it, next to ``budget_mib``: the CT volume, one
-float32 copy on the model's grid, and the model file (issue 11's goal for model mode).
+held for the series above what it held before it (``..._anon_...``: its anonymous part, without the
+pages of the CT file the decoding child wrote, which the worker maps), next to ``budget_mib``: the
+CT volume, one float32 copy on the model's grid, and the model file (issue 11's goal for model mode).
 
     .venv/bin/python bench/pipeline_stages.py [--sizes 108 556] [--device cpu|cuda] [--local]
 """
@@ -126,11 +127,12 @@ def child(args: argparse.Namespace) -> None:
 
     config = ProcessConfig(fetch=FetchConfig(endpoint_url=os.environ.get("LNQ_BENCH_S3", "")), model=spec)
     _warm_up(model)
-    baseline = _rss_bytes()  # the worker before the series: interpreter, libraries, the model
+    baseline, anon_baseline = _rss_bytes(), _anon_bytes()  # the worker before the series: libraries, model
     sampler = _RssPeak()
     sampler.start()
     outcome = process_series(row, config=config, model=model, sink=sink)
-    series_peak = sampler.stop() - baseline
+    peak, anon_peak = sampler.stop()
+    series_peak, series_anon_peak = peak - baseline, anon_peak - anon_baseline
     if outcome.errors:
         raise SystemExit(f"series failed: {outcome.errors}")
     result = outcome_rows(outcome)
@@ -157,6 +159,7 @@ def child(args: argparse.Namespace) -> None:
                 "total_s": round(s["total_s"] + parquet_s, 3),
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 **_worker_budget(row, spec, args.model, series_peak),
+                "worker_series_anon_peak_mib": round(series_anon_peak / 2**20, 1),
                 "gpu_peak_mib": None if gpu_peak is None else round(gpu_peak, 1),
                 "nodes_reference": s["n_reference_nodes"],
                 "nodes_predicted": s["n_prediction_nodes"],
@@ -198,13 +201,25 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _anon_bytes() -> int:
+    """Anonymous resident memory (``RssAnon``): what the process allocated, as opposed to pages of
+    mapped files (the CT the decoding child left on disk), which the kernel can reclaim."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class _RssPeak:
-    """This process's resident set, sampled every 20 ms in a thread, until :meth:`stop`."""
+    """This process's resident set and its anonymous part, sampled every 20 ms in a thread, until
+    :meth:`stop`."""
 
     def __init__(self) -> None:
         import threading
 
         self.peak = _rss_bytes()
+        self.anon_peak = _anon_bytes()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -213,12 +228,17 @@ class _RssPeak:
 
     def _run(self) -> None:
         while not self._done.wait(0.02):
-            self.peak = max(self.peak, _rss_bytes())
+            self._sample()
 
-    def stop(self) -> int:
+    def _sample(self) -> None:
+        self.peak = max(self.peak, _rss_bytes())
+        self.anon_peak = max(self.anon_peak, _anon_bytes())
+
+    def stop(self) -> tuple[int, int]:
         self._done.set()
         self._thread.join()
-        return max(self.peak, _rss_bytes())
+        self._sample()
+        return self.peak, self.anon_peak
 
 
 def _worker_budget(row: dict, spec, model_path: str, series_peak: int) -> dict:  # type: ignore[no-untyped-def]
@@ -330,6 +350,7 @@ def main() -> None:
         "total_s",
         "peak_rss_mib",
         "worker_series_peak_mib",
+        "worker_series_anon_peak_mib",
         "budget_mib",
         "gpu_peak_mib",
     ]
