@@ -262,7 +262,7 @@ def _segmentation(
     segmentation_type: hd.seg.SegmentationTypeValues,
 ) -> hd.seg.Segmentation:
     try:
-        return hd.seg.Segmentation(
+        seg = hd.seg.Segmentation(
             source_images=sources,
             pixel_array=pixels,
             segmentation_type=segmentation_type,
@@ -287,6 +287,18 @@ def _segmentation(
         raise SegWriteError(
             f"the SEG cannot be built: {type(exc).__name__}: {exc}", series_uid=ct.series_uid
         ) from exc
+    _fix_dimension_organization(seg, derived_uid("dimension-organization", instance_uid))
+    return seg
+
+
+def _fix_dimension_organization(seg: hd.seg.Segmentation, uid: str) -> None:
+    """highdicom names the dimension organization with a random UID; a rerun must write the same
+    SEG, so it is derived from the SEG's own (derived) instance UID instead."""
+    for item in seg.get("DimensionOrganizationSequence", []):
+        item.DimensionOrganizationUID = uid
+    for item in seg.get("DimensionIndexSequence", []):
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = uid
 
 
 def source_headers(files: list[str], ct: CtVolume) -> list[pydicom.Dataset]:
