@@ -367,12 +367,16 @@ def _copy(fetch: _Fetch) -> None:
     One wildcard copy, not a ``cp`` line per listed object: s5cmd asks for every explicitly named
     object's metadata (a HEAD request each) before copying it, which took 0.25 s of a 108-file
     series. ``--flatten`` names each file by the last part of its key, so no key can write
-    outside the folder (s5cmd's wildcard copy without it can: peak/s5cmd#872); what arrived is
-    then checked against the listing, and files the listing did not name are removed.
+    outside the folder (s5cmd's wildcard copy without it can: peak/s5cmd#872), and
+    ``--exclude '*/*'`` leaves out keys below the series' folder, which the listing refused; what
+    arrived is then checked against the listing, and files the listing did not name are removed.
     """
     done = fetch.s5cmd(
         "cp",
         "--flatten",
+        "--exclude",
+        "*/*",  # only the objects directly under the prefix, as listed: a nested key that appeared
+        # since the listing (``sub/a.dcm``) would otherwise be flattened onto a listed name
         fetch.location.listing_url,
         fetch.folder.rstrip(os.sep) + os.sep,
         limit_s=fetch.config.stall_timeout_s,

@@ -6,8 +6,11 @@ whole float32 output at once (at 512 x 512 x 556, 580 MB for the probabilities o
 alone). Here each slab of output slices is resampled from only the source slices it needs,
 plus a margin, and converted (thresholded, cast) before the next: memory is the output array
 plus one slab. Linear or nearest interpolation of an output voxel reads only the source voxels
-around its position, so every voxel is the one a whole-volume ``sitk.Resample`` gives (a test
-compares the two on oblique grids).
+around its position, so every voxel is the one a whole-volume ``sitk.Resample`` gives (tests
+compare the two on oblique, flipped and partly outside grids), except at
+exact ties: a slab's origin is computed anew, so where an output centre falls exactly half-way
+between two source slices (nearest neighbour) or exactly on the source's outer half-voxel edge,
+rounding may break the tie the other way (either answer is one a resample could give).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def resample_by_slabs(
             resampled = np.full((z1 - z0, rows, cols), default, dtype=np.float32)
         else:
             pixels = np.asarray(source[lo:hi], dtype=source_dtype)
+            if pixels.dtype == bool:  # SimpleITK has no bool pixels
+                pixels = pixels.view(np.uint8)
             part = _slab_grid(source_grid, lo, hi).apply_to(sitk.GetImageFromArray(pixels))
             image = sitk.Resample(
                 part,

@@ -127,7 +127,7 @@ def test_read_only_memmap_mask(tmp_path) -> None:  # type: ignore[no-untyped-def
     path = tmp_path / "mask.u8"
     data.tofile(path)
     mask = np.memmap(path, dtype=np.uint8, mode="r", shape=data.shape)
-    labels = _check(mask)
+    _check(mask)
     np.testing.assert_array_equal(np.asarray(mask), data)  # the mask is left alone
 
 
