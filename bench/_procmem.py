@@ -122,3 +122,16 @@ class TreeSampler(threading.Thread):
         self._stop_event.set()
         self.join()
         return self.peak
+
+
+def own_peak_rss_bytes() -> int:
+    """This process's own peak resident set (``VmHWM``).
+
+    Not ``getrusage().ru_maxrss``: Linux carries that across ``execve``, so a fresh benchmark
+    process started by one that had just written a 556-slice phantom reports the writer's peak
+    (1060 MiB whatever the child did). ``VmHWM`` belongs to the process's own address space."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")

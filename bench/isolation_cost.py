@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _procmem import own_peak_rss_bytes  # noqa: E402
 
 
 def child(row_path: str, isolate: bool, repeats: int) -> None:
@@ -48,7 +50,7 @@ def child(row_path: str, isolate: bool, repeats: int) -> None:
                 "isolate": isolate,
                 "median_s": statistics.median(seconds[1:]),
                 "first_s": seconds[0],
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mib": own_peak_rss_bytes() / 2**20,
             }
         )
     )

@@ -6,11 +6,13 @@ local S3 server (moto) to the real s5cmd (unless --local), and processed by
 ``pipeline.process.process_series`` with the tiny TorchScript model: fetch,
 decode, reference, inference, post-processing, measurement, SEG writing, scoring,
 then the Parquet tables are written. Each size runs in a fresh child process so
-its peak resident memory (ru_maxrss) is its own. ``worker_series_peak_mib`` is what the worker
-(the process that holds the model; decoding, measuring and writing run in isolated children)
-held for the series above what it held before it (``..._anon_...``: its anonymous part, without the
-pages of the CT file the decoding child wrote, which the worker maps), next to ``budget_mib``: the
-CT volume, one float32 copy on the model's grid, and the model file (issue 11's goal for model mode).
+its peak resident memory (``VmHWM``, see ``bench/_procmem.py``) is its own.
+``worker_series_peak_mib`` is what the worker (the process that holds the model;
+decoding, measuring and writing run in isolated children) held for the series
+above what it held before it (``..._anon_...``: its anonymous part, without the
+pages of the CT file the decoding child wrote, which the worker maps), next to
+``budget_mib``: the CT volume, one float32 copy on the model's grid, and the model
+file (issue 11's goal for model mode).
 
     .venv/bin/python bench/pipeline_stages.py [--sizes 108 556] [--device cpu|cuda] [--local]
 """
@@ -21,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _procmem import own_peak_rss_bytes  # noqa: E402
 
 BENCH_NODES_PER_SERIES = 9  # fully annotated LNQ cases average about 9 nodes
 
@@ -157,7 +161,7 @@ def child(args: argparse.Namespace) -> None:
                 **{k: round(v or 0.0, 3) for k, v in stages.items()},
                 "parquet_s": round(parquet_s, 4),
                 "total_s": round(s["total_s"] + parquet_s, 3),
-                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "peak_rss_mib": round(own_peak_rss_bytes() / 2**20, 1),
                 **_worker_budget(row, spec, args.model, series_peak),
                 "worker_series_anon_peak_mib": round(series_anon_peak / 2**20, 1),
                 "gpu_peak_mib": None if gpu_peak is None else round(gpu_peak, 1),
