@@ -10,8 +10,9 @@ A remote fetch:
    the endpoint (https, or http on loopback only) (:mod:`pipeline.fetch.policy`);
 2. lists the series' objects (``s5cmd ls``) and refuses the series if any key is not a plain
    file name directly under the series prefix (``..``, ``/``, hidden, nested);
-3. copies the objects under the prefix into ``<dest>``, each named by the last part of its key
-   (``s5cmd cp --flatten``, so that no key can name a path outside ``<dest>``);
+3. copies the objects directly under the prefix into ``<dest>``, each named by the last part of
+   its key (``s5cmd cp --flatten --exclude '*/*'``, so that no key can name a path outside
+   ``<dest>``, nor a nested key land on a listed name);
 4. checks every listed file's size against the listing, and its MD5 against the ETag where the
    ETag is an MD5, and removes files the listing did not name.
 
