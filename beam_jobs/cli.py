@@ -253,7 +253,7 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
 
         make_parser().print_help()
         return EXIT_OK
-    if not _on_dataflow(rest):  # local series run in isolated children of a fork server
+    if _series_run_in_this_process(rest):  # in isolated children of this process's fork server
         from pipeline.isolation import start_fork_server
 
         start_fork_server()
@@ -269,15 +269,21 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
     return EXIT_OK if summary.n_failed == 0 else EXIT_SERIES_FAILED
 
 
-def _on_dataflow(rest: list[str]) -> bool:
-    """Whether ``lnq run``'s arguments name the Dataflow runner (read before Beam is imported)."""
-    for i, arg in enumerate(rest):
-        value = arg.split("=", 1)[1] if arg.startswith("--runner=") else None
-        if arg == "--runner" and i + 1 < len(rest):
-            value = rest[i + 1]
-        if value is not None and value.lower() in {"dataflowrunner", "dataflow"}:
-            return True
-    return False
+def _series_run_in_this_process(rest: list[str]) -> bool:
+    """Whether ``lnq run``'s arguments leave the series to this process (read before Beam is
+    imported): not on Dataflow, nor in the separate SDK processes of Beam's local
+    ``multi_processing`` mode, which start fork servers of their own."""
+    for option, refused in (
+        ("--runner", {"dataflowrunner", "dataflow"}),
+        ("--direct_running_mode", {"multi_processing"}),
+    ):
+        for i, arg in enumerate(rest):
+            value = arg.split("=", 1)[1] if arg.startswith(option + "=") else None
+            if arg == option and i + 1 < len(rest):
+                value = rest[i + 1]
+            if value is not None and value.lower() in refused:
+                return False
+    return True
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""``lnq run`` starts the series' fork server before its own imports, except for Dataflow."""
+"""``lnq run`` starts the series' fork server before its own imports, unless the series run in other
+processes (Dataflow, Beam's local multi_processing mode)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,22 @@ from beam_jobs import cli
 
 
 @pytest.mark.parametrize(
-    ("args", "dataflow"),
+    ("args", "here"),
     [
-        ([], False),
-        (["--runner", "DirectRunner"], False),
-        (["--runner=PrismRunner", "--workers", "2"], False),
-        (["--runner", "DataflowRunner", "--project", "p"], True),
-        (["--cohort", "c.parquet", "--runner=DataflowRunner"], True),
-        (["--runner=dataflow"], True),
-        (["--runner"], False),  # a missing value is Beam's to refuse
+        ([], True),
+        (["--runner", "DirectRunner"], True),
+        (["--runner=PrismRunner", "--workers", "2"], True),
+        (["--direct_running_mode=multi_threading", "--direct_num_workers=2"], True),
+        (["--runner", "DataflowRunner", "--project", "p"], False),
+        (["--cohort", "c.parquet", "--runner=DataflowRunner"], False),
+        (["--runner=dataflow"], False),
+        (["--direct_running_mode", "multi_processing", "--direct_num_workers=2"], False),
+        (["--direct_running_mode=multi_processing"], False),
+        (["--runner"], True),  # a missing value is Beam's to refuse
     ],
 )
-def test_dataflow_is_recognised_before_beam_is_imported(args: list[str], dataflow: bool) -> None:
-    assert cli._on_dataflow(args) is dataflow
+def test_where_the_series_run_is_read_before_beam_is_imported(args: list[str], here: bool) -> None:
+    assert cli._series_run_in_this_process(args) is here
 
 
 @pytest.mark.parametrize(("runner", "started"), [("DirectRunner", True), ("DataflowRunner", False)])
