@@ -100,7 +100,6 @@ def test_ct_fails_while_seg_hangs_waits_for_the_seg_and_reports_the_ct_error(
     elapsed = time.monotonic() - start
     assert "seg" not in str(caught.value)
     assert 0.9 <= elapsed < 10.0  # the SEG thread ran to the shared deadline, no further
-    assert fake.ended["seg"] <= time.monotonic()
     assert not any(t.name.startswith("fetch-seg") for t in threading.enumerate())
 
 
