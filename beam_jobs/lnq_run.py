@@ -38,6 +38,7 @@ from beam_jobs.store import TABLE_FILE, ResultStore, add_to_manifest, complete_p
 from beam_jobs.transforms import (
     OutputFileSink,
     ProcessSeriesFn,
+    SeriesDone,
     check_model_reachable,
     dead_letter_to_result,
 )
@@ -151,8 +152,8 @@ def pipeline_options(
 
 
 class ProcessCohort(beam.PTransform):
-    """Cohort rows in; one :class:`OutcomeRows` per row out, crashes included (kept in the store
-    too, when one is given)."""
+    """Cohort rows in; one :class:`~beam_jobs.transforms.SeriesDone` per row out, crashes
+    included (their rows kept in the store, when one is given)."""
 
     def __init__(self, fn: ProcessSeriesFn, *, config: ProcessConfig, store: ResultStore | None = None):
         super().__init__()
@@ -165,7 +166,10 @@ class ProcessCohort(beam.PTransform):
             rows | "Spread" >> beam.Reshuffle() | "Process" >> beam.ParDo(self._fn).with_exception_handling()
         )
         recovered = crashed | "DeadLetters" >> beam.Map(
-            dead_letter_to_result, self._config.pipeline_version, self._config.model_label, self._store
+            lambda bad, *args: SeriesDone.of(dead_letter_to_result(bad, *args)),
+            self._config.pipeline_version,
+            self._config.model_label,
+            self._store,
         )
         return (results, recovered) | "Merge" >> beam.Flatten()
 
@@ -182,7 +186,7 @@ def build(
     shared: Shared | None = None,
 ) -> beam.PCollection:
     """Wire the job into ``p``: every series' result is kept in ``store`` as it finishes, its
-    SEG, SR and QC picture go to ``OUTPUT/seg/``, ``sr/`` and ``qc/``. Returns the per-series rows
+    SEG, SR and QC picture go to ``OUTPUT/seg/``, ``sr/`` and ``qc/``. Returns what each series did
     (for tests)."""
     sink = OutputFileSink(output, output_as_given or output)
     fn = ProcessSeriesFn(

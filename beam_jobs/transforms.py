@@ -103,8 +103,31 @@ class OutputFileSink:
         return f"{self._as_given}/{name}"
 
 
+@dataclasses.dataclass(frozen=True)
+class SeriesDone:
+    """What flows through the pipeline for one series: which, how it ended, how many nodes, and
+    its errors' (stage, type). Its rows are in the result store, not in the pipeline: a model that
+    predicts noise can give a series 88,000 nodes (112 MB of rows), and two such elements passed
+    between threads at once made Beam's in-process runner fail to decode its own stream ("Unknown
+    type tag") in one run and grow to 23 GB until the kernel killed it in another."""
+
+    series_uid: str
+    status: str
+    n_nodes: int
+    errors: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, rows: OutcomeRows) -> SeriesDone:
+        return cls(
+            series_uid=str(rows.series["ct_series_instance_uid"]),
+            status=str(rows.series["status"]),
+            n_nodes=len(rows.nodes),
+            errors=tuple((str(e["stage"]), str(e["error_type"])) for e in rows.errors),
+        )
+
+
 class ProcessSeriesFn(beam.DoFn):
-    """Cohort row in, :class:`OutcomeRows` out; failures are rows too.
+    """Cohort row in, :class:`SeriesDone` out (the rows go to the result store); failures too.
 
     The model is loaded in ``setup()`` once per worker process and shared by its
     threads through Beam's ``Shared`` handle, never once per series.
@@ -137,14 +160,14 @@ class ProcessSeriesFn(beam.DoFn):
         if spec is not None:
             self._model = self._shared.acquire(lambda: load_model(localized_spec(spec)))
 
-    def process(self, raw: dict[str, Any]) -> Iterator[OutcomeRows]:
+    def process(self, raw: dict[str, Any]) -> Iterator[SeriesDone]:
         outcome = process_series(raw, config=self._config, model=self._model, sink=self._sink)
         rows = outcome_rows(outcome)
         if self._store is not None:
             self._store.write(rows)  # kept now: a killed run keeps every finished series
         (self._ok if outcome.status == SeriesStatus.OK else self._failed).inc()
         report_progress(self._progress_dir, outcome, total=self._total, started=self._started)
-        yield rows
+        yield SeriesDone.of(rows)
 
 
 def report_progress(

@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 import beam_jobs.transforms as transforms
 from beam_jobs.lnq_run import ProcessCohort
-from beam_jobs.transforms import ProcessSeriesFn, dead_letter_to_result
+from beam_jobs.transforms import ProcessSeriesFn, SeriesDone, dead_letter_to_result
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.process import ProcessConfig
 from tests.support.cohort import cohort_row
@@ -30,8 +30,7 @@ def _rows(phantom) -> list[dict]:
 def test_process_called_directly(phantom, tmp_path: Path) -> None:
     fn = ProcessSeriesFn(CONFIG, total=1, progress_dir=str(tmp_path))
     (out,) = list(fn.process(_rows(phantom)[0]))
-    assert out.series["status"] == "ok"
-    assert len(out.nodes) == 3 and out.errors == []
+    assert out == SeriesDone(series_uid=phantom.series_uid, status="ok", n_nodes=3, errors=())
     assert len(list(tmp_path.iterdir())) == 1  # one progress marker
 
 
@@ -42,7 +41,7 @@ def test_pipeline_gives_one_result_per_row(phantom) -> None:
             p
             | beam.Create(rows)
             | ProcessCohort(ProcessSeriesFn(CONFIG, total=len(rows)), config=CONFIG)
-            | beam.Map(lambda r: (r.series["ct_series_instance_uid"], r.series["status"], len(r.errors)))
+            | beam.Map(lambda r: (r.series_uid, r.status, len(r.errors)))
         )
         assert_that(
             statuses,
@@ -69,13 +68,7 @@ def test_crash_outside_handlers_goes_to_dead_letter_and_is_kept(
             p
             | beam.Create(rows)
             | ProcessCohort(ProcessSeriesFn(CONFIG, total=len(rows)), config=CONFIG)
-            | beam.Map(
-                lambda r: (
-                    r.series["ct_series_instance_uid"],
-                    r.series["status"],
-                    [(e["stage"], e["error_type"]) for e in r.errors],
-                )
-            )
+            | beam.Map(lambda r: (r.series_uid, r.status, list(r.errors)))
         )
         assert_that(
             out,
@@ -118,3 +111,35 @@ def test_model_loaded_once_per_process_through_shared(
         fn.setup()
     assert len(calls) == 1
     assert all(fn._model is copies[0]._model is not None for fn in copies)
+
+
+def test_a_series_with_many_nodes_passes_only_a_summary_and_its_rows_go_to_the_store(
+    phantom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that predicts noise can give one series 88,000 nodes (112 MB of rows); such rows
+    passed through Beam broke its in-process runner, so the pipeline carries a summary of the same
+    small size whatever the node count, and the store keeps every row."""
+    import pickle
+
+    from beam_jobs.store import ResultStore
+    from pipeline.outputs.rows import OutcomeRows
+
+    real_rows = transforms.outcome_rows
+
+    def many_nodes(outcome):  # type: ignore[no-untyped-def]
+        rows = real_rows(outcome)
+        node = rows.nodes[0]
+        return OutcomeRows(
+            series=rows.series,
+            nodes=[{**node, "node_index": i + 1} for i in range(50_000)],
+            errors=rows.errors,
+        )
+
+    monkeypatch.setattr(transforms, "outcome_rows", many_nodes)
+    store = ResultStore(str(tmp_path / "out"), "k")
+    fn = ProcessSeriesFn(CONFIG, total=1, store=store)
+    (done,) = list(fn.process(_rows(phantom)[0]))
+    assert done == SeriesDone(series_uid=phantom.series_uid, status="ok", n_nodes=50_000, errors=())
+    assert len(pickle.dumps(done)) < 1000
+    kept = store.read([phantom.series_uid])[phantom.series_uid]
+    assert len(kept.nodes) == 50_000 and kept.nodes[-1]["node_index"] == 50_000

@@ -68,6 +68,20 @@ def save_torchscript(
     return path
 
 
+NNUNET_CT_FULLRES_STAGES = {
+    # a network of the size nnU-Net v2's default planner gives 3d_fullres on CT: six stages of
+    # PlainConvUNet, 32 to 320 features, two convolutions per stage; the in-plane-only first kernel
+    # and last stride and the patch (64 x 192 x 192) stand for anisotropic slices of about 2.5 mm.
+    # Representative of the size, not the plan of any LNQ2023 team (planning needs the data).
+    "features_per_stage": [32, 64, 128, 256, 320, 320],
+    "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]],
+    "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
+    "n_conv_per_stage": [2, 2, 2, 2, 2, 2],
+    "n_conv_per_stage_decoder": [2, 2, 2, 2, 2],
+}
+NNUNET_CT_FULLRES_PATCH = (64, 192, 192)
+
+
 def make_nnunet_folder(
     folder: Path,
     *,
@@ -75,20 +89,32 @@ def make_nnunet_folder(
     patch_size: tuple[int, int, int] = (16, 32, 32),
     folds: tuple[int, ...] = (0,),
     seed: int = 0,
+    stages: dict | None = None,
 ) -> Path:
-    """An nnU-Net v2 results folder (3d_fullres, PlainConvUNet, random weights) of the published layout."""
+    """An nnU-Net v2 results folder (3d_fullres, PlainConvUNet, random weights) of the published layout.
+
+    ``stages``: the network's ``features_per_stage``, ``kernel_sizes``, ``strides``,
+    ``n_conv_per_stage`` and ``n_conv_per_stage_decoder`` (default: a tiny three-stage net;
+    :data:`NNUNET_CT_FULLRES_STAGES` is the size nnU-Net plans for CT)."""
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
+    stages = stages or {
+        "features_per_stage": [4, 8, 16],
+        "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
+        "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
+        "n_conv_per_stage": [1, 1, 1],
+        "n_conv_per_stage_decoder": [1, 1],
+    }
     arch = {
         "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
         "arch_kwargs": {
-            "n_stages": 3,
-            "features_per_stage": [4, 8, 16],
+            "n_stages": len(stages["features_per_stage"]),
+            "features_per_stage": stages["features_per_stage"],
             "conv_op": "torch.nn.modules.conv.Conv3d",
-            "kernel_sizes": [[1, 3, 3], [3, 3, 3], [3, 3, 3]],
-            "strides": [[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-            "n_conv_per_stage": [1, 1, 1],
-            "n_conv_per_stage_decoder": [1, 1],
+            "kernel_sizes": stages["kernel_sizes"],
+            "strides": stages["strides"],
+            "n_conv_per_stage": stages["n_conv_per_stage"],
+            "n_conv_per_stage_decoder": stages["n_conv_per_stage_decoder"],
             "conv_bias": True,
             "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
             "norm_op_kwargs": {"eps": 1e-05, "affine": True},
