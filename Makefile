@@ -50,7 +50,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) *.egg-info
 
-.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store
+.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-gpu
 bench-accuracy: $(STAMP)
 	$(PY) bench/recist_accuracy.py
 
@@ -80,6 +80,10 @@ bench-sharing: $(STAMP)
 
 bench-store: $(STAMP)
 	$(PY) bench/store_speed.py
+
+# needs a GPU (not part of `make bench`): utilisation, series per hour, cost per series
+bench-gpu: $(STAMP)
+	$(PY) bench/gpu_throughput.py --device cuda --price-per-hour $(or $(PRICE_PER_HOUR),1.00)
 
 bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store
 
