@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from pipeline.dicom.volume import Geometry
 from pipeline.models.slabs import resample_by_slabs
+from tests.support.grids import grid, resampled_whole
 
 LINEAR, NEAREST = sitk.sitkLinear, sitk.sitkNearestNeighbor
 
@@ -17,30 +17,6 @@ ROT_X_90 = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
 ROT_Y_90 = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
 ROT_Z_90 = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
 SWAP_XZ = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # improper: a flip
-
-
-def _grid(size_zyx, origin, spacing, direction=np.eye(3)) -> Geometry:  # type: ignore[no-untyped-def]
-    return Geometry(
-        size_zyx=tuple(int(v) for v in size_zyx),
-        origin_mm=tuple(float(v) for v in origin),
-        spacing_mm=tuple(float(v) for v in spacing),
-        direction=tuple(float(v) for v in np.asarray(direction).ravel()),
-    )
-
-
-def _whole(
-    source: np.ndarray, source_grid: Geometry, target_grid: Geometry, interpolator: int, default: float
-):  # type: ignore[no-untyped-def]
-    image = source_grid.apply_to(sitk.GetImageFromArray(source))
-    out = sitk.Resample(
-        image,
-        target_grid.empty_image(sitk.sitkFloat32),
-        sitk.Transform(),
-        interpolator,
-        default,
-        sitk.sitkFloat32,
-    )
-    return sitk.GetArrayFromImage(out)
 
 
 def _slabs(source, source_grid, target_grid, interpolator, default=-1024.0, slab_voxels=1, **kw):  # type: ignore[no-untyped-def]
@@ -67,10 +43,10 @@ def _source(shape, seed=0):  # type: ignore[no-untyped-def]
     [(0.0, 0.0, 500.0), (0.0, 0.0, -500.0), (500.0, 0.0, 3.0), (0.0, 0.0, 12.6)],
 )
 def test_target_wholly_outside_the_source_is_all_default(interpolator: int, target_origin) -> None:  # type: ignore[no-untyped-def]
-    source_grid = _grid((10, 8, 9), (0.0, 0.0, 0.0), (1.0, 1.0, 1.25))  # z extent -0.625 .. 11.875
-    target_grid = _grid((6, 5, 4), target_origin, (1.0, 1.0, 1.0))
+    source_grid = grid((10, 8, 9), (0.0, 0.0, 0.0), (1.0, 1.0, 1.25))  # z extent -0.625 .. 11.875
+    target_grid = grid((6, 5, 4), target_origin, (1.0, 1.0, 1.0))
     source = _source(source_grid.size_zyx)
-    expected = _whole(source, source_grid, target_grid, interpolator, -1024.0)
+    expected = resampled_whole(source, source_grid, target_grid, interpolator, -1024.0)
     for slab_voxels in (1, 10**9):
         got = _slabs(source, source_grid, target_grid, interpolator, slab_voxels=slab_voxels)
         np.testing.assert_array_equal(got, expected)
@@ -86,10 +62,10 @@ def test_target_wholly_outside_the_source_is_all_default(interpolator: int, targ
 def test_single_slice_sources_and_targets(
     interpolator: int, slab_voxels: int, source_size, target_size
 ) -> None:  # type: ignore[no-untyped-def]
-    source_grid = _grid(source_size, (0.3, -0.2, 0.0), (0.9, 1.1, 2.0))
-    target_grid = _grid(target_size, (1.0, 0.4, -0.9), (1.3, 0.8, 0.3))
+    source_grid = grid(source_size, (0.3, -0.2, 0.0), (0.9, 1.1, 2.0))
+    target_grid = grid(target_size, (1.0, 0.4, -0.9), (1.3, 0.8, 0.3))
     source = _source(source_size, seed=1)
-    expected = _whole(source, source_grid, target_grid, interpolator, -1024.0)
+    expected = resampled_whole(source, source_grid, target_grid, interpolator, -1024.0)
     got = _slabs(source, source_grid, target_grid, interpolator, slab_voxels=slab_voxels)
     np.testing.assert_array_equal(got, expected)
     assert (expected != -1024.0).any() == (source_size != (1, 1, 1))  # the 1-voxel source is missed
@@ -111,14 +87,14 @@ def test_single_slice_sources_and_targets(
 def test_right_angle_rotations_and_flips(interpolator: int, slab_voxels: int, source_dir, target_dir) -> None:  # type: ignore[no-untyped-def]
     """The source's slice axis lies along a row or a column of the target: every target slab
     needs every source slice."""
-    source_grid = _grid((14, 11, 12), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), source_dir)
+    source_grid = grid((14, 11, 12), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), source_dir)
     centre = source_grid.index_to_physical(np.array([[6.5, 5.0, 5.5]]))[0]
     target_size = np.array([10, 9, 8])
     spacing = np.array([0.9, 1.1, 1.3])  # x, y, z
     half = np.asarray(target_dir) @ (spacing * (target_size[::-1] - 1) / 2.0)
-    target_grid = _grid(target_size, centre - half + 0.123, spacing, target_dir)
+    target_grid = grid(target_size, centre - half + 0.123, spacing, target_dir)
     source = _source(source_grid.size_zyx, seed=2)
-    expected = _whole(source, source_grid, target_grid, interpolator, -1024.0)
+    expected = resampled_whole(source, source_grid, target_grid, interpolator, -1024.0)
     got = _slabs(source, source_grid, target_grid, interpolator, slab_voxels=slab_voxels)
     np.testing.assert_array_equal(got, expected)
     assert (expected != -1024.0).mean() > 0.5
@@ -126,20 +102,20 @@ def test_right_angle_rotations_and_flips(interpolator: int, slab_voxels: int, so
 
 @pytest.mark.parametrize("interpolator", [LINEAR, NEAREST])
 def test_float64_source_is_resampled_as_float64(interpolator: int) -> None:
-    source_grid = _grid((12, 10, 11), (0.0, 0.0, 0.0), (0.7, 0.8, 1.1), ROT_Z_90)
-    target_grid = _grid((9, 8, 7), (-3.0, 1.0, 0.5), (0.9, 1.0, 1.6))
+    source_grid = grid((12, 10, 11), (0.0, 0.0, 0.0), (0.7, 0.8, 1.1), ROT_Z_90)
+    target_grid = grid((9, 8, 7), (-3.0, 1.0, 0.5), (0.9, 1.0, 1.6))
     source = np.random.default_rng(3).random(source_grid.size_zyx) * 1e-3 + 1.0  # float64 detail
-    expected = _whole(source, source_grid, target_grid, interpolator, 0.0)
+    expected = resampled_whole(source, source_grid, target_grid, interpolator, 0.0)
     got = _slabs(source, source_grid, target_grid, interpolator, default=0.0, slab_voxels=8 * 7)
     np.testing.assert_array_equal(got, expected)
     assert (expected != 0.0).any()
 
 
 def test_bool_source_cast_to_uint8_slab_by_slab() -> None:
-    source_grid = _grid((12, 10, 11), (0.0, 0.0, 0.0), (0.7, 0.8, 1.1))
-    target_grid = _grid((9, 8, 7), (1.0, 1.0, 0.5), (0.9, 1.0, 1.6))
+    source_grid = grid((12, 10, 11), (0.0, 0.0, 0.0), (0.7, 0.8, 1.1))
+    target_grid = grid((9, 8, 7), (1.0, 1.0, 0.5), (0.9, 1.0, 1.6))
     source = np.random.default_rng(4).random(source_grid.size_zyx) > 0.5
-    expected = _whole(source.astype(np.uint8), source_grid, target_grid, NEAREST, 0.0)
+    expected = resampled_whole(source.astype(np.uint8), source_grid, target_grid, NEAREST, 0.0)
     got = _slabs(source, source_grid, target_grid, NEAREST, default=0.0, source_dtype=np.uint8)
     np.testing.assert_array_equal(got, expected)
     assert set(np.unique(got)) == {0.0, 1.0}
@@ -147,7 +123,7 @@ def test_bool_source_cast_to_uint8_slab_by_slab() -> None:
 
 def test_bool_source_without_a_source_dtype() -> None:
     """A bool source (which SimpleITK refuses) is read as 0 and 1."""
-    source_grid = _grid((4, 5, 6), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    source_grid = grid((4, 5, 6), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     source = np.zeros(source_grid.size_zyx, bool)
     source[1:3, 2:4, 2:5] = True
     got = _slabs(source, source_grid, source_grid, NEAREST, default=0.0)
@@ -155,8 +131,8 @@ def test_bool_source_without_a_source_dtype() -> None:
 
 
 def test_convert_receives_every_slab_and_out_dtype_is_kept() -> None:
-    source_grid = _grid((10, 6, 7), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
-    target_grid = _grid((11, 4, 5), (0.5, 0.5, -30.0), (1.0, 1.0, 5.0))  # first slices outside
+    source_grid = grid((10, 6, 7), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    target_grid = grid((11, 4, 5), (0.5, 0.5, -30.0), (1.0, 1.0, 5.0))  # first slices outside
     source = _source(source_grid.size_zyx, seed=5)
     shapes: list[tuple[int, ...]] = []
 
@@ -176,15 +152,15 @@ def test_convert_receives_every_slab_and_out_dtype_is_kept() -> None:
     )
     assert got.dtype == bool
     assert shapes == [(3, 4, 5)] * 3 + [(2, 4, 5)]
-    np.testing.assert_array_equal(got, _whole(source, source_grid, target_grid, LINEAR, -1024.0) > 0)
+    np.testing.assert_array_equal(got, resampled_whole(source, source_grid, target_grid, LINEAR, -1024.0) > 0)
     assert not got[:5].any()
 
 
 # ---- exact ties: target centres exactly half-way between source slices ----
 
 THIRD = 1.0 / 3.0
-TIE_SOURCE = _grid((40, 3, 3), (0.0, 0.0, 0.0), (1.0, 1.0, THIRD))
-TIE_TARGET = _grid((60, 3, 3), (0.0, 0.0, 7.5 * THIRD), (1.0, 1.0, THIRD))  # source k = 7.5, 8.5, ...
+TIE_SOURCE = grid((40, 3, 3), (0.0, 0.0, 0.0), (1.0, 1.0, THIRD))
+TIE_TARGET = grid((60, 3, 3), (0.0, 0.0, 7.5 * THIRD), (1.0, 1.0, THIRD))  # source k = 7.5, 8.5, ...
 
 
 def test_nearest_neighbour_ties_pick_one_of_the_two_tied_slices() -> None:
@@ -192,7 +168,7 @@ def test_nearest_neighbour_ties_pick_one_of_the_two_tied_slices() -> None:
     tie the other way than a whole-volume resample (its origin is recomputed, rounding differs):
     either neighbour is then the answer, and nothing else differs."""
     source = _source(TIE_SOURCE.size_zyx, seed=1)
-    expected = _whole(source, TIE_SOURCE, TIE_TARGET, NEAREST, -1024.0)
+    expected = resampled_whole(source, TIE_SOURCE, TIE_TARGET, NEAREST, -1024.0)
     got = _slabs(source, TIE_SOURCE, TIE_TARGET, NEAREST, slab_voxels=63)
     padded = np.concatenate([source.astype(np.float32), np.full((1, 3, 3), -1024.0, np.float32)])
     for t in range(TIE_TARGET.size_zyx[0]):
@@ -210,7 +186,7 @@ def test_linear_differs_from_the_whole_volume_only_on_the_outer_half_voxel_edge(
     """A target slice exactly on the source's outer half-voxel edge (k = 39.5) may be inside for a
     slab and outside for the whole volume (rounding again); every other voxel is the same."""
     source = _source(TIE_SOURCE.size_zyx, seed=1)
-    expected = _whole(source, TIE_SOURCE, TIE_TARGET, LINEAR, -1024.0)
+    expected = resampled_whole(source, TIE_SOURCE, TIE_TARGET, LINEAR, -1024.0)
     got = _slabs(source, TIE_SOURCE, TIE_TARGET, LINEAR, slab_voxels=63)
     edge = 32  # 7.5 + 32 = 39.5
     others = np.ones(TIE_TARGET.size_zyx[0], bool)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from pipeline.dicom.volume import Geometry
 from pipeline.models.slabs import resample_by_slabs
+from tests.support.grids import grid, resampled_whole
 
 
 def _rotation(angle_deg: float, axis: int) -> np.ndarray:
@@ -19,45 +19,21 @@ def _rotation(angle_deg: float, axis: int) -> np.ndarray:
     return r
 
 
-def _grid(size_zyx, origin, spacing, direction: np.ndarray) -> Geometry:  # type: ignore[no-untyped-def]
-    return Geometry(
-        size_zyx=tuple(size_zyx),
-        origin_mm=tuple(float(v) for v in origin),
-        spacing_mm=tuple(float(v) for v in spacing),
-        direction=tuple(float(v) for v in direction.ravel()),
-    )
-
-
-def _whole(
-    source: np.ndarray, source_grid: Geometry, target_grid: Geometry, interpolator: int, default: float
-):  # type: ignore[no-untyped-def]
-    image = source_grid.apply_to(sitk.GetImageFromArray(source.astype(np.float32)))
-    out = sitk.Resample(
-        image,
-        target_grid.empty_image(sitk.sitkFloat32),
-        sitk.Transform(),
-        interpolator,
-        default,
-        sitk.sitkFloat32,
-    )
-    return sitk.GetArrayFromImage(out)
-
-
 CASES = {
     # the model grid of a CT: same direction, coarser slices and pixels, half-voxel shift
     "to a coarser grid": (
-        _grid((37, 40, 44), (-20.0, -30.0, -100.0), (0.8, 0.7, 1.25), np.eye(3)),
-        _grid((19, 19, 23), (-19.6, -29.6, -99.4), (1.5, 1.5, 2.5), np.eye(3)),
+        grid((37, 40, 44), (-20.0, -30.0, -100.0), (0.8, 0.7, 1.25), np.eye(3)),
+        grid((19, 19, 23), (-19.6, -29.6, -99.4), (1.5, 1.5, 2.5), np.eye(3)),
     ),
     # and back, with slices stored head first (negative z direction)
     "back to a finer, flipped grid": (
-        _grid((19, 19, 23), (-19.6, -29.6, -99.4), (1.5, 1.5, 2.5), np.diag([1.0, 1.0, -1.0])),
-        _grid((37, 40, 44), (-20.0, -30.0, -100.0), (0.8, 0.7, 1.25), np.diag([1.0, 1.0, -1.0])),
+        grid((19, 19, 23), (-19.6, -29.6, -99.4), (1.5, 1.5, 2.5), np.diag([1.0, 1.0, -1.0])),
+        grid((37, 40, 44), (-20.0, -30.0, -100.0), (0.8, 0.7, 1.25), np.diag([1.0, 1.0, -1.0])),
     ),
     # oblique: the target is tilted against the source, and partly outside it
     "oblique and partly outside": (
-        _grid((30, 32, 34), (0.0, 0.0, 0.0), (1.0, 1.1, 1.3), _rotation(12.0, 0)),
-        _grid((41, 29, 31), (-4.0, 3.0, -6.0), (0.9, 1.2, 1.0), _rotation(-7.0, 1) @ _rotation(20.0, 2)),
+        grid((30, 32, 34), (0.0, 0.0, 0.0), (1.0, 1.1, 1.3), _rotation(12.0, 0)),
+        grid((41, 29, 31), (-4.0, 3.0, -6.0), (0.9, 1.2, 1.0), _rotation(-7.0, 1) @ _rotation(20.0, 2)),
     ),
 }
 
@@ -69,7 +45,7 @@ def test_slabs_equal_the_whole_volume(case: str, interpolator: int, slab_voxels:
     source_grid, target_grid = CASES[case]
     rng = np.random.default_rng(3)
     source = rng.integers(-1000, 1500, size=source_grid.size_zyx).astype(np.int16)
-    expected = _whole(source, source_grid, target_grid, interpolator, -1024.0)
+    expected = resampled_whole(source.astype(np.float32), source_grid, target_grid, interpolator, -1024.0)
     got = resample_by_slabs(
         source,
         source_grid,
@@ -88,7 +64,10 @@ def test_slabs_equal_the_whole_volume(case: str, interpolator: int, slab_voxels:
 def test_each_slab_is_converted_and_the_source_is_cast_slab_by_slab() -> None:
     source_grid, target_grid = CASES["back to a finer, flipped grid"]
     probabilities = np.random.default_rng(4).random(source_grid.size_zyx)  # float64
-    expected = _whole(probabilities.astype(np.float32), source_grid, target_grid, sitk.sitkLinear, 0.0) > 0.5
+    expected = (
+        resampled_whole(probabilities.astype(np.float32), source_grid, target_grid, sitk.sitkLinear, 0.0)
+        > 0.5
+    )
     seen: list[np.dtype] = []
 
     def threshold(slab: np.ndarray) -> np.ndarray:
