@@ -130,8 +130,19 @@ def own_peak_rss_bytes() -> int:
     Not ``getrusage().ru_maxrss``: Linux carries that across ``execve``, so a fresh benchmark
     process started by one that had just written a 556-slice phantom reports the writer's peak
     (1060 MiB whatever the child did). ``VmHWM`` belongs to the process's own address space."""
+    return _own_status_bytes("VmHWM")
+
+
+def own_anon_rss_bytes() -> int:
+    """This process's anonymous resident memory (``RssAnon``): what it allocated, as opposed to
+    pages of mapped files, which the kernel can reclaim."""
+    return _own_status_bytes("RssAnon")
+
+
+def _own_status_bytes(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status``, in bytes."""
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -43,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-PROGRESS = re.compile(r"\[\d+/\d+\] series ")
+from local_run import read_progress  # noqa: E402
+
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 
 
@@ -181,12 +181,7 @@ def run_lnq(model: str, args: list[str], cohort: Path, output: Path, workers: in
     progress: list[float] = []
     tail: list[str] = []
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if PROGRESS.search(line):
-            progress.append(time.perf_counter() - start)
-        tail.append(line)
-        del tail[:-40]
+    read_progress(proc, start, progress, tail)
     rc = proc.wait()
     wall = time.perf_counter() - start
     samples = sampler.stop()

@@ -147,6 +147,17 @@ def bare_minimum(rows: list[dict], endpoint: str, work: Path) -> list[float]:
     return seconds
 
 
+def read_progress(proc: subprocess.Popen[str], start: float, progress: list[float], tail: list[str]) -> None:
+    """Read an ``lnq run``'s stderr to its end: the seconds after ``start`` of each '[done/total]'
+    line go to ``progress``, the last 40 lines to ``tail``."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if PROGRESS.search(line):
+            progress.append(time.perf_counter() - start)
+        tail.append(line)
+        del tail[:-40]
+
+
 def run_lnq(
     label: str, cohort: Path, *, endpoint: str, output: Path, extra: list[str], sample_memory: bool = False
 ) -> LnqRun:
@@ -177,15 +188,7 @@ def run_lnq(
     if sampler:
         sampler.start()
 
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            if PROGRESS.search(line):
-                progress.append(time.perf_counter() - start)
-            tail.append(line)
-            del tail[:-40]
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader = threading.Thread(target=read_progress, args=(proc, start, progress, tail), daemon=True)
     reader.start()
     rc = proc.wait()
     wall_s = time.perf_counter() - start

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _procmem import own_peak_rss_bytes  # noqa: E402
+from _procmem import own_anon_rss_bytes, own_peak_rss_bytes, rss_bytes  # noqa: E402
 
 BENCH_NODES_PER_SERIES = 9  # fully annotated LNQ cases average about 9 nodes
 
@@ -131,7 +131,8 @@ def child(args: argparse.Namespace) -> None:
 
     config = ProcessConfig(fetch=FetchConfig(endpoint_url=os.environ.get("LNQ_BENCH_S3", "")), model=spec)
     _warm_up(model)
-    baseline, anon_baseline = _rss_bytes(), _anon_bytes()  # the worker before the series: libraries, model
+    # the worker before the series: interpreter, libraries, the model
+    baseline, anon_baseline = rss_bytes(os.getpid()), own_anon_rss_bytes()
     sampler = _RssPeak()
     sampler.start()
     outcome = process_series(row, config=config, model=model, sink=sink)
@@ -200,21 +201,6 @@ def _warm_up(model) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _anon_bytes() -> int:
-    """Anonymous resident memory (``RssAnon``): what the process allocated, as opposed to pages of
-    mapped files (the CT the decoding child left on disk), which the kernel can reclaim."""
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 class _RssPeak:
     """This process's resident set and its anonymous part, sampled every 20 ms in a thread, until
     :meth:`stop`."""
@@ -222,8 +208,8 @@ class _RssPeak:
     def __init__(self) -> None:
         import threading
 
-        self.peak = _rss_bytes()
-        self.anon_peak = _anon_bytes()
+        self.peak = rss_bytes(os.getpid())
+        self.anon_peak = own_anon_rss_bytes()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -235,8 +221,8 @@ class _RssPeak:
             self._sample()
 
     def _sample(self) -> None:
-        self.peak = max(self.peak, _rss_bytes())
-        self.anon_peak = max(self.anon_peak, _anon_bytes())
+        self.peak = max(self.peak, rss_bytes(os.getpid()))
+        self.anon_peak = max(self.anon_peak, own_anon_rss_bytes())
 
     def stop(self) -> tuple[int, int]:
         self._done.set()
