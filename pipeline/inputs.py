@@ -44,7 +44,8 @@ class SeriesInputs:
     reference: np.ndarray | None = None
 
     def load(self) -> tuple[CtVolume, np.ndarray | None]:
-        """The CT with its voxels and the reference mask (mapped from disk, copy on write)."""
+        """The CT with its voxels and the reference mask (mapped from disk, copy on write, unless
+        they are in memory already)."""
         if self.hu_path is None:
             return self.ct, self.reference
         ct = dataclasses.replace(self.ct, hu=np.load(self.hu_path, mmap_mode="c"))
