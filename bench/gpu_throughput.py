@@ -10,14 +10,18 @@ Models:
 - ``tiny``: the TorchScript TinyConvNet of ``bench/pipeline_stages.py`` (random weights);
 - ``nnunet``: an nnU-Net v2 results folder with a network of the size nnU-Net plans for CT
   (``tests/support/models.py: NNUNET_CT_FULLRES_STAGES``, six stages, 32 to 320 features, patch
-  64 x 192 x 192), random weights, one fold, no test-time mirroring.
+  64 x 192 x 192), random weights (the output layer's foreground bias lowered by
+  ``--nnunet-fg-offset``, so that it predicts about 3,200 speckle nodes per series rather than
+  hundreds of thousands), one fold, no test-time mirroring.
 
 ``nvidia-smi`` is sampled every 200 ms during each run. Printed per run: wall seconds, series per
 hour (from the first to the last series' progress line, so the one-off start-up and model load
 are left out), GPU utilisation (mean and median of the samples between those lines), peak GPU
-memory, and the cost per series at ``--price-per-hour`` (an assumption you give, for example an
-L4 worker's all-in price; nothing is looked up). Without a GPU (``--device cpu``) it runs the same
-way and reports no utilisation, which is how it is tested on a machine without one.
+memory, predicted nodes per series, the mean seconds per series of inference and of the CPU
+stages (every other timed stage, from the series table), and the cost per series at
+``--price-per-hour`` (an assumption you give, for example an L4 worker's all-in price; nothing is
+looked up). Without a GPU (``--device cpu``) it runs the same way and reports no utilisation,
+which is how it is tested on a machine without one.
 
     python bench/gpu_throughput.py [--models tiny nnunet] [--series 6] [--device cuda]
                                    [--price-per-hour 1.00]
@@ -44,6 +48,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from local_run import read_progress  # noqa: E402
 
+from pipeline.enums import TIMED_STAGES, NodeSource, Stage  # noqa: E402
+from pipeline.outputs.schemas import burden_column, stage_column  # noqa: E402
+
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 
 
@@ -56,6 +63,8 @@ class GpuRun:
     progress_at_s: list[float]
     utilisation: list[tuple[float, float]] = field(default_factory=list)  # (seconds, percent)
     memory_mib: list[float] = field(default_factory=list)
+    prediction_nodes: list[int] = field(default_factory=list)
+    stage_s: list[dict[str, float]] = field(default_factory=list)  # per series: stage -> seconds
 
     @property
     def series_per_hour(self) -> float | None:
@@ -113,7 +122,7 @@ class GpuSampler(threading.Thread):
         return self.samples
 
 
-def make_models(work: Path, names: list[str]) -> dict[str, list[str]]:
+def make_models(work: Path, names: list[str], nnunet_fg_offset: float = 3.6) -> dict[str, list[str]]:
     """The ``lnq run`` model arguments of each named model."""
     from pipeline_stages import tiny_model
 
@@ -129,6 +138,7 @@ def make_models(work: Path, names: list[str]) -> dict[str, list[str]]:
                 spacing_zyx=(2.5, 0.8, 0.8),
                 patch_size=NNUNET_CT_FULLRES_PATCH,
                 stages=NNUNET_CT_FULLRES_STAGES,
+                foreground_logit_offset=nnunet_fg_offset,
             )
             models[name] = ["--model", f"nnunet:{folder}", "--folds", "0", "--no-tta"]
         elif name == "nnunet-small":  # the same code path at a size a CPU runs in seconds (tests)
@@ -161,6 +171,8 @@ def write_cohort(work: Path, n_series: int, n_slices: int) -> Path:
 
 
 def run_lnq(model: str, args: list[str], cohort: Path, output: Path, workers: int, device: str) -> GpuRun:
+    from beam_jobs.lnq_run import read_table
+
     command = [
         *LNQ,
         "run",
@@ -187,17 +199,35 @@ def run_lnq(model: str, args: list[str], cohort: Path, output: Path, workers: in
     samples = sampler.stop()
     if rc != 0:
         raise SystemExit(f"{model} --workers {workers}: lnq run exited {rc}:\n{''.join(tail)}")
-    n = len(progress)
+    series = read_table(str(output), "series").to_pylist()
+    bad = [s["status"] for s in series if s["status"] != "ok"]
+    if bad:
+        raise SystemExit(f"{model} --workers {workers}: series not ok: {bad}")
     shutil.rmtree(output, ignore_errors=True)
     return GpuRun(
         model,
         workers,
-        n,
+        len(series),
         wall,
         progress,
         [(t, u) for t, u, _ in samples],
         [m for _, _, m in samples],
+        [s[burden_column("n_nodes", NodeSource.PREDICTION)] or 0 for s in series],
+        [
+            {st.value: s[stage_column(st)] for st in TIMED_STAGES if s[stage_column(st)] is not None}
+            for s in series
+        ],
     )
+
+
+def _mean_stage(run: GpuRun, *, inference: bool) -> float | None:
+    """Mean seconds per series of inference, or of every other timed stage (the CPU stages)."""
+    if not run.stage_s:
+        return None
+    totals = [
+        sum(v for k, v in st.items() if (k == Stage.INFERENCE.value) == inference) for st in run.stage_s
+    ]
+    return statistics.mean(totals)
 
 
 def summary_rows(runs: list[GpuRun], price_per_hour: float | None) -> list[dict]:
@@ -215,12 +245,23 @@ def summary_rows(runs: list[GpuRun], price_per_hour: float | None) -> list[dict]
                 "gpu_util_mean": round(statistics.mean(busy), 1) if busy else None,
                 "gpu_util_median": round(statistics.median(busy), 1) if busy else None,
                 "gpu_mem_peak_mib": max(r.memory_mib) if r.memory_mib else None,
+                "nodes_per_series": _round(_mean(r.prediction_nodes), 0),
+                "inference_s": _round(_mean_stage(r, inference=True)),
+                "cpu_stages_s": _round(_mean_stage(r, inference=False)),
                 "cost_per_series": (
                     round(price_per_hour / per_hour, 4) if price_per_hour and per_hour else None
                 ),
             }
         )
     return rows
+
+
+def _mean(values: list[int]) -> float | None:
+    return statistics.mean(values) if values else None
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def main() -> None:
@@ -235,6 +276,12 @@ def main() -> None:
     parser.add_argument(
         "--price-per-hour", type=float, help="the worker's all-in price per hour (an assumption)"
     )
+    parser.add_argument(
+        "--nnunet-fg-offset",
+        type=float,
+        default=3.6,
+        help="lowers the random nnU-Net's foreground logit (see the module docstring)",
+    )
     parser.add_argument("--json-out")
     args = parser.parse_args()
 
@@ -242,20 +289,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lnq-bench-gpu-") as tmp:
         work = Path(tmp)
         cohort = write_cohort(work, args.series, args.slices)
-        models = make_models(work, args.models)
+        models = make_models(work, args.models, args.nnunet_fg_offset)
         for name, model_args in models.items():
             for workers in args.workers:
                 run = run_lnq(name, model_args, cohort, work / f"out-{name}-{workers}", workers, args.device)
                 runs.append(run)
-                print(
-                    f"{name} --workers {workers}: {run.wall_s:.1f} s for {run.n_series} series",
+                print(  # each run's row as it ends, so a run cut short still reports the others
+                    f"{name} --workers {workers}: {json.dumps(summary_rows([run], args.price_per_hour)[0])}",
                     file=sys.stderr,
                 )
     rows = summary_rows(runs, args.price_per_hour)
     report = {
         "device": args.device,
         "gpu": _gpu_name(),
-        "cpus": os.cpu_count(),
+        "cpus": len(os.sched_getaffinity(0)),  # what ``taskset`` leaves it
         "price_per_hour_assumed": args.price_per_hour,
         "rows": rows,
         "runs": [asdict(r) for r in runs],

@@ -145,14 +145,7 @@ class NnUNetModel:
     def predict(self, ct: CtVolume) -> Prediction:
         start = time.perf_counter()
         image, spacing_zyx, back = reader_view(ct, self.orientation)
-        with self._lock:
-            segmentation = self._predictor.predict_single_npy_array(
-                input_image=image,
-                image_properties={"spacing": spacing_zyx},
-                segmentation_previous_stage=None,
-                output_file_truncated=None,
-                save_or_return_probabilities=False,
-            )
+        segmentation = self._predict_array(image, spacing_zyx)
         inference_s = time.perf_counter() - start
         start = time.perf_counter()
         mask = back(np.asarray(segmentation) > 0).astype(bool, copy=False)
@@ -162,3 +155,38 @@ class NnUNetModel:
                 series_uid=ct.series_uid,
             )
         return Prediction(mask=mask, inference_s=inference_s, postprocess_s=time.perf_counter() - start)
+
+    def _predict_array(self, image: np.ndarray, spacing_zyx: list[float]) -> np.ndarray:
+        """nnunetv2's ``predict_single_npy_array``, its three steps called as it calls them, with
+        only the sliding windows under the lock: they load each fold's weights into the one
+        network, while preprocessing and the resampling back are pure CPU work of the plans
+        (seconds per series), which one series does while another's windows hold the GPU."""
+        from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
+        from nnunetv2.inference.export_prediction import (
+            convert_predicted_logits_to_segmentation_with_correct_shape,
+        )
+
+        predictor = self._predictor
+        preprocessed = next(
+            PreprocessAdapterFromNpy(
+                [image],
+                [None],
+                [{"spacing": spacing_zyx}],
+                [None],
+                predictor.plans_manager,
+                predictor.dataset_json,
+                predictor.configuration_manager,
+                num_threads_in_multithreaded=1,
+                verbose=False,
+            )
+        )
+        with self._lock:
+            logits = predictor.predict_logits_from_preprocessed_data(preprocessed["data"]).cpu()
+        return convert_predicted_logits_to_segmentation_with_correct_shape(
+            logits,
+            predictor.plans_manager,
+            predictor.configuration_manager,
+            predictor.label_manager,
+            preprocessed["data_properties"],
+            return_probabilities=False,
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from pipeline.models.spec import load_model, parse_model_spec
 from tests.support.models import make_nnunet_folder
 
 pytest.importorskip("nnunetv2", reason="nnunetv2 is the [nnunet] extra; make test installs it")
+from nnunetv2.inference import data_iterators, export_prediction  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -78,33 +80,95 @@ def test_the_ct_goes_in_as_the_plans_reader_presents_it(reader: str, tmp_path: P
 
 
 @pytest.mark.parametrize("reader", ["SimpleITKIO", "NibabelIOWithReorient"])
-def test_prediction_is_called_by_keyword_and_lands_on_the_ct_axes(
-    reader: str, nnunet_folder: Path, tmp_path: Path
-) -> None:
+def test_prediction_lands_on_the_ct_axes(reader: str, nnunet_folder: Path, tmp_path: Path) -> None:
     folder = with_reader(nnunet_folder, tmp_path / "model", reader)
     model = NnUNetModel(str(folder), device=torch.device("cpu"), folds=(0,), tta=False)
     calls = []
 
-    def predict_single_npy_array(
-        *,
-        input_image,
-        image_properties,
-        segmentation_previous_stage,
-        output_file_truncated,
-        save_or_return_probabilities,
-    ):  # keyword-only: a positional call fails here
-        calls.append((input_image, image_properties, segmentation_previous_stage, output_file_truncated))
-        assert save_or_return_probabilities is False
-        return (input_image[0] > 100).astype(np.uint8) * 2  # any label other than background is a node
+    def predict_array(image, spacing_zyx):
+        calls.append((image, spacing_zyx))
+        return (image[0] > 100).astype(np.uint8) * 2  # any label other than background is a node
 
-    model._predictor.predict_single_npy_array = predict_single_npy_array  # type: ignore[method-assign]
+    model._predict_array = predict_array  # type: ignore[method-assign]
     ct = oblique_ct()
     prediction = model.predict(ct)
     np.testing.assert_array_equal(prediction.mask, ct.hu > 100)
-    ((image, properties, previous, output),) = calls
-    assert set(properties) == {"spacing"} and previous is None and output is None
+    ((image, _),) = calls
     if READER_ORIENTATION[reader] is not None:
         assert image.shape[1:] != ct.hu.shape  # the RAS view of this CT permutes its axes
+
+
+def test_the_three_steps_give_what_nnunetv2_gives(nnunet_folder: Path) -> None:
+    """Preprocessing, windows and resampling back, called apart, equal ``predict_single_npy_array``
+    (two folds: the weights are swapped in the network between windows)."""
+    model = NnUNetModel(str(nnunet_folder), device=torch.device("cpu"), folds=(0, 1), tta=False)
+    image, spacing_zyx, _ = reader_view(oblique_ct(), None)
+    ours = model._predict_array(image, spacing_zyx)
+    theirs = model._predictor.predict_single_npy_array(
+        input_image=image,
+        image_properties={"spacing": spacing_zyx},
+        segmentation_previous_stage=None,
+        output_file_truncated=None,
+        save_or_return_probabilities=False,
+    )
+    assert ours.shape == image.shape[1:]
+    np.testing.assert_array_equal(ours, theirs)
+    assert 0 < np.count_nonzero(ours) < ours.size  # random weights, but not a constant answer
+
+
+def test_only_the_windows_wait_for_the_model(nnunet_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A series preprocesses while another holds the model, and resamples back after releasing it."""
+    model = NnUNetModel(str(nnunet_folder), device=torch.device("cpu"), folds=(0,), tta=False)
+    events: list[str] = []
+
+    class RecordingLock:
+        def __init__(self) -> None:
+            self.inner = threading.Lock()
+            self.asked = threading.Event()
+
+        def __enter__(self) -> None:
+            events.append("asks for the model")
+            self.asked.set()
+            self.inner.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            events.append("releases the model")
+            self.inner.release()
+
+    lock = RecordingLock()
+    model._lock = lock  # type: ignore[assignment]
+    windows = model._predictor.predict_logits_from_preprocessed_data
+
+    def recorded_windows(data):
+        events.append(f"windows on {tuple(data.shape)}")
+        return windows(data)
+
+    model._predictor.predict_logits_from_preprocessed_data = recorded_windows  # type: ignore[method-assign]
+    for module, name, label in (
+        (data_iterators, "PreprocessAdapterFromNpy", "preprocesses"),
+        (export_prediction, "convert_predicted_logits_to_segmentation_with_correct_shape", "resamples back"),
+    ):
+        monkeypatch.setattr(module, name, recording(getattr(module, name), label, events))
+    image, spacing_zyx, _ = reader_view(oblique_ct(), None)
+    result: list[np.ndarray] = []
+    lock.inner.acquire()  # another series holds the model
+    worker = threading.Thread(target=lambda: result.append(model._predict_array(image, spacing_zyx)))
+    worker.start()
+    assert lock.asked.wait(60), "the series never asked for the model"
+    assert events == ["preprocesses", "asks for the model"]
+    lock.inner.release()
+    worker.join(60)
+    assert not worker.is_alive()
+    assert events[2].startswith("windows on ") and events[3:] == ["releases the model", "resamples back"]
+    assert result[0].shape == image.shape[1:]
+
+
+def recording(function, label: str, events: list[str]):
+    def wrapper(*args, **kwargs):
+        events.append(label)
+        return function(*args, **kwargs)
+
+    return wrapper
 
 
 def test_predicts_on_the_ct_grid(nnunet_folder: Path, phantom) -> None:
