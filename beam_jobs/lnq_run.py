@@ -34,7 +34,16 @@ from beam_jobs import lock
 from beam_jobs.dataflow import GpuRequest, dataflow_args, is_dataflow, repo_setup_file
 from beam_jobs.options import INTERRUPTED, UsageError, split_beam_args
 from beam_jobs.run_args import make_parser
-from beam_jobs.store import TABLE_FILE, ResultStore, add_to_manifest, complete_publish, publish, run_key
+from beam_jobs.store import (
+    TABLE_FILE,
+    ResultMissing,
+    ResultStore,
+    add_to_manifest,
+    complete_publish,
+    iter_results,
+    publish,
+    run_key,
+)
 from beam_jobs.transforms import (
     OutputFileSink,
     ProcessSeriesFn,
@@ -42,7 +51,6 @@ from beam_jobs.transforms import (
     check_model_reachable,
     dead_letter_to_result,
 )
-from pipeline.enums import SeriesStatus
 from pipeline.errors import PipelineError
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig, probe_series
 from pipeline.fetch.s5cmd import check_config as check_fetch_config
@@ -354,30 +362,35 @@ def check_reachable(rows: list[dict[str, Any]], fetch: FetchConfig) -> None:
 
 
 def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> RunSummary:
-    """Check that every cohort row has exactly one result, then publish the tables."""
-    uids = [str(r["ct_series_instance_uid"]) for r in rows]
-    results = store.read(uids)
-    missing = [uid for uid in uids if uid not in results]
+    """Check that every cohort row has exactly one result, then publish the tables, streaming
+    the results from the store (a cohort's rows are never all in memory at once)."""
+    uids = sorted({str(r["ct_series_instance_uid"]) for r in rows})
+    missing = store.missing(uids)
     if missing:
         raise RunFailed(
             f"{len(missing)} of {len(uids)} cohort rows have no result (for example {missing[0]}); "
             "the published tables were left as they were"
         )
-    ordered = [results[uid] for uid in uids]
     try:
-        files = [r.series[c] for r in ordered for c in ("seg_uri", "sr_uri", "qc_uri") if r.series[c]]
-        publish(output, ordered, extra_files=files)
+        published = publish(
+            output,
+            iter_results(store, uids),
+            files_of=lambda r: [r.series[c] for c in ("seg_uri", "sr_uri", "qc_uri") if r.series[c]],
+        )
+    except ResultMissing as exc:
+        raise RunFailed(
+            f"the stored result of {exc} is unreadable; the published tables were left as they were"
+        ) from exc
     except OSError as exc:
         raise RunFailed(
             f"publishing the tables failed ({exc}); the published tables were left as they were, "
             "finished series are kept: run again to publish"
         ) from exc
-    n_ok = sum(1 for r in ordered if r.series["status"] == SeriesStatus.OK.value)
     summary = RunSummary(
         n_cohort=len(rows),
-        n_ok=n_ok,
-        n_failed=len(rows) - n_ok,
-        n_nodes=sum(len(r.nodes) for r in ordered),
+        n_ok=published.n_ok,
+        n_failed=len(rows) - published.n_ok,
+        n_nodes=published.rows["nodes"],
         output=output,
     )
     logger.info(

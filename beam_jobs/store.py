@@ -20,24 +20,24 @@ were completely written first. Files the project did not write are never deleted
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
-import io
 import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.enums import SeriesStatus
 from pipeline.outputs.rows import OutcomeRows
-from pipeline.outputs.schemas import TABLES, to_table
+from pipeline.outputs.schemas import TABLES, sort_rows, to_table
 from pipeline.process import ProcessConfig
 from pipeline.uids import uid_problem
 
@@ -187,6 +187,11 @@ class ResultStore:
         """UIDs with an ``ok`` result: one listing, no reads."""
         return {name[: -len(".json")] for name in self._listed(SeriesStatus.OK)}
 
+    def missing(self, uids: Iterable[str]) -> list[str]:
+        """UIDs with no stored result, ``ok`` or ``error``: two listings, no reads."""
+        listed = self._listed(SeriesStatus.OK) | self._listed(SeriesStatus.ERROR)
+        return [uid for uid in uids if os.path.basename(self.path(SeriesStatus.OK, uid)) not in listed]
+
     def read(self, uids: Iterable[str], *, threads: int = 16) -> dict[str, OutcomeRows]:
         """The stored result of each UID that has one (``ok`` preferred); only listed files are read,
         and an unreadable one counts as no result (the run's check then refuses to publish)."""
@@ -207,44 +212,144 @@ class ResultStore:
             return {uid: rows for uid, rows in pool.map(one, list(uids)) if rows is not None}
 
 
-def table_bytes(rows: list[dict[str, Any]], table: str) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(to_table(rows, table), buffer)
-    return buffer.getvalue()
+PUBLISH_CHUNK_SERIES = 16
+"""Results read at a time while publishing (in parallel, then written and dropped): 16 series of
+a noisy model's 3,000 nodes are about 150 MB of rows."""
+ROW_GROUP_ROWS = 32_768
+"""Rows a table's writer buffers before writing them as one Parquet row group: what bounds the
+memory of a publish, whatever the cohort's size or a noisy model's thousands of nodes per series."""
 
 
-def publish(output: str, results: list[OutcomeRows], *, extra_files: Iterable[str] = ()) -> None:
-    """Replace the published tables with ``results`` (one per cohort row, already checked).
+class ResultMissing(Exception):
+    """A cohort row's stored result is absent or unreadable: nothing may be published."""
 
-    Every new table is first written completely under a temporary name; then a journal
-    names the renames, the renames happen, and the journal goes. A run killed before the
-    journal leaves the old tables; one killed during the renames is completed by the next
-    run (:func:`complete_publish`). Files of the previous publish that this one no longer
-    lists (in the manifest) are deleted; nothing else is."""
-    rows = {
-        "series": [r.series for r in results],
-        "nodes": [n for r in results for n in r.nodes],
-        "errors": [e for r in results for e in r.errors],
-    }
+
+@dataclass(frozen=True)
+class Published:
+    """What a publish wrote: rows per table, and series whose status is ``ok``."""
+
+    rows: dict[str, int]
+    n_ok: int
+
+
+def iter_results(
+    store: ResultStore, uids: Iterable[str], *, chunk: int = PUBLISH_CHUNK_SERIES
+) -> Iterator[OutcomeRows]:
+    """The result of each UID, in order, read ``chunk`` at a time; :class:`ResultMissing` for the
+    first that has none (or an unreadable one)."""
+    pending = list(uids)
+    for first in range(0, len(pending), chunk):
+        part = pending[first : first + chunk]
+        found = store.read(part)
+        for uid in part:
+            if uid not in found:
+                raise ResultMissing(uid)
+            yield found[uid]
+
+
+@contextlib.contextmanager
+def _table_file(path: str) -> Iterator[BinaryIO]:
+    """A new file for a table being written; local files are synced to disk before they count."""
+    if is_remote(path):
+        with FileSystems.create(path) as f:
+            yield f
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class _TableWriter:
+    """One table's rows, appended series by series and written a row group at a time."""
+
+    def __init__(self, table: str, file: BinaryIO):
+        self.table = table
+        self.writer = pq.ParquetWriter(file, TABLES[table])
+        self.buffer: list[dict[str, Any]] = []
+        self.count = 0
+        self.closed = False
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.buffer.extend(sort_rows(rows, self.table))  # series come in order: this is the table's order
+        if len(self.buffer) >= ROW_GROUP_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer or not self.count:  # an empty table still gets its schema
+            self.writer.write_table(to_table(self.buffer, self.table))
+            self.count += len(self.buffer)
+            self.buffer = []
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+        self.closed = True
+
+    def abandon(self) -> None:
+        """Close without finishing (the file is being discarded), before the file itself closes."""
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                self.writer.close()
+
+
+def publish(
+    output: str,
+    results: Iterable[OutcomeRows],
+    *,
+    files_of: Callable[[OutcomeRows], Iterable[str]] = lambda _: (),
+    extra_files: Iterable[str] = (),
+) -> Published:
+    """Replace the published tables with ``results`` (one per cohort row, in any order given by a
+    list; an iterator must yield them in ``ct_series_instance_uid`` order, the tables' order).
+
+    Results are streamed: each table is written row group by row group under a temporary name,
+    so memory stays bounded by :data:`ROW_GROUP_ROWS`. Then a journal names the renames, the
+    renames happen, and the journal goes. A run killed (or failing, say on a missing result)
+    before the journal leaves the old tables; one killed during the renames is completed by the
+    next run (:func:`complete_publish`). Files of the previous publish that this one no longer
+    lists (in the manifest) are deleted; nothing else is. ``files_of``: the files a result wrote
+    (recorded in the manifest as the project's)."""
+    if isinstance(results, list):
+        results = sorted(results, key=lambda r: str(r.series["ct_series_instance_uid"]))
     token = uuid.uuid4().hex[:8]
-    renames = []
-    written = []
+    temporaries = {table: f"{output}/{table}/.{TABLE_FILE}.{token}.tmp" for table in TABLES}
+    files: list[str] = list(extra_files)
+    n_ok = 0
     try:
-        for table in TABLES:
-            final = f"{output}/{table}/{TABLE_FILE}"
-            temporary = f"{output}/{table}/.{TABLE_FILE}.{token}.tmp"
-            write_atomically(temporary, table_bytes(rows[table], table))
-            written.append(temporary)
-            renames.append([temporary, final])
-        write_atomically(_journal(output), json.dumps({"renames": renames}).encode())
+        with contextlib.ExitStack() as stack:
+            writers: dict[str, _TableWriter] = {}
+            for table, path in temporaries.items():
+                writers[table] = _TableWriter(table, stack.enter_context(_table_file(path)))
+                stack.callback(writers[table].abandon)  # a failure closes it before its file
+            previous: str | None = None
+            for result in results:
+                uid = str(result.series["ct_series_instance_uid"])
+                if previous is not None and uid <= previous:
+                    raise ValueError(f"results out of order or repeated: {uid} after {previous}")
+                previous = uid
+                writers["series"].add([result.series])
+                writers["nodes"].add(result.nodes)
+                writers["errors"].add(result.errors)
+                n_ok += result.series["status"] == SeriesStatus.OK.value
+                files.extend(f for f in files_of(result) if f)
+            for writer in writers.values():
+                writer.close()
+        write_atomically(
+            _journal(output),
+            json.dumps(
+                {"renames": [[temporaries[t], f"{output}/{t}/{TABLE_FILE}"] for t in TABLES]}
+            ).encode(),
+        )
     except BaseException:
-        delete_quietly(written)
+        delete_quietly(temporaries.values())
         raise
     complete_publish(output)
-    files = [f"{table}/{TABLE_FILE}" for table in TABLES] + sorted(
-        _relative(output, path) for path in extra_files if path
-    )
-    _replace_manifest(output, files)
+    listed = [f"{table}/{TABLE_FILE}" for table in TABLES] + sorted({_relative(output, p) for p in files})
+    _replace_manifest(output, listed)
+    return Published(rows={t: w.count for t, w in writers.items()}, n_ok=n_ok)
 
 
 def _journal(output: str) -> str:

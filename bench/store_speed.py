@@ -1,4 +1,5 @@
-"""What durability costs (issue 10): one series' result write, and a resume over 513 done series.
+"""What durability costs (issue 10): one series' result write, and a resume over 513 done series;
+and the memory of publishing a noisy model's cohort (513 series of 3,000 nodes), streamed or not.
 
 Builds 513 series results shaped like a reference run's (a series row, 9 node rows each), then
 times, on a local output folder: writing one result (atomically: temporary name, fsync, rename),
@@ -12,7 +13,6 @@ three tables; and end to end, ``lnq run`` on that output with every series alrea
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import statistics
 import subprocess
 import sys
@@ -24,37 +24,28 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _rows(i: int):  # type: ignore[no-untyped-def]
-    from pipeline.outputs.rows import OutcomeRows
-    from pipeline.outputs.schemas import NODES_SCHEMA, SERIES_SCHEMA
-
-    uid = f"1.2.826.0.1.3680043.10.999.{i + 1}"
-    series = dict.fromkeys(SERIES_SCHEMA.names)
-    series.update(
-        ct_series_instance_uid=uid,
-        patient_id=f"case_{i:04d}",
-        status="ok",
-        model="reference",
-        pipeline_version="0.1.0",
-        processed_at=dt.datetime.now(dt.timezone.utc),
-        n_slices=108,
-        total_s=1.0,
-    )
-    nodes = []
-    for k in range(9):
-        node = {name: 1.0 for name in NODES_SCHEMA.names}
-        node.update(
-            ct_series_instance_uid=uid,
-            patient_id=f"case_{i:04d}",
-            model="reference",
-            source="reference",
-            node_index=k + 1,
-            voxel_count=100,
-            recist_category="normal",
-            tracking_uid=f"2.25.{i}{k}",
-        )
-        nodes.append(node)
-    return OutcomeRows(series=series, nodes=nodes, errors=[])
+def _publish_peak_mib(out: str, uids: list[str], key: str, *, streamed: bool) -> tuple[float, float]:
+    """Seconds and peak memory (MiB above the start) of one publish, in a fresh child process:
+    streamed from the store as ``lnq run`` does, or with every result read into a list first."""
+    code = f"""
+import os, sys, time
+sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "bench")!r})
+from _procmem import own_peak_rss_bytes, rss_bytes
+from beam_jobs.store import ResultStore, iter_results, publish
+uids = {uids!r}
+store = ResultStore({out!r}, {key!r})
+base = rss_bytes(os.getpid())
+start = time.perf_counter()
+if {streamed!r}:
+    publish({out!r}, iter_results(store, uids))
+else:
+    read = store.read(uids)
+    publish({out!r}, [read[u] for u in uids])
+print(time.perf_counter() - start, (own_peak_rss_bytes() - base) / 2**20)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    seconds, mib = done.stdout.split()
+    return float(seconds), float(mib)
 
 
 def main() -> None:
@@ -62,6 +53,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--series", type=int, default=513)
+    parser.add_argument(
+        "--noisy-nodes", type=int, default=3000, help="nodes per series of the noisy-model publish"
+    )
     args = parser.parse_args()
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -69,12 +63,13 @@ def main() -> None:
     from beam_jobs.store import ResultStore, publish, run_key
     from pipeline.outputs.schemas import COHORT_SCHEMA
     from pipeline.process import ProcessConfig
+    from tests.support.results import synthetic_outcome
 
     with tempfile.TemporaryDirectory(prefix="lnq-bench-") as tmp:
         out = Path(tmp) / "out"
         key, _ = run_key(ProcessConfig())
         store = ResultStore(str(out), key)
-        results = [_rows(i) for i in range(args.series)]
+        results = [synthetic_outcome(i) for i in range(args.series)]
         writes = []
         for rows in results:
             start = time.perf_counter()
@@ -114,6 +109,15 @@ def main() -> None:
             cwd=ROOT,
         )
         resume_s = time.perf_counter() - start
+        noisy = Path(tmp) / "noisy"
+        noisy_store = ResultStore(str(noisy), key)
+        for i in range(args.series):
+            noisy_store.write(synthetic_outcome(i, n_nodes=args.noisy_nodes))
+        sorted_uids = sorted(uids)
+        memory = {
+            streamed: _publish_peak_mib(str(noisy), sorted_uids, key, streamed=streamed)
+            for streamed in (False, True)
+        }
     assert len(done) == args.series == len(read), (len(done), len(read))
     print(f"{args.series} series, 9 nodes each, local output folder")
     print("| step | seconds |")
@@ -124,6 +128,13 @@ def main() -> None:
     print(f"| read every result back | {read_s:.3f} |")
     print(f"| publish the three tables | {publish_s:.3f} |")
     print(f"| `lnq run` with every series done (exit {resumed.returncode}), wall | {resume_s:.2f} |")
+    print()
+    print(f"publishing {args.series} series of {args.noisy_nodes} nodes each (a noisy model's output)")
+    print("| how | seconds | peak MiB above the start |")
+    print("|---|---|---|")
+    for streamed, (seconds, mib) in memory.items():
+        how = "streamed from the store (lnq run)" if streamed else "every result read into a list first"
+        print(f"| {how} | {seconds:.1f} | {mib:.0f} |")
     if resumed.returncode != 0:
         print(resumed.stderr[-2000:])
 

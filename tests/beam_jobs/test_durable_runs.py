@@ -6,6 +6,7 @@ kill tests run ``lnq`` as a child process and SIGKILL it at seeded random moment
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -155,16 +156,18 @@ def test_disk_full_while_publishing_leaves_the_previous_tables(
         == 0
     )
     before = _digest(out)
-    real = store_module.write_atomically
+    real = store_module._table_file
     calls = []
 
-    def full(target: str, data: bytes) -> None:
+    @contextlib.contextmanager
+    def full(target: str):  # type: ignore[no-untyped-def]
         calls.append(target)
-        if ".tmp" in os.path.basename(target) and len(calls) >= 2:  # the second table of the publish
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(target, data)
+        with real(target) as f:
+            yield f
+            if len(calls) >= 2:  # the second table of the publish, once written
+                raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store_module, "write_atomically", full)
+    monkeypatch.setattr(store_module, "_table_file", full)
     code = main(["run", "--cohort", str(path), "--output", str(out)])
     assert code != 0 and "No space left on device" in capsys.readouterr().err
     assert _digest(out) == before  # every table as it was, none torn
