@@ -141,6 +141,7 @@ class NnUNetModel:
                 f"nnU-Net folder {folder} cannot be loaded: {type(exc).__name__}: {exc}"
             ) from exc
         self._lock = threading.Lock()
+        self._torch_threads = torch.get_num_threads()
 
     def predict(self, ct: CtVolume) -> Prediction:
         start = time.perf_counter()
@@ -161,6 +162,7 @@ class NnUNetModel:
         only the sliding windows under the lock: they load each fold's weights into the one
         network, while preprocessing and the resampling back are pure CPU work of the plans
         (seconds per series), which one series does while another's windows hold the GPU."""
+        from nnunetv2.configuration import default_num_processes
         from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
         from nnunetv2.inference.export_prediction import (
             convert_predicted_logits_to_segmentation_with_correct_shape,
@@ -182,6 +184,9 @@ class NnUNetModel:
         )
         with self._lock:
             logits = predictor.predict_logits_from_preprocessed_data(preprocessed["data"]).cpu()
+        # Both steps set torch's (process-wide) thread count and restore it after; unlocked, they
+        # interleave, so they must set the same value: the windows' own, min(nnU-Net's default, ours).
+        threads = min(default_num_processes, self._torch_threads)
         return convert_predicted_logits_to_segmentation_with_correct_shape(
             logits,
             predictor.plans_manager,
@@ -189,4 +194,5 @@ class NnUNetModel:
             predictor.label_manager,
             preprocessed["data_properties"],
             return_probabilities=False,
+            num_threads_torch=threads,
         )

@@ -222,3 +222,36 @@ def test_a_reader_of_unknown_axes_is_refused(reader: str | None, nnunet_folder: 
     folder = with_reader(nnunet_folder, tmp_path / "model", reader)
     with pytest.raises(ModelError, match=rf"image_reader_writer {reader!r} is not a reader of CT volumes"):
         NnUNetModel(str(folder), device=torch.device("cpu"), folds=(0,))
+
+
+def test_the_unlocked_resampling_sets_no_more_torch_threads_than_the_windows(
+    nnunet_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch's thread count is process-wide, set and restored by both steps: outside the lock the
+    resampling back must ask for the count the windows use, or two series could leave the process
+    with nnU-Net's default (8) on a smaller machine."""
+    original = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(2, original)))
+    before = torch.get_num_threads()
+    model = NnUNetModel(str(nnunet_folder), device=torch.device("cpu"), folds=(0,), tta=False)
+    asked = []
+    convert = export_prediction.convert_predicted_logits_to_segmentation_with_correct_shape
+
+    def recorded(*args, **kwargs):
+        asked.append(kwargs.get("num_threads_torch"))
+        return convert(*args, **kwargs)
+
+    monkeypatch.setattr(
+        export_prediction, "convert_predicted_logits_to_segmentation_with_correct_shape", recorded
+    )
+    image, spacing_zyx, _ = reader_view(oblique_ct(), None)
+    workers = [threading.Thread(target=model._predict_array, args=(image, spacing_zyx)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    try:
+        assert asked == [before, before]
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(original)
