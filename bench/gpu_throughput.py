@@ -16,12 +16,13 @@ Models:
 
 ``nvidia-smi`` is sampled every 200 ms during each run. Printed per run: wall seconds, series per
 hour (from the first to the last series' progress line, so the one-off start-up and model load
-are left out), GPU utilisation (mean and median of the samples between those lines), peak GPU
-memory, predicted nodes per series, the mean seconds per series of inference and of the CPU
-stages (every other timed stage, from the series table), and the cost per series at
-``--price-per-hour`` (an assumption you give, for example an L4 worker's all-in price; nothing is
-looked up). Without a GPU (``--device cpu``) it runs the same way and reports no utilisation,
-which is how it is tested on a machine without one.
+are left out; and "after fill", from the ``workers``-th line, since with several series in flight
+the first ones finish together), GPU utilisation (mean and median of the samples between the
+first and last lines), peak GPU memory, predicted nodes per series, the mean seconds per series of
+inference and of the CPU stages (every other timed stage, from the series table), and the cost per
+series at ``--price-per-hour`` and the after-fill rate (the price is an assumption you give, for
+example an L4 worker's all-in price; nothing is looked up). Without a GPU (``--device cpu``) it
+runs the same way and reports no utilisation, which is how it is tested on a machine without one.
 
     python bench/gpu_throughput.py [--models tiny nnunet] [--series 6] [--device cuda]
                                    [--price-per-hour 1.00]
@@ -73,6 +74,16 @@ class GpuRun:
             return None
         span = self.progress_at_s[-1] - self.progress_at_s[0]
         return 3600.0 * (len(self.progress_at_s) - 1) / span if span > 0 else None
+
+    @property
+    def series_per_hour_after_fill(self) -> float | None:
+        """From the ``workers``-th progress line to the last: with several series in flight the
+        first ones finish together, late, and the first-to-last span flatters the rate."""
+        n, w = len(self.progress_at_s), max(1, self.workers)
+        if n <= w:
+            return None
+        span = self.progress_at_s[-1] - self.progress_at_s[w - 1]
+        return 3600.0 * (n - w) / span if span > 0 else None
 
     def busy(self) -> list[float]:
         """Utilisation samples while series ran (first to last progress line)."""
@@ -235,6 +246,7 @@ def summary_rows(runs: list[GpuRun], price_per_hour: float | None) -> list[dict]
     for r in runs:
         busy = r.busy()
         per_hour = r.series_per_hour
+        steady = r.series_per_hour_after_fill
         rows.append(
             {
                 "model": r.model,
@@ -242,14 +254,15 @@ def summary_rows(runs: list[GpuRun], price_per_hour: float | None) -> list[dict]
                 "series": r.n_series,
                 "wall_s": round(r.wall_s, 1),
                 "series_per_hour": None if per_hour is None else round(per_hour, 1),
+                "series_per_hour_after_fill": _round(r.series_per_hour_after_fill, 1),
                 "gpu_util_mean": round(statistics.mean(busy), 1) if busy else None,
                 "gpu_util_median": round(statistics.median(busy), 1) if busy else None,
                 "gpu_mem_peak_mib": max(r.memory_mib) if r.memory_mib else None,
                 "nodes_per_series": _round(_mean(r.prediction_nodes), 0),
                 "inference_s": _round(_mean_stage(r, inference=True)),
                 "cpu_stages_s": _round(_mean_stage(r, inference=False)),
-                "cost_per_series": (
-                    round(price_per_hour / per_hour, 4) if price_per_hour and per_hour else None
+                "cost_per_series": (  # at the after-fill rate, the conservative one
+                    round(price_per_hour / steady, 4) if price_per_hour and steady else None
                 ),
             }
         )
