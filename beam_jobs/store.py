@@ -189,13 +189,24 @@ class ResultStore:
 
     def missing(self, uids: Iterable[str]) -> list[str]:
         """UIDs with no stored result, ``ok`` or ``error``: two listings, no reads."""
-        listed = self._listed(SeriesStatus.OK) | self._listed(SeriesStatus.ERROR)
+        listed = set().union(*self.listing().values())
         return [uid for uid in uids if os.path.basename(self.path(SeriesStatus.OK, uid)) not in listed]
 
-    def read(self, uids: Iterable[str], *, threads: int = 16) -> dict[str, OutcomeRows]:
+    def listing(self) -> dict[SeriesStatus, set[str]]:
+        """The file names of the kept results, by status: two listings, no reads."""
+        return {status: self._listed(status) for status in (SeriesStatus.OK, SeriesStatus.ERROR)}
+
+    def read(
+        self,
+        uids: Iterable[str],
+        *,
+        threads: int = 16,
+        listed: dict[SeriesStatus, set[str]] | None = None,
+    ) -> dict[str, OutcomeRows]:
         """The stored result of each UID that has one (``ok`` preferred); only listed files are read,
-        and an unreadable one counts as no result (the run's check then refuses to publish)."""
-        listed = {status: self._listed(status) for status in (SeriesStatus.OK, SeriesStatus.ERROR)}
+        and an unreadable one counts as no result (the run's check then refuses to publish).
+        ``listed``: a :meth:`listing` already made (a caller reading in chunks lists once)."""
+        listed = listed if listed is not None else self.listing()
 
         def one(uid: str) -> tuple[str, OutcomeRows | None]:
             for status, names in listed.items():
@@ -238,9 +249,10 @@ def iter_results(
     """The result of each UID, in order, read ``chunk`` at a time; :class:`ResultMissing` for the
     first that has none (or an unreadable one)."""
     pending = list(uids)
+    listed = store.listing()  # once: on Cloud Storage each listing is a round trip or more
     for first in range(0, len(pending), chunk):
         part = pending[first : first + chunk]
-        found = store.read(part)
+        found = store.read(part, listed=listed)
         for uid in part:
             if uid not in found:
                 raise ResultMissing(uid)

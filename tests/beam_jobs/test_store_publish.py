@@ -78,10 +78,19 @@ def test_the_writer_never_holds_a_row_group_more(tmp_path: Path, monkeypatch) ->
         return read(self, uids, **kwargs)
 
     monkeypatch.setattr(ResultStore, "read", counted)
+    listings = []
+    listing = ResultStore.listing
+
+    def counted_listing(self):  # type: ignore[no-untyped-def]
+        listings.append(1)
+        return listing(self)
+
+    monkeypatch.setattr(ResultStore, "listing", counted_listing)
     store, results = _stored(tmp_path / "out", 40, n_nodes=20)
     publish_run(str(tmp_path / "out"), _cohort(results), store)
     assert max(held) < 50
     assert max(reads) <= store_module.PUBLISH_CHUNK_SERIES and sum(reads) == 40
+    assert len(listings) == 2  # the check for missing results, then one for all the chunks
 
 
 def _previous_tables(out: Path) -> dict[str, bytes]:
