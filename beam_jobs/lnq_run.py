@@ -378,9 +378,9 @@ def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> 
             files_of=lambda r: [r.series[c] for c in ("seg_uri", "sr_uri", "qc_uri") if r.series[c]],
         )
     except ResultMissing as exc:
-        raise RunFailed(
-            f"the stored result of {exc} is unreadable; the published tables were left as they were"
-        ) from exc
+        removed = store.discard_if_corrupt(exc.uid)
+        advice = "it was removed: run again to redo that series" if removed else "run again"
+        raise RunFailed(f"series {exc}; the published tables were left as they were ({advice})") from exc
     except OSError as exc:
         raise RunFailed(
             f"publishing the tables failed ({exc}); the published tables were left as they were, "

@@ -192,6 +192,26 @@ class ResultStore:
         listed = set().union(*self.listing().values())
         return [uid for uid in uids if os.path.basename(self.path(SeriesStatus.OK, uid)) not in listed]
 
+    def discard_if_corrupt(self, uid: str) -> list[str]:
+        """Remove the kept results of ``uid`` that read but do not decode to its rows, so that the
+        next run redoes the series instead of failing on them again; a file that cannot be read
+        at all (a network error) is left. Returns the paths removed."""
+        removed = []
+        for status in (SeriesStatus.OK, SeriesStatus.ERROR):
+            path = self.path(status, uid)
+            try:
+                data = read_bytes(path)
+            except OSError:
+                continue
+            try:
+                ok = str(decode_rows(data).series["ct_series_instance_uid"]) == uid
+            except (ValueError, KeyError, TypeError, AttributeError):
+                ok = False
+            if not ok:
+                delete_quietly([path])
+                removed.append(path)
+        return removed
+
     def listing(self) -> dict[SeriesStatus, set[str]]:
         """The file names of the kept results, by status: two listings, no reads."""
         return {status: self._listed(status) for status in (SeriesStatus.OK, SeriesStatus.ERROR)}
@@ -234,6 +254,10 @@ memory of a publish, whatever the cohort's size or a noisy model's thousands of 
 class ResultMissing(Exception):
     """A cohort row's stored result is absent or unreadable: nothing may be published."""
 
+    def __init__(self, uid: str, reason: str = "no result"):
+        super().__init__(f"{uid}: {reason}")
+        self.uid = uid
+
 
 @dataclass(frozen=True)
 class Published:
@@ -255,7 +279,10 @@ def iter_results(
         found = store.read(part, listed=listed)
         for uid in part:
             if uid not in found:
-                raise ResultMissing(uid)
+                raise ResultMissing(uid, "its stored result is missing or unreadable")
+            held = str(found[uid].series.get("ct_series_instance_uid"))
+            if held != uid:  # a file written by something else, or copied in by hand
+                raise ResultMissing(uid, f"its stored result holds the series {held!r}")
             yield found[uid]
 
 

@@ -126,6 +126,25 @@ def test_resume_publish_and_foreign_files(cohort, tmp_path: Path) -> None:
     assert read_table(str(out), "series").num_rows == 2
 
 
+def test_a_torn_kept_result_fails_the_publish_once_and_is_redone(cohort, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path, _ = cohort
+    out = tmp_path / "out"
+    assert main(["run", "--cohort", str(path), "--output", str(out)]) == 0
+    before = _digest(out)
+    kept = _kept(out)
+    torn = sorted(kept)[1]
+    (next((out / "_lnq" / "results").glob(f"*/ok/{torn}"))).write_text('{"series": ')  # cut short
+    capsys.readouterr()
+    assert main(["run", "--cohort", str(path), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "its stored result is missing or unreadable" in err and "removed: run again" in err
+    assert _digest(out) == before  # the tables as they were
+    assert main(["run", "--cohort", str(path), "--output", str(out)]) == 0
+    redone = _kept(out)
+    assert redone[torn] > kept[torn] and all(redone[n] == kept[n] for n in kept if n != torn)
+    assert read_table(str(out), "series").num_rows == 4
+
+
 def test_every_series_failing_exits_3(cohort, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     _, rows = cohort
     bad = [dict(r, ct_series_url=str(tmp_path / "nowhere" / str(i))) for i, r in enumerate(rows[:2])]

@@ -109,8 +109,11 @@ def test_an_unreadable_result_mid_stream_publishes_nothing(tmp_path: Path) -> No
     store, results = _stored(out, 100)
     uids = _uids(results)
     Path(store.path(store_module.SeriesStatus.OK, uids[80])).write_text("{ torn")
-    with pytest.raises(RunFailed, match=f"stored result of {uids[80]} is unreadable"):
+    with pytest.raises(
+        RunFailed, match=f"{uids[80]}: its stored result is missing or unreadable.*removed: run again"
+    ):
         publish_run(str(out), _cohort(results), store)
+    assert uids[80] not in store.done() and len(store.done()) == 99  # the next run redoes it alone
     assert {t: (out / t / TABLE_FILE).read_bytes() for t in TABLES} == before
     assert not _left_over(out) and not (out / "_lnq" / "publish.json").exists()
 
@@ -147,7 +150,21 @@ def test_iter_results_names_the_first_missing_series(tmp_path: Path) -> None:
     uids = _uids(results)
     os.remove(store.path(store_module.SeriesStatus.OK, uids[3]))
     got = []
-    with pytest.raises(ResultMissing, match=uids[3]):
+    with pytest.raises(ResultMissing, match=f"{uids[3]}: its stored result is missing or unreadable"):
         for result in iter_results(store, uids, chunk=2):
             got.append(result.series["ct_series_instance_uid"])
     assert got == uids[:3]
+
+
+def test_a_result_file_holding_another_series_publishes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    before = _previous_tables(out)
+    store, results = _stored(out, 6)
+    uids = _uids(results)
+    swapped = Path(store.path(store_module.SeriesStatus.OK, uids[2]))
+    swapped.write_bytes(Path(store.path(store_module.SeriesStatus.OK, uids[3])).read_bytes())
+    with pytest.raises(RunFailed, match=f"{uids[2]}: its stored result holds the series '{uids[3]}'"):
+        publish_run(str(out), _cohort(results), store)
+    assert uids[2] not in store.done() and uids[3] in store.done()
+    assert {t: (out / t / TABLE_FILE).read_bytes() for t in TABLES} == before
+    assert not _left_over(out)
