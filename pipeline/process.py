@@ -24,8 +24,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 import pipeline
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
 from pipeline.dicom.volume import CtVolume
@@ -33,7 +31,7 @@ from pipeline.enums import Stage
 from pipeline.errors import IsolatedFailure, ModelError, PipelineError
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.isolation import Limits, run_isolated
-from pipeline.models.base import SegmentationModel
+from pipeline.models.base import SavedPrediction, SegmentationModel
 from pipeline.models.spec import ModelSpec, model_label
 from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome
 
@@ -190,13 +188,13 @@ def _run_stages(
             clock.add(stage, seconds)
         ct, _ = inputs.load()
         clock.grid = GridSummary(n_slices=ct.geometry.size_zyx[0], slice_spacing_mm=ct.geometry.spacing_mm[2])
-        prediction_path = _predict(model, ct, clock, os.path.join(tmp, "prediction.npy"))
+        prediction = _predict(model, ct, clock, os.path.join(tmp, "prediction.npy"))
         del ct
         measured = _isolated(
             functools.partial(
                 measure_series,
                 inputs=inputs,
-                prediction_path=prediction_path,
+                prediction=prediction,
                 row=row,
                 model=(model.name, model.version),
                 write_files=write_files,
@@ -217,21 +215,27 @@ def _run_stages(
     return measured, uris
 
 
-def _predict(model: SegmentationModel, ct: CtVolume, clock: StageClock, path: str) -> str:
-    """Run the model on ``ct`` and leave its mask in ``path`` for the measuring child."""
+def _predict(model: SegmentationModel, ct: CtVolume, clock: StageClock, path: str) -> SavedPrediction:
+    """Run the model on ``ct`` and leave its answer in ``path`` for the measuring child: a mask on
+    the CT grid, or probabilities on the model's grid, which that child brings to the CT grid."""
     with clock.stage(Stage.INFERENCE):
         predicted = model.predict(ct)
-        if predicted.mask.shape != ct.hu.shape:
+        if predicted.mask is not None:
+            shape, expected, what = predicted.mask.shape, ct.hu.shape, "a mask"
+        else:
+            assert predicted.probabilities is not None and predicted.grid is not None
+            shape, expected, what = predicted.probabilities.shape, predicted.grid.size_zyx, "probabilities"
+        if tuple(shape) != tuple(expected):
             raise ModelError(
-                f"model {model.name} returned a mask of shape {predicted.mask.shape} "
-                f"for a CT of shape {ct.hu.shape} [z, y, x]",
+                f"model {model.name} returned {what} of shape {tuple(shape)} "
+                f"for a grid of shape {tuple(expected)} [z, y, x]",
                 series_uid=ct.series_uid or None,
             )
-        np.save(path, np.asarray(predicted.mask, dtype=bool))
+        saved = SavedPrediction.save(predicted, path)
     # the model times its own steps: its resampling back to the CT grid is post-processing
     clock.seconds[Stage.INFERENCE] = predicted.inference_s
     clock.add(Stage.POSTPROCESS, predicted.postprocess_s)
-    return path
+    return saved
 
 
 def _isolated(

@@ -29,6 +29,7 @@ from pipeline.inputs import SeriesInputs, load_series_inputs
 from pipeline.isolation import StageReporter
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_labelled
+from pipeline.models.base import SavedPrediction
 from pipeline.outcome import GridSummary, SourceNodes
 
 
@@ -68,7 +69,7 @@ def reference_series(
         report=report, row=row, folder=folder, fetch=fetch, reference_required=True, in_memory=True
     )
     measured = measure_series(
-        report=report, inputs=inputs, prediction_path=None, row=row, model=None, write_files=write_files
+        report=report, inputs=inputs, prediction=None, row=row, model=None, write_files=write_files
     )
     return dataclasses.replace(measured, seconds={**inputs.seconds, **measured.seconds})
 
@@ -77,7 +78,7 @@ def measure_series(
     *,
     report: StageReporter,
     inputs: SeriesInputs,
-    prediction_path: str | None,
+    prediction: SavedPrediction | None,
     row: CohortRow,
     model: tuple[str, str] | None,
     write_files: bool,
@@ -88,8 +89,13 @@ def measure_series(
     masks: dict[NodeSource, np.ndarray] = {}
     if reference is not None:
         masks[NodeSource.REFERENCE] = reference
-    if prediction_path is not None:
-        masks[NodeSource.PREDICTION] = np.load(prediction_path, mmap_mode="c")
+    if prediction is not None:
+        if prediction.grid is not None:  # the model's probabilities, brought to the CT grid here
+            report(Stage.POSTPROCESS)
+        start = time.perf_counter()
+        masks[NodeSource.PREDICTION] = prediction.on_ct_grid(ct.geometry)
+        if prediction.grid is not None:
+            seconds[Stage.POSTPROCESS] = time.perf_counter() - start
 
     report(Stage.MEASURE)
     start = time.perf_counter()

@@ -12,17 +12,71 @@ from pipeline.dicom.volume import CtVolume, Geometry, float3, int3
 from pipeline.errors import ModelError
 from pipeline.models.slabs import resample_by_slabs
 
-__all__ = ["ModelError", "Prediction", "SegmentationModel", "probabilities_to_ct_grid", "resample_ct"]
+__all__ = [
+    "ModelError",
+    "Prediction",
+    "SavedPrediction",
+    "SegmentationModel",
+    "probabilities_to_ct_grid",
+    "resample_ct",
+]
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """A bool ``[z, y, x]`` mask on the CT grid, and the seconds the model spent running the
-    network (``inference_s``) and bringing its output back to the CT grid (``postprocess_s``)."""
+    """A model's answer, and the seconds it spent running the network (``inference_s``) and
+    bringing its output back to the CT grid (``postprocess_s``).
 
-    mask: np.ndarray
+    Either a bool ``[z, y, x]`` ``mask`` on the CT grid, or foreground ``probabilities`` on the
+    model's own ``grid``, which :meth:`on_ct_grid` resamples and thresholds. The second lets the
+    pipeline do that CPU work in the series' measuring child, so the worker that holds the model
+    never holds a CT-grid array (and, on a GPU, is free for the next series' windows sooner)."""
+
     inference_s: float
     postprocess_s: float = 0.0
+    mask: np.ndarray | None = None
+    probabilities: np.ndarray | None = None
+    grid: Geometry | None = None
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if (self.mask is None) == (self.probabilities is None) or (self.probabilities is None) != (
+            self.grid is None
+        ):
+            raise ValueError("a Prediction holds a mask, or probabilities with their grid")
+
+    def on_ct_grid(self, target: Geometry) -> np.ndarray:
+        """The bool mask on ``target`` (the CT's grid)."""
+        if self.mask is not None:
+            return self.mask
+        assert self.probabilities is not None and self.grid is not None
+        return probabilities_to_ct_grid(self.probabilities, self.grid, target, threshold=self.threshold)
+
+
+@dataclass(frozen=True)
+class SavedPrediction:
+    """A :class:`Prediction` left in a ``.npy`` file for another process: the CT-grid mask, or the
+    model-grid probabilities with their ``grid`` (``None`` for a mask)."""
+
+    path: str
+    grid: Geometry | None = None
+    threshold: float = 0.5
+
+    @classmethod
+    def save(cls, prediction: Prediction, path: str) -> SavedPrediction:
+        if prediction.mask is not None:
+            np.save(path, np.asarray(prediction.mask, dtype=bool))
+            return cls(path)
+        np.save(path, np.asarray(prediction.probabilities, dtype=np.float32))
+        return cls(path, prediction.grid, prediction.threshold)
+
+    def on_ct_grid(self, target: Geometry) -> np.ndarray:
+        """The bool mask on ``target``: the file mapped (a mask), or resampled a slab at a time."""
+        if self.grid is None:
+            return np.load(self.path, mmap_mode="c")
+        return probabilities_to_ct_grid(
+            np.load(self.path, mmap_mode="r"), self.grid, target, threshold=self.threshold
+        )
 
 
 class SegmentationModel(Protocol):

@@ -28,7 +28,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from pipeline.dicom.volume import CtVolume, float3, int3
-from pipeline.models.base import ModelError, Prediction, probabilities_to_ct_grid, resample_ct
+from pipeline.models.base import ModelError, Prediction, resample_ct
 
 OUTPUTS = ("sigmoid", "softmax")
 
@@ -119,10 +119,8 @@ class TorchScriptModel:
             )
             assert isinstance(logits, torch.Tensor)
             probability = self._foreground_probability(logits[0], ct)
-        inference_s = time.perf_counter() - start
-        start = time.perf_counter()
-        mask = probabilities_to_ct_grid(probability, grid, ct.geometry)
-        return Prediction(mask=mask, inference_s=inference_s, postprocess_s=time.perf_counter() - start)
+        # on the model's grid: the caller brings it to the CT's (Prediction.on_ct_grid) where it likes
+        return Prediction(probabilities=probability, grid=grid, inference_s=time.perf_counter() - start)
 
     def _foreground_probability(self, logits: torch.Tensor, ct: CtVolume) -> np.ndarray:
         channels = logits.shape[0]

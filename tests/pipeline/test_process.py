@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,6 @@ def test_seg_of_another_series_is_a_reference_error(phantom, tmp_path: Path) -> 
 
 
 def test_unexpected_exception_is_caught_with_its_stage(phantom, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dataclasses
 
     import pipeline.series_stages as stages
 
@@ -181,6 +181,52 @@ def test_model_mode_measures_scores_and_writes_seg(clean, window_model) -> None:
     ref = [n for n in result.nodes if n["source"] == "reference"]
     assert [n["short_axis_mm"] for n in pred] == pytest.approx([n["short_axis_mm"] for n in ref])
     assert len({n["tracking_uid"] for n in result.nodes}) == 6  # one per node and source
+
+
+def test_model_grid_probabilities_reach_the_ct_grid_in_the_measuring_child(
+    clean, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TorchScript model on its own grid hands over probabilities; the worker that holds the
+    model never resamples them to the CT grid (that is the isolated child's post-processing), and
+    the nodes are those of the same work done in one process."""
+    import torch
+
+    import pipeline.models.base as base
+    from pipeline.models.torchscript import TorchScriptModel
+    from tests.support.models import HuWindow, save_torchscript
+
+    path = save_torchscript(
+        HuWindow(40.0, 70.0), tmp_path / "coarse.pt", patch_size=(8, 32, 32), spacing_mm=[2.5, 1.7, 1.7]
+    )
+    model = TorchScriptModel(str(path), device=torch.device("cpu"))
+    row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path))
+    in_process = process_series(
+        row, config=dataclasses.replace(_model_config(path), isolate=False), model=model
+    )
+
+    def not_in_the_worker(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the worker resampled the prediction to the CT grid")
+
+    monkeypatch.setattr(base, "probabilities_to_ct_grid", not_in_the_worker)
+    handed_over = []
+    save = base.SavedPrediction.save
+
+    def recorded(prediction, file):  # type: ignore[no-untyped-def]
+        handed_over.append((prediction.mask, np.shape(prediction.probabilities), prediction.grid))
+        return save(prediction, file)
+
+    monkeypatch.setattr(base.SavedPrediction, "save", recorded)
+    isolated = process_series(row, config=_model_config(path), model=model)
+    assert isolated.series["status"] == "ok", isolated.errors
+    ((mask, shape, grid),) = handed_over  # the model's grid, not the CT's
+    assert mask is None and grid is not None and shape == grid.size_zyx != clean.mask.shape
+    assert isolated.series["postprocess_s"] > 0
+    assert isolated.series["n_prediction_nodes"] == in_process.series["n_prediction_nodes"] > 0
+
+    def volumes(result):  # type: ignore[no-untyped-def]
+        return [n["volume_ml"] for n in result.nodes if n["source"] == "prediction"]
+
+    assert volumes(isolated) == volumes(in_process)
 
 
 def test_tracking_uids_are_those_of_the_seg_and_sr(clean, window_model, tmp_path: Path) -> None:

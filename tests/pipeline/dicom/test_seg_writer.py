@@ -123,7 +123,7 @@ def test_real_ct_model_run_gives_a_valid_seg(real_ct: Path, tmp_path: Path) -> N
         "dcmqi-ct3slice/ct",
     ):
         ct = decode_ct_series(str(real_ct / name))
-        mask = model.predict(ct).mask
+        mask = model.predict(ct).on_ct_grid(ct.geometry)
         assert mask.shape == ct.hu.shape
         path = tmp_path / f"{name.replace('/', '_')}.dcm"
         path.write_bytes(

@@ -41,7 +41,7 @@ def test_on_the_ct_grid_the_prediction_is_exact(clean_phantom, tmp_path: Path, o
     model = TorchScriptModel(str(_window(tmp_path, output=output, patch_size=(8, 40, 40))), device=CPU)
     ct = decode_ct_series(str(clean_phantom.ct_dir))
     prediction = model.predict(ct)
-    np.testing.assert_array_equal(prediction.mask, clean_phantom.mask)
+    np.testing.assert_array_equal(prediction.on_ct_grid(ct.geometry), clean_phantom.mask)
     assert prediction.inference_s > 0 and prediction.postprocess_s >= 0
 
 
@@ -59,7 +59,7 @@ def test_model_spacing_round_trip_lines_up(clean_phantom, tmp_path: Path) -> Non
         str(_window(tmp_path, spacing_mm=[3.0, 2.0, 2.0], patch_size=(8, 32, 32))), device=CPU
     )
     ct = decode_ct_series(str(clean_phantom.ct_dir))
-    mask = model.predict(ct).mask
+    mask = model.predict(ct).on_ct_grid(ct.geometry)
     assert mask.shape == ct.hu.shape
     score = score_case(mask_to_sitk(mask, ct.geometry), mask_to_sitk(clean_phantom.mask, ct.geometry))
     assert score.dsc > 0.8 and score.assd_mm < 1.5
@@ -81,7 +81,7 @@ def test_flipped_orientation_still_lines_up(clean_phantom, tmp_path: Path) -> No
         str(_window(tmp_path, spacing_mm=[3.0, 2.0, 2.0], patch_size=(8, 32, 32))), device=CPU
     )
     ct = decode_ct_series(str(ct_dir))
-    mask = model.predict(ct).mask
+    mask = model.predict(ct).on_ct_grid(ct.geometry)
     score = score_case(mask_to_sitk(mask, ct.geometry), mask_to_sitk(clean_phantom.mask, ct.geometry))
     assert score.dsc > 0.8
 
@@ -160,3 +160,37 @@ def test_spec_parsing_and_devices(tmp_path: Path) -> None:
             resolve_device("cuda")
     with pytest.raises(ModelError, match="does not exist"):
         load_model(ModelSpec(kind=ModelKind.TORCHSCRIPT, path=str(tmp_path / "absent.pt")))
+
+
+def test_a_prediction_holds_a_mask_or_probabilities_with_their_grid(tmp_path: Path) -> None:
+    from pipeline.dicom.volume import Geometry
+    from pipeline.models.base import Prediction, SavedPrediction, probabilities_to_ct_grid
+
+    source = Geometry(
+        size_zyx=(6, 10, 12),
+        origin_mm=(0.0, 0.0, 0.0),
+        spacing_mm=(2.0, 2.0, 3.0),
+        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+    )
+    target = Geometry(
+        size_zyx=(9, 20, 24),
+        origin_mm=(-0.5, -0.5, -0.5),
+        spacing_mm=(1.0, 1.0, 2.0),
+        direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+    )
+    probabilities = np.random.default_rng(0).random(source.size_zyx, dtype=np.float32)
+    with pytest.raises(ValueError):
+        Prediction(inference_s=0.0)
+    with pytest.raises(ValueError):
+        Prediction(inference_s=0.0, probabilities=probabilities)  # no grid
+    with pytest.raises(ValueError):
+        Prediction(inference_s=0.0, mask=probabilities > 0.5, probabilities=probabilities, grid=source)
+    predicted = Prediction(inference_s=0.0, probabilities=probabilities, grid=source, threshold=0.6)
+    expected = probabilities_to_ct_grid(probabilities, source, target, threshold=0.6)
+    np.testing.assert_array_equal(predicted.on_ct_grid(target), expected)
+    saved = SavedPrediction.save(predicted, str(tmp_path / "p.npy"))
+    assert saved.grid == source and saved.threshold == 0.6
+    np.testing.assert_array_equal(saved.on_ct_grid(target), expected)  # the same after the file
+    mask = SavedPrediction.save(Prediction(inference_s=0.0, mask=expected), str(tmp_path / "m.npy"))
+    assert mask.grid is None
+    np.testing.assert_array_equal(mask.on_ct_grid(target), expected)
