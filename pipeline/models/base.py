@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -107,6 +108,36 @@ def probabilities_to_ct_grid(
     )
 
 
+MAX_MODEL_GRID_VOXELS = 256 * 2**20
+"""The most voxels a series may have on a model's grid (268 million: 1.8 times LNQ's largest CT,
+556 x 512 x 512, and 3.9 times it at nnU-Net's usual 2.5 x 0.8 x 0.8 mm). The worker that holds
+the model holds several float32 copies on that grid (input, stitched output, its weights), and
+nnU-Net's resampling needs over 20 bytes a voxel: a sidecar or plans spacing a hundred times too
+fine would otherwise make that worker, and with it the whole run, run out of memory."""
+
+
+def model_grid_shape(
+    size_zyx: Sequence[int],
+    spacing_zyx_mm: Sequence[float],
+    model_spacing_zyx_mm: Sequence[float],
+    *,
+    series_uid: str | None,
+) -> tuple[int, int, int]:
+    """The ``(z, y, x)`` size of a volume's extent at the model's spacing; a :class:`ModelError`
+    naming the series when it has more than :data:`MAX_MODEL_GRID_VOXELS`."""
+    extent_zyx = np.asarray(size_zyx, dtype=float) * np.asarray(spacing_zyx_mm, dtype=float)
+    shape = int3(max(1, int(round(e / s))) for e, s in zip(extent_zyx, model_spacing_zyx_mm, strict=True))
+    voxels = int(np.prod(shape, dtype=np.int64))
+    if voxels > MAX_MODEL_GRID_VOXELS:
+        raise ModelError(
+            f"the model's grid at {tuple(float(v) for v in model_spacing_zyx_mm)} mm (z, y, x) would hold "
+            f"{shape[0]} x {shape[1]} x {shape[2]} = {voxels:,} voxels, more than the "
+            f"{MAX_MODEL_GRID_VOXELS:,} allowed per series; is the model's spacing in millimetres?",
+            series_uid=series_uid,
+        )
+    return shape
+
+
 def resample_ct(
     ct: CtVolume, spacing_zyx_mm: tuple[float, float, float] | None
 ) -> tuple[np.ndarray, Geometry]:
@@ -115,8 +146,13 @@ def resample_ct(
     if spacing_zyx_mm is None:
         return ct.hu.astype(np.float32, copy=False), ct.geometry
     spacing_xyz = float3(spacing_zyx_mm[::-1])
-    extent = np.asarray(ct.geometry.size_zyx[::-1]) * np.asarray(ct.geometry.spacing_mm)
-    size_xyz = int3(max(1, int(round(e / s))) for e, s in zip(extent, spacing_xyz, strict=True))
+    size_zyx = model_grid_shape(
+        ct.geometry.size_zyx,
+        ct.geometry.spacing_mm[::-1],
+        spacing_zyx_mm,
+        series_uid=ct.series_uid or None,
+    )
+    size_xyz = int3(size_zyx[::-1])
     # keep the volume centred: the first voxel centre moves by half the difference in voxel size
     shift = (np.asarray(spacing_xyz) - np.asarray(ct.geometry.spacing_mm)) / 2.0
     origin = np.asarray(ct.geometry.origin_mm) + ct.geometry.direction_matrix @ shift

@@ -31,7 +31,7 @@ import torch
 
 from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ModelError
-from pipeline.models.base import Prediction
+from pipeline.models.base import Prediction, model_grid_shape
 
 # The axes each nnU-Net image reader gives a volume, as a DICOM orientation code to turn the CT
 # to before prediction (None: the CT's own axes, SimpleITK's array order).
@@ -142,10 +142,13 @@ class NnUNetModel:
             ) from exc
         self._lock = threading.Lock()
         self._torch_threads = torch.get_num_threads()
+        self._spacing_zyx = [float(v) for v in self._predictor.configuration_manager.spacing]
 
     def predict(self, ct: CtVolume) -> Prediction:
         start = time.perf_counter()
         image, spacing_zyx, back = reader_view(ct, self.orientation)
+        # a plan whose grid would not fit is refused before nnU-Net allocates it (the reader's axes)
+        model_grid_shape(image.shape[1:], spacing_zyx, self._spacing_zyx, series_uid=ct.series_uid or None)
         segmentation = self._predict_array(image, spacing_zyx)
         inference_s = time.perf_counter() - start
         start = time.perf_counter()

@@ -255,3 +255,11 @@ def test_the_unlocked_resampling_sets_no_more_torch_threads_than_the_windows(
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(original)
+
+
+def test_a_plan_whose_grid_would_not_fit_is_refused(tmp_path: Path) -> None:
+    folder = make_nnunet_folder(tmp_path / "Dataset997_Fine", spacing_zyx=(0.005, 0.005, 0.005))
+    model = NnUNetModel(str(folder), device=torch.device("cpu"), folds=(0,), tta=False)
+    ct = oblique_ct()
+    with pytest.raises(ModelError, match="allowed per series; is the model's spacing in millimetres"):
+        model.predict(ct)

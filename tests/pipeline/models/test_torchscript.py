@@ -194,3 +194,17 @@ def test_a_prediction_holds_a_mask_or_probabilities_with_their_grid(tmp_path: Pa
     mask = SavedPrediction.save(Prediction(inference_s=0.0, mask=expected), str(tmp_path / "m.npy"))
     assert mask.grid is None
     np.testing.assert_array_equal(mask.on_ct_grid(target), expected)
+
+
+def test_a_spacing_far_too_fine_is_refused_before_anything_is_allocated(
+    clean_phantom, tmp_path: Path
+) -> None:
+    """A sidecar in micrometres (or a typo) would put the CT on a grid of billions of voxels in the
+    worker that holds the model: a ModelError names the series and the grid instead."""
+    path = save_torchscript(HuWindow(40.0, 70.0), tmp_path / "fine.pt", spacing_mm=[0.01, 0.01, 0.01])
+    ct = decode_ct_series(str(clean_phantom.ct_dir))
+    with pytest.raises(
+        ModelError, match=r"would hold .* voxels, more than the 268,435,456 allowed"
+    ) as caught:
+        TorchScriptModel(str(path), device=CPU).predict(ct)
+    assert caught.value.series_uid == ct.series_uid
