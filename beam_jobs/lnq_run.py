@@ -365,7 +365,8 @@ def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> 
     """Check that every cohort row has exactly one result, then publish the tables, streaming
     the results from the store (a cohort's rows are never all in memory at once)."""
     uids = sorted({str(r["ct_series_instance_uid"]) for r in rows})
-    missing = store.missing(uids)
+    listed = store.listing()  # one listing serves the check and the reads
+    missing = store.missing(uids, listed=listed)
     if missing:
         raise RunFailed(
             f"{len(missing)} of {len(uids)} cohort rows have no result (for example {missing[0]}); "
@@ -374,7 +375,7 @@ def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> 
     try:
         published = publish(
             output,
-            iter_results(store, uids),
+            iter_results(store, uids, listed=listed),
             files_of=lambda r: [r.series[c] for c in ("seg_uri", "sr_uri", "qc_uri") if r.series[c]],
         )
     except ResultMissing as exc:

@@ -187,10 +187,13 @@ class ResultStore:
         """UIDs with an ``ok`` result: one listing, no reads."""
         return {name[: -len(".json")] for name in self._listed(SeriesStatus.OK)}
 
-    def missing(self, uids: Iterable[str]) -> list[str]:
-        """UIDs with no stored result, ``ok`` or ``error``: two listings, no reads."""
-        listed = set().union(*self.listing().values())
-        return [uid for uid in uids if os.path.basename(self.path(SeriesStatus.OK, uid)) not in listed]
+    def missing(
+        self, uids: Iterable[str], *, listed: dict[SeriesStatus, set[str]] | None = None
+    ) -> list[str]:
+        """UIDs with no stored result, ``ok`` or ``error``: no reads; ``listed``: a :meth:`listing`
+        already made (else two listings)."""
+        names = set().union(*(listed if listed is not None else self.listing()).values())
+        return [uid for uid in uids if os.path.basename(self.path(SeriesStatus.OK, uid)) not in names]
 
     def discard_if_corrupt(self, uid: str) -> list[str]:
         """Remove the kept results of ``uid`` that read but do not decode to its rows, so that the
@@ -268,12 +271,17 @@ class Published:
 
 
 def iter_results(
-    store: ResultStore, uids: Iterable[str], *, chunk: int = PUBLISH_CHUNK_SERIES
+    store: ResultStore,
+    uids: Iterable[str],
+    *,
+    chunk: int = PUBLISH_CHUNK_SERIES,
+    listed: dict[SeriesStatus, set[str]] | None = None,
 ) -> Iterator[OutcomeRows]:
     """The result of each UID, in order, read ``chunk`` at a time; :class:`ResultMissing` for the
-    first that has none (or an unreadable one)."""
+    first that has none (or an unreadable one). ``listed``: a :meth:`ResultStore.listing` already
+    made; else one is made here, once for all chunks (on Cloud Storage a listing is a round trip)."""
     pending = list(uids)
-    listed = store.listing()  # once: on Cloud Storage each listing is a round trip or more
+    listed = listed if listed is not None else store.listing()
     for first in range(0, len(pending), chunk):
         part = pending[first : first + chunk]
         found = store.read(part, listed=listed)
@@ -373,7 +381,7 @@ def publish(
                 writers["nodes"].add(result.nodes)
                 writers["errors"].add(result.errors)
                 n_ok += result.series["status"] == SeriesStatus.OK.value
-                files.extend(f for f in files_of(result) if f)
+                files.extend(files_of(result))
             for writer in writers.values():
                 writer.close()
         write_atomically(
@@ -386,7 +394,9 @@ def publish(
         delete_quietly(temporaries.values())
         raise
     complete_publish(output)
-    listed = [f"{table}/{TABLE_FILE}" for table in TABLES] + sorted({_relative(output, p) for p in files})
+    listed = [f"{table}/{TABLE_FILE}" for table in TABLES] + sorted(
+        {_relative(output, p) for p in files if p}
+    )
     _replace_manifest(output, listed)
     return Published(rows={t: w.count for t, w in writers.items()}, n_ok=n_ok)
 

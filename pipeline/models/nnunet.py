@@ -96,6 +96,7 @@ class NnUNetModel:
         for required in ("dataset.json", "plans.json"):
             if not os.path.isfile(os.path.join(folder, required)):
                 raise ModelError(f"nnU-Net folder {folder} has no {required}")
+        from nnunetv2.configuration import default_num_processes
         from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
         try:
@@ -141,14 +142,20 @@ class NnUNetModel:
                 f"nnU-Net folder {folder} cannot be loaded: {type(exc).__name__}: {exc}"
             ) from exc
         self._lock = threading.Lock()
-        self._torch_threads = torch.get_num_threads()
-        self._spacing_zyx = [float(v) for v in self._predictor.configuration_manager.spacing]
+        # The windows and the resampling back both set torch's (process-wide) thread count and
+        # restore it after; unlocked, they interleave, so both must set the windows' own value.
+        self._threads = min(default_num_processes, torch.get_num_threads())
 
     def predict(self, ct: CtVolume) -> Prediction:
         start = time.perf_counter()
         image, spacing_zyx, back = reader_view(ct, self.orientation)
         # a plan whose grid would not fit is refused before nnU-Net allocates it (the reader's axes)
-        model_grid_shape(image.shape[1:], spacing_zyx, self._spacing_zyx, series_uid=ct.series_uid or None)
+        model_grid_shape(
+            image.shape[1:],
+            spacing_zyx,
+            self._predictor.configuration_manager.spacing,
+            series_uid=ct.series_uid or None,
+        )
         segmentation = self._predict_array(image, spacing_zyx)
         inference_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -165,7 +172,6 @@ class NnUNetModel:
         only the sliding windows under the lock: they load each fold's weights into the one
         network, while preprocessing and the resampling back are pure CPU work of the plans
         (seconds per series), which one series does while another's windows hold the GPU."""
-        from nnunetv2.configuration import default_num_processes
         from nnunetv2.inference.data_iterators import PreprocessAdapterFromNpy
         from nnunetv2.inference.export_prediction import (
             convert_predicted_logits_to_segmentation_with_correct_shape,
@@ -187,9 +193,6 @@ class NnUNetModel:
         )
         with self._lock:
             logits = predictor.predict_logits_from_preprocessed_data(preprocessed["data"]).cpu()
-        # Both steps set torch's (process-wide) thread count and restore it after; unlocked, they
-        # interleave, so they must set the same value: the windows' own, min(nnU-Net's default, ours).
-        threads = min(default_num_processes, self._torch_threads)
         return convert_predicted_logits_to_segmentation_with_correct_shape(
             logits,
             predictor.plans_manager,
@@ -197,5 +200,5 @@ class NnUNetModel:
             predictor.label_manager,
             preprocessed["data_properties"],
             return_probabilities=False,
-            num_threads_torch=threads,
+            num_threads_torch=self._threads,
         )
