@@ -47,10 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from local_run import read_progress  # noqa: E402
+from local_run import finished_series, read_progress, stage_seconds  # noqa: E402
 
-from pipeline.enums import TIMED_STAGES, NodeSource, Stage  # noqa: E402
-from pipeline.outputs.schemas import burden_column, stage_column  # noqa: E402
+from pipeline.enums import NodeSource, Stage  # noqa: E402
+from pipeline.outputs.schemas import burden_column  # noqa: E402
 
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 
@@ -182,8 +182,6 @@ def write_cohort(work: Path, n_series: int, n_slices: int) -> Path:
 
 
 def run_lnq(model: str, args: list[str], cohort: Path, output: Path, workers: int, device: str) -> GpuRun:
-    from beam_jobs.lnq_run import read_table
-
     command = [
         *LNQ,
         "run",
@@ -208,13 +206,7 @@ def run_lnq(model: str, args: list[str], cohort: Path, output: Path, workers: in
     rc = proc.wait()
     wall = time.perf_counter() - start
     samples = sampler.stop()
-    if rc != 0:
-        raise SystemExit(f"{model} --workers {workers}: lnq run exited {rc}:\n{''.join(tail)}")
-    series = read_table(str(output), "series").to_pylist()
-    bad = [s["status"] for s in series if s["status"] != "ok"]
-    if bad:
-        raise SystemExit(f"{model} --workers {workers}: series not ok: {bad}")
-    shutil.rmtree(output, ignore_errors=True)
+    series = finished_series(f"{model} --workers {workers}", rc, tail, output)
     return GpuRun(
         model,
         workers,
@@ -224,10 +216,7 @@ def run_lnq(model: str, args: list[str], cohort: Path, output: Path, workers: in
         [(t, u) for t, u, _ in samples],
         [m for _, _, m in samples],
         [s[burden_column("n_nodes", NodeSource.PREDICTION)] or 0 for s in series],
-        [
-            {st.value: s[stage_column(st)] for st in TIMED_STAGES if s[stage_column(st)] is not None}
-            for s in series
-        ],
+        stage_seconds(series),
     )
 
 

@@ -162,10 +162,6 @@ def run_lnq(
     label: str, cohort: Path, *, endpoint: str, output: Path, extra: list[str], sample_memory: bool = False
 ) -> LnqRun:
     """Run ``lnq run`` on ``cohort``, time its '[done/total]' lines, read its series table back."""
-    from beam_jobs.lnq_run import read_table
-    from pipeline.enums import TIMED_STAGES
-    from pipeline.outputs.schemas import stage_column
-
     command = [
         *LNQ,
         "run",
@@ -197,21 +193,38 @@ def run_lnq(
     cpu_s = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
     reader.join()
     peak = asdict(sampler.stop()) if sampler else {}
+    series = finished_series(label, rc, tail, output)
+    n = len(series)
+    if len(progress) != n:
+        print(f"warning: {label}: {len(progress)} progress lines for {n} series", file=sys.stderr)
+    stages = stage_seconds(series)
+    return LnqRun(label, n, wall_s, [s["total_s"] for s in series], progress, stages, cpu_s, peak, busy_s)
+
+
+def finished_series(label: str, rc: int, tail: list[str], output: Path) -> list[dict]:
+    """The series table of an ``lnq run`` that exited ``rc`` (its output then removed); it stops the
+    benchmark, naming ``label``, when the run failed or a series is not ``ok``."""
+    from beam_jobs.lnq_run import read_table
+
     if rc != 0:
         raise SystemExit(f"{label}: lnq run exited {rc}:\n{''.join(tail)}")
     series = read_table(str(output), "series").to_pylist()
     bad = [s["status"] for s in series if s["status"] != "ok"]
     if bad:
         raise SystemExit(f"{label}: series not ok: {bad}")
-    n = len(series)
-    if len(progress) != n:
-        print(f"warning: {label}: {len(progress)} progress lines for {n} series", file=sys.stderr)
     shutil.rmtree(output, ignore_errors=True)
-    stages = [
+    return series
+
+
+def stage_seconds(series: list[dict]) -> list[dict[str, float]]:
+    """Per series: timed stage -> seconds, from the series table's rows."""
+    from pipeline.enums import TIMED_STAGES
+    from pipeline.outputs.schemas import stage_column
+
+    return [
         {st.value: s[stage_column(st)] for st in TIMED_STAGES if s[stage_column(st)] is not None}
         for s in series
     ]
-    return LnqRun(label, n, wall_s, [s["total_s"] for s in series], progress, stages, cpu_s, peak, busy_s)
 
 
 def machine_busy_s() -> float:
