@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,15 +57,29 @@ def write_atomically(path: str, data: bytes) -> None:
 
     Locally: a temporary name in the same folder, then a rename; on Cloud Storage an object
     only appears when its upload completes."""
+    _atomically(path, lambda f: f.write(data))
+
+
+def copy_atomically(source: str, path: str) -> None:
+    """Copy the local file ``source`` to ``path`` as :func:`write_atomically` writes, a block at a
+    time (a noisy model's SEG can be hundreds of MB)."""
+    with open(source, "rb") as f:
+        _atomically(path, lambda out: shutil.copyfileobj(f, out, COPY_BLOCK_BYTES))
+
+
+COPY_BLOCK_BYTES = 8 << 20
+
+
+def _atomically(path: str, write: Callable[[Any], object]) -> None:
     if is_remote(path):
         with FileSystems.create(path) as f:
-            f.write(data)
+            write(f)
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     temporary = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with open(temporary, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, path)

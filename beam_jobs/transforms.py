@@ -17,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from beam_jobs.store import ResultStore, write_atomically
+from beam_jobs.store import ResultStore, copy_atomically
 from pipeline.enums import SeriesStatus, Stage
 from pipeline.errors import ModelError
 from pipeline.models.base import SegmentationModel
@@ -93,13 +93,13 @@ class OutputFileSink:
         self._output = output.rstrip("/")
         self._as_given = output_as_given.rstrip("/")
 
-    def __call__(self, kind: str, series_uid: str, data: bytes) -> str:
+    def __call__(self, kind: str, series_uid: str, made: str) -> str:
         problem = uid_problem(series_uid)
         if problem:  # never let a bad UID become a path
             raise ValueError(f"refusing to name a file after {series_uid!r}: {problem}")
         folder, extension = self.FILES[kind]
         name = f"{folder}/{series_uid}{extension}"
-        write_atomically(f"{self._output}/{name}", data)
+        copy_atomically(made, f"{self._output}/{name}")
         return f"{self._as_given}/{name}"
 
 

@@ -41,9 +41,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ArtifactSink = Callable[[str, str, bytes], str]
-"""Stores one file a series made, ``(kind, series UID, bytes)`` with kind ``seg``, ``sr`` (DICOM) or
-``qc`` (PNG), and returns where it went."""
+ArtifactSink = Callable[[str, str, str], str]
+"""Stores one file a series made, ``(kind, series UID, local path)`` with kind ``seg``, ``sr`` (DICOM)
+or ``qc`` (PNG), and returns where it went; the file is in the series' work folder, which is
+removed after the series."""
 
 
 @dataclass(frozen=True)
@@ -163,12 +164,10 @@ def _run_stages(
     from pipeline.series_stages import measure_series, reference_series
 
     uid = row.ct_series_instance_uid
-    write_files = sink is not None
+    files_to = os.path.join(tmp, "made") if sink is not None else None
     if model is None:
         measured: MeasuredSeries = _isolated(
-            functools.partial(
-                reference_series, row=row, folder=tmp, fetch=config.fetch, write_files=write_files
-            ),
+            functools.partial(reference_series, row=row, folder=tmp, fetch=config.fetch, files_to=files_to),
             clock,
             config=config,
             series_uid=uid,
@@ -197,7 +196,7 @@ def _run_stages(
                 prediction=prediction,
                 row=row,
                 model=(model.name, model.version),
-                write_files=write_files,
+                files_to=files_to,
             ),
             clock,
             config=config,
@@ -210,7 +209,7 @@ def _run_stages(
     uris: dict[str, str] = {}
     if sink is not None:
         with clock.stage(Stage.SEG_WRITE):
-            uris = {kind: sink(kind, uid, data) for kind, data in measured.files.items()}
+            uris = {kind: sink(kind, uid, path) for kind, path in measured.files.items()}
     _log_done(uid, measured)
     return measured, uris
 
@@ -219,7 +218,7 @@ def _predict(model: SegmentationModel, ct: CtVolume, clock: StageClock, path: st
     """Run the model on ``ct`` and leave its answer in ``path`` for the measuring child: a mask on
     the CT grid, or probabilities on the model's grid, which that child brings to the CT grid."""
     with clock.stage(Stage.INFERENCE):
-        predicted = model.predict(ct)
+        predicted = model.predict(ct, save_to=path)
         if predicted.mask is not None:
             shape, expected, what = predicted.mask.shape, ct.hu.shape, "a mask"
         else:

@@ -4,12 +4,15 @@
 decoding does, so that the CPU-heavy Python work of several series runs in parallel
 processes rather than in one worker's threads, and the worker keeps only the model. In
 reference mode the whole series (:func:`reference_series`) is one child. It returns a small
-record and the bytes of the files; the worker stores them.
+record and writes the files into the series' work folder, where the worker copies them from
+(the files of a noisy model's series can be hundreds of MB: they never pass through the pipe,
+nor sit whole in the worker's memory).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.cohort.rows import CohortRow
-from pipeline.dicom.seg_writer import REFERENCE_MODEL_NAME, nodes_seg, seg_bytes, segment_tracking
-from pipeline.dicom.sr import nodes_sr, sr_bytes
+from pipeline.dicom.seg_writer import REFERENCE_MODEL_NAME, nodes_seg, segment_tracking
+from pipeline.dicom.sr import nodes_sr
 from pipeline.dicom.tracking import node_tracking
 from pipeline.dicom.volume import CtVolume, mask_to_sitk
 from pipeline.enums import NodeSource, Stage
@@ -41,7 +44,8 @@ class MeasuredSeries:
     sources: tuple[SourceNodes, ...]
     score: CaseScore | None
     detection: Detection | None
-    files: dict[str, bytes]
+    files: dict[str, str]
+    """Where each file made (``seg``, ``sr``, ``qc``) is, in the series' work folder."""
     seconds: dict[Stage, float]
 
 
@@ -62,14 +66,14 @@ class Writer:
 
 
 def reference_series(
-    *, report: StageReporter, row: CohortRow, folder: str, fetch: FetchConfig, write_files: bool
+    *, report: StageReporter, row: CohortRow, folder: str, fetch: FetchConfig, files_to: str | None
 ) -> MeasuredSeries:
     """Reference mode, all in one process: fetch, decode, read the expert SEG, measure, write."""
     inputs = load_series_inputs(
         report=report, row=row, folder=folder, fetch=fetch, reference_required=True, in_memory=True
     )
     measured = measure_series(
-        report=report, inputs=inputs, prediction=None, row=row, model=None, write_files=write_files
+        report=report, inputs=inputs, prediction=None, row=row, model=None, files_to=files_to
     )
     return dataclasses.replace(measured, seconds={**inputs.seconds, **measured.seconds})
 
@@ -81,9 +85,10 @@ def measure_series(
     prediction: SavedPrediction | None,
     row: CohortRow,
     model: tuple[str, str] | None,
-    write_files: bool,
+    files_to: str | None,
 ) -> MeasuredSeries:
-    """Measure every mask, score the prediction against the reference, make the files."""
+    """Measure every mask, score the prediction against the reference, and make the files in the
+    folder ``files_to`` (none when it is None)."""
     seconds: dict[Stage, float] = {}
     ct, reference = inputs.load()
     masks: dict[NodeSource, np.ndarray] = {}
@@ -113,8 +118,9 @@ def measure_series(
         score, detection = _score(ct, masks, labels, sources, fully_annotated=row.annotation == "full")
         seconds[Stage.SCORE] = time.perf_counter() - start
 
-    files: dict[str, bytes] = {}
-    if write_files:
+    files: dict[str, str] = {}
+    if files_to is not None:
+        os.makedirs(files_to, exist_ok=True)
         writer = Writer.of(row, model)
         report(Stage.SEG_WRITE)
         start = time.perf_counter()
@@ -123,12 +129,14 @@ def measure_series(
         seg = nodes_seg(
             labels[writer.source], ct, nodes, model_name=name, model_version=version, source=writer.source
         )
-        files["seg"] = seg_bytes(seg)
+        files["seg"] = os.path.join(files_to, "seg.dcm")
+        seg.save_as(files["seg"])
         in_seg = {n: t.uid for n, t in segment_tracking(seg).items()}
         reported = [n for n in nodes if n.node_index in in_seg]  # the largest: see MAX_NODE_SEGMENTS
         sr = nodes_sr(seg, reported, model_name=name, model_version=version, source=writer.source)
         if sr is not None:
-            files["sr"] = sr_bytes(sr)
+            files["sr"] = os.path.join(files_to, "sr.dcm")
+            sr.save_as(files["sr"])
         sources = tuple(
             _tracked(s, in_seg if s.source == writer.source else {}, row.ct_series_instance_uid, writer)
             for s in sources
@@ -136,9 +144,9 @@ def measure_series(
         seconds[Stage.SEG_WRITE] = time.perf_counter() - start
         report(Stage.QC)
         start = time.perf_counter()
-        files["qc"] = _qc_picture(
-            ct, labels, sources, title=f"{row.patient_id}  {row.ct_series_instance_uid}"
-        )
+        files["qc"] = os.path.join(files_to, "qc.png")
+        with open(files["qc"], "wb") as f:
+            f.write(_qc_picture(ct, labels, sources, title=f"{row.patient_id}  {row.ct_series_instance_uid}"))
         seconds[Stage.QC] = time.perf_counter() - start
     grid = GridSummary(n_slices=ct.geometry.size_zyx[0], slice_spacing_mm=ct.geometry.spacing_mm[2])
     return MeasuredSeries(

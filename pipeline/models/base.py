@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -11,15 +12,16 @@ import SimpleITK as sitk
 
 from pipeline.dicom.volume import CtVolume, Geometry, float3, int3
 from pipeline.errors import ModelError
-from pipeline.models.slabs import resample_by_slabs
+from pipeline.models.slabs import resample_by_slabs, slab_grid
 
 __all__ = [
     "ModelError",
     "Prediction",
     "SavedPrediction",
     "SegmentationModel",
+    "ct_rows",
+    "model_grid",
     "probabilities_to_ct_grid",
-    "resample_ct",
 ]
 
 
@@ -39,6 +41,9 @@ class Prediction:
     probabilities: np.ndarray | None = None
     grid: Geometry | None = None
     threshold: float = 0.5
+    saved_to: str | None = None
+    """The ``.npy`` file the model already wrote the probabilities to (``probabilities`` is then
+    that file, mapped read-only), when it was asked to (``predict(ct, save_to=...)``)."""
 
     def __post_init__(self) -> None:
         if (self.mask is None) == (self.probabilities is None) or (self.probabilities is None) != (
@@ -65,6 +70,8 @@ class SavedPrediction:
 
     @classmethod
     def save(cls, prediction: Prediction, path: str) -> SavedPrediction:
+        if prediction.saved_to is not None and os.path.abspath(prediction.saved_to) == os.path.abspath(path):
+            return cls(path, prediction.grid, prediction.threshold)
         if prediction.mask is not None:
             np.save(path, np.asarray(prediction.mask, dtype=bool))
             return cls(path)
@@ -81,12 +88,16 @@ class SavedPrediction:
 
 
 class SegmentationModel(Protocol):
-    """Anything that turns a CT volume into a node mask on the same grid."""
+    """Anything that turns a CT volume into a node mask on the same grid.
+
+    ``save_to``: a ``.npy`` path the model may write model-grid probabilities to as it makes them
+    (saying so in :attr:`Prediction.saved_to`), so that it never holds them whole; a model that
+    does not is free to ignore it."""
 
     name: str
     version: str
 
-    def predict(self, ct: CtVolume) -> Prediction: ...
+    def predict(self, ct: CtVolume, *, save_to: str | None = None) -> Prediction: ...
 
 
 def probabilities_to_ct_grid(
@@ -138,13 +149,11 @@ def model_grid_shape(
     return shape
 
 
-def resample_ct(
-    ct: CtVolume, spacing_zyx_mm: tuple[float, float, float] | None
-) -> tuple[np.ndarray, Geometry]:
-    """CT HU (float32) on a grid of the given spacing covering the same extent (linear); a slab at
-    a time, so that the CT is neither copied nor cast whole."""
+def model_grid(ct: CtVolume, spacing_zyx_mm: tuple[float, float, float] | None) -> Geometry:
+    """The grid of the given spacing that covers the CT's extent, centred on it (the CT's own
+    grid when ``spacing_zyx_mm`` is None)."""
     if spacing_zyx_mm is None:
-        return ct.hu.astype(np.float32, copy=False), ct.geometry
+        return ct.geometry
     spacing_xyz = float3(spacing_zyx_mm[::-1])
     size_zyx = model_grid_shape(
         ct.geometry.size_zyx,
@@ -152,23 +161,29 @@ def resample_ct(
         spacing_zyx_mm,
         series_uid=ct.series_uid or None,
     )
-    size_xyz = int3(size_zyx[::-1])
     # keep the volume centred: the first voxel centre moves by half the difference in voxel size
     shift = (np.asarray(spacing_xyz) - np.asarray(ct.geometry.spacing_mm)) / 2.0
     origin = np.asarray(ct.geometry.origin_mm) + ct.geometry.direction_matrix @ shift
-    target = Geometry(
-        size_zyx=int3(size_xyz[::-1]),
+    return Geometry(
+        size_zyx=size_zyx,
         origin_mm=float3(origin),
         spacing_mm=spacing_xyz,
         direction=ct.geometry.direction,
     )
-    resampled = resample_by_slabs(
+
+
+def ct_rows(ct: CtVolume, grid: Geometry, z0: int, z1: int) -> np.ndarray:
+    """Slices ``z0:z1`` of the CT's HU on ``grid`` (float32, linear; -1024 outside the CT), from
+    only the CT slices they need: the model-grid input is made a band at a time, never whole."""
+    if grid is ct.geometry:
+        return ct.hu[z0:z1].astype(np.float32)
+    return resample_by_slabs(
         ct.hu,
         ct.geometry,
-        target,
+        slab_grid(grid, z0, z1),
         interpolator=sitk.sitkLinear,
         default=-1024.0,
         convert=lambda slab: slab,
         out_dtype=np.float32,
     )
-    return resampled, target
+

@@ -146,7 +146,8 @@ class NnUNetModel:
         # restore it after; unlocked, they interleave, so both must set the windows' own value.
         self._threads = min(default_num_processes, torch.get_num_threads())
 
-    def predict(self, ct: CtVolume) -> Prediction:
+    def predict(self, ct: CtVolume, *, save_to: str | None = None) -> Prediction:
+        """A mask on the CT's grid (nnU-Net resamples back itself); ``save_to`` is not used."""
         start = time.perf_counter()
         image, spacing_zyx, back = reader_view(ct, self.orientation)
         # a plan whose grid would not fit is refused before nnU-Net allocates it (the reader's axes)

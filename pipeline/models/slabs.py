@@ -52,7 +52,7 @@ def resample_by_slabs(
     step = max(1, slab_voxels // max(1, rows * cols))
     for z0 in range(0, depth, step):
         z1 = min(depth, z0 + step)
-        slab = _slab_grid(target_grid, z0, z1)
+        slab = slab_grid(target_grid, z0, z1)
         lo, hi = _source_slices(source_grid, slab)
         if lo >= hi:  # the slab lies wholly outside the source
             resampled = np.full((z1 - z0, rows, cols), default, dtype=np.float32)
@@ -60,7 +60,7 @@ def resample_by_slabs(
             pixels = np.asarray(source[lo:hi], dtype=source_dtype)
             if pixels.dtype == bool:  # SimpleITK has no bool pixels
                 pixels = pixels.view(np.uint8)
-            part = _slab_grid(source_grid, lo, hi).apply_to(sitk.GetImageFromArray(pixels))
+            part = slab_grid(source_grid, lo, hi).apply_to(sitk.GetImageFromArray(pixels))
             image = sitk.Resample(
                 part,
                 slab.empty_image(sitk.sitkFloat32),
@@ -74,7 +74,7 @@ def resample_by_slabs(
     return out
 
 
-def _slab_grid(grid: Geometry, z0: int, z1: int) -> Geometry:
+def slab_grid(grid: Geometry, z0: int, z1: int) -> Geometry:
     """Slices ``z0:z1`` of ``grid`` as a grid of their own."""
     return Geometry(
         size_zyx=(z1 - z0, grid.size_zyx[1], grid.size_zyx[2]),

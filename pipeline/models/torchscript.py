@@ -10,13 +10,16 @@ Input is float32 ``(N, 1, z, y, x)`` HU on that grid (the module normalises itse
 'softmax': C channels, foreground where the argmax is 1, i.e. where channel 1 has the
 largest probability; the foreground probability carried back to the CT grid is then
 that of channel 1 against the largest other channel, thresholded at 0.5.
-Windows are blended with Gaussian weights by MONAI's ``sliding_window_inference``;
-windows run on the model's device and the stitched output stays on the CPU, so GPU
-memory is bounded by the patch, not by the series.
+Windows are placed and blended with Gaussian weights as MONAI's ``sliding_window_inference``
+places and blends them (the same result), a band of slices at a time
+(:mod:`pipeline.models.windows`): windows run on the model's device, one batch at a time under
+the model's lock, and the stitched output stays on the CPU, so GPU memory is bounded by the
+patch and CPU memory by a band, not by the series.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -25,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 
 from pipeline.dicom.volume import CtVolume, float3, int3
-from pipeline.models.base import ModelError, Prediction, resample_ct
+from pipeline.models.base import ModelError, Prediction, ct_rows, model_grid
+from pipeline.models.windows import ArraySink, NpySink, sliding_window_probabilities
 
 OUTPUTS = ("sigmoid", "softmax")
 
@@ -98,43 +101,64 @@ class TorchScriptModel:
             self.module = torch.jit.load(path, map_location=device).eval()
         except Exception as exc:
             raise ModelError(f"TorchScript model {path} cannot be loaded: {exc}") from exc
-        self._lock = threading.Lock()  # one series at a time per model copy bounds device memory
+        self._lock = threading.Lock()  # one batch of windows at a time per model copy
 
-    def predict(self, ct: CtVolume) -> Prediction:
+    def predict(self, ct: CtVolume, *, save_to: str | None = None) -> Prediction:
+        """Foreground probabilities on the model's grid: in memory, or written to ``save_to`` (a
+        ``.npy``) band by band, so that the worker never holds them whole."""
         start = time.perf_counter()
-        hu, grid = resample_ct(ct, self.sidecar.spacing_mm)
-        with self._lock, torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(hu))[None, None]
-            logits = sliding_window_inference(
-                x,
-                roi_size=self.sidecar.patch_size,
-                sw_batch_size=self.sw_batch_size,
-                predictor=self.module,
-                overlap=self.sidecar.overlap,
-                mode="gaussian",
-                padding_mode="constant",
-                cval=-1024.0,
-                sw_device=self.device,
-                device="cpu",
-            )
-            assert isinstance(logits, torch.Tensor)
-            probability = self._foreground_probability(logits[0], ct)
+        grid = model_grid(ct, self.sidecar.spacing_mm)
+        size = grid.size_zyx
+        sink: ArraySink | NpySink = ArraySink(size) if save_to is None else NpySink(save_to, size)
+        try:
+            with torch.inference_mode():
+                sliding_window_probabilities(
+                    functools.partial(ct_rows, ct, grid),
+                    size,
+                    roi_zyx=self.sidecar.patch_size,
+                    overlap=self.sidecar.overlap,
+                    forward=self._forward,
+                    to_probability=functools.partial(self._foreground_probability, series_uid=ct.series_uid),
+                    sink=sink,
+                    cval=-1024.0,
+                    sw_batch_size=self.sw_batch_size,
+                    sw_device=self.device,
+                    series_uid=ct.series_uid or None,
+                )
+            sink.close()
+        except BaseException:
+            if isinstance(sink, NpySink):
+                sink.abort()
+            raise
         # on the model's grid: the caller brings it to the CT's (Prediction.on_ct_grid) where it likes
-        return Prediction(probabilities=probability, grid=grid, inference_s=time.perf_counter() - start)
+        probabilities = sink.array if isinstance(sink, ArraySink) else np.load(sink.path, mmap_mode="r")
+        return Prediction(
+            probabilities=probabilities,
+            grid=grid,
+            inference_s=time.perf_counter() - start,
+            saved_to=save_to,
+        )
 
-    def _foreground_probability(self, logits: torch.Tensor, ct: CtVolume) -> np.ndarray:
+    def _forward(self, windows: torch.Tensor) -> torch.Tensor:
+        # one batch of windows at a time on the model: bounds device memory by the batch, and lets
+        # another series make its input and blend its output meanwhile
+        with self._lock:
+            return self.module(windows)
+
+    def _foreground_probability(self, logits: torch.Tensor, *, series_uid: str) -> np.ndarray:
+        """``[C, z, y, x]`` blended logits of some slices to foreground probability ``[z, y, x]``."""
         channels = logits.shape[0]
         if self.sidecar.output == "sigmoid":
             if channels != 1:
                 raise ModelError(
                     f"model {self.name} declares 'sigmoid' output but returned {channels} channels",
-                    series_uid=ct.series_uid,
+                    series_uid=series_uid or None,
                 )
-            return logits[0].sigmoid_().numpy()  # in place: no second model-grid array
+            return logits[0].sigmoid_().numpy()
         if channels < 2:
             raise ModelError(
                 f"model {self.name} declares 'softmax' output but returned {channels} channel",
-                series_uid=ct.series_uid,
+                series_uid=series_uid or None,
             )
         probs = torch.softmax(logits, dim=0)
         others = torch.cat([probs[:1], probs[2:]]).amax(dim=0)

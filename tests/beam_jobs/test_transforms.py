@@ -143,3 +143,36 @@ def test_a_series_with_many_nodes_passes_only_a_summary_and_its_rows_go_to_the_s
     assert len(pickle.dumps(done)) < 1000
     kept = store.read([phantom.series_uid])[phantom.series_uid]
     assert len(kept.nodes) == 50_000 and kept.nodes[-1]["node_index"] == 50_000
+
+
+def test_the_file_sink_copies_a_made_file_whole_or_not_at_all(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The series' files reach the output by path, a block at a time; a copy that fails part-way
+    leaves the file a previous run stored, and no temporary file."""
+    import os
+
+    import beam_jobs.store as store
+    from beam_jobs.transforms import OutputFileSink
+
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    made = tmp_path / "made.dcm"
+    made.write_bytes(os.urandom(3 * store.COPY_BLOCK_BYTES + 5))
+    sink = OutputFileSink(str(tmp_path / "out"), "out")
+    assert sink("seg", uid, str(made)) == f"out/seg/{uid}.dcm"
+    stored = tmp_path / "out" / "seg" / f"{uid}.dcm"
+    assert stored.read_bytes() == made.read_bytes()
+
+    made.write_bytes(b"new" * 1000)
+    real_copy = store.shutil.copyfileobj
+
+    def torn(source, target, length=0):  # type: ignore[no-untyped-def]
+        target.write(source.read(10))
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(store.shutil, "copyfileobj", torn)
+    with pytest.raises(OSError, match="disk full"):
+        sink("seg", uid, str(made))
+    monkeypatch.setattr(store.shutil, "copyfileobj", real_copy)
+    assert stored.stat().st_size == 3 * store.COPY_BLOCK_BYTES + 5  # the earlier file, whole
+    assert os.listdir(stored.parent) == [stored.name]
+    with pytest.raises(ValueError, match="refusing to name a file"):
+        sink("seg", "../evil", str(made))

@@ -149,8 +149,9 @@ class MemorySink:
     def __init__(self) -> None:
         self.stored: dict[tuple[str, str], bytes] = {}
 
-    def __call__(self, kind: str, uid: str, data: bytes) -> str:
-        self.stored[(kind, uid)] = data
+    def __call__(self, kind: str, uid: str, made: str) -> str:
+        with open(made, "rb") as f:
+            self.stored[(kind, uid)] = f.read()
         return f"results/{kind}/{uid}"
 
 
@@ -289,7 +290,7 @@ def test_a_mask_on_another_grid_is_an_inference_error(clean, window_model) -> No
     class WrongShape:
         name, version = "wrong", "0"
 
-        def predict(self, ct):  # type: ignore[no-untyped-def]
+        def predict(self, ct, *, save_to=None):  # type: ignore[no-untyped-def]
             return Prediction(mask=np.zeros(ct.hu.shape[1:], dtype=bool), inference_s=0.1)
 
     row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path))
@@ -305,7 +306,7 @@ def test_model_failure_is_an_inference_error(clean, window_model, monkeypatch: p
     class Broken:
         name, version = "broken", "0"
 
-        def predict(self, ct):  # type: ignore[no-untyped-def]
+        def predict(self, ct, *, save_to=None):  # type: ignore[no-untyped-def]
             raise RuntimeError("CUDA out of memory (simulated)")
 
     row = cohort_row(clean, ct_url=str(clean.ct_dir), seg_url=str(clean.seg_path))

@@ -208,3 +208,73 @@ def test_a_spacing_far_too_fine_is_refused_before_anything_is_allocated(
     ) as caught:
         TorchScriptModel(str(path), device=CPU).predict(ct)
     assert caught.value.series_uid == ct.series_uid
+
+
+def test_saved_as_it_goes_equals_in_memory_and_monai_on_the_whole_grid(
+    clean_phantom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``predict(ct, save_to=...)`` writes the probabilities band by band: the file holds what the
+    in-memory prediction holds, which is MONAI's whole-volume sliding window on the CT resampled
+    whole; the file is not written a second time when saved for the measuring child."""
+    from monai.inferers import sliding_window_inference
+
+    from pipeline.models.base import SavedPrediction, model_grid
+    from pipeline.models.slabs import resample_by_slabs
+    from tests.support.models import TinyConvNet
+
+    torch.manual_seed(0)
+    path = save_torchscript(
+        TinyConvNet(), tmp_path / "tiny.pt", spacing_mm=[3.0, 1.7, 1.7], patch_size=(8, 32, 32), overlap=0.25
+    )
+    model = TorchScriptModel(str(path), device=CPU)
+    ct = decode_ct_series(str(clean_phantom.ct_dir))
+    in_memory = model.predict(ct)
+    assert in_memory.saved_to is None
+    target = str(tmp_path / "prediction.npy")
+    streamed = model.predict(ct, save_to=target)
+    assert streamed.saved_to == target and isinstance(streamed.probabilities, np.memmap)
+    np.testing.assert_array_equal(np.load(target), in_memory.probabilities)
+
+    grid = model_grid(ct, (3.0, 1.7, 1.7))
+    assert in_memory.grid is not None and in_memory.grid.same_grid(grid)
+    import SimpleITK as sitk
+
+    whole = resample_by_slabs(
+        ct.hu,
+        ct.geometry,
+        grid,
+        interpolator=sitk.sitkLinear,
+        default=-1024.0,
+        convert=lambda slab: slab,
+        out_dtype=np.float32,
+    )
+    with torch.inference_mode():
+        logits = sliding_window_inference(
+            torch.from_numpy(whole)[None, None],
+            roi_size=(8, 32, 32),
+            sw_batch_size=1,
+            predictor=model.module,
+            overlap=0.25,
+            mode="gaussian",
+            padding_mode="constant",
+            cval=-1024.0,
+        )
+    assert isinstance(logits, torch.Tensor)
+    np.testing.assert_array_equal(in_memory.probabilities, logits[0, 0].sigmoid().numpy())
+
+    def no_second_write(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the probabilities were written again")
+
+    monkeypatch.setattr(np, "save", no_second_write)
+    saved = SavedPrediction.save(streamed, target)
+    assert saved.path == target and saved.grid is streamed.grid
+
+
+def test_a_failed_prediction_leaves_no_partial_file(clean_phantom, tmp_path: Path) -> None:
+    path = save_torchscript(HuWindow(40.0, 70.0, channels=2), tmp_path / "two.pt", patch_size=(8, 40, 40))
+    model = TorchScriptModel(str(path), device=CPU)  # declares 'sigmoid', returns two channels
+    ct = decode_ct_series(str(clean_phantom.ct_dir))
+    target = tmp_path / "prediction.npy"
+    with pytest.raises(ModelError, match="returned 2 channels") as caught:
+        model.predict(ct, save_to=str(target))
+    assert caught.value.series_uid == ct.series_uid and not target.exists()
