@@ -186,4 +186,3 @@ def ct_rows(ct: CtVolume, grid: Geometry, z0: int, z1: int) -> np.ndarray:
         convert=lambda slab: slab,
         out_dtype=np.float32,
     )
-
