@@ -195,15 +195,11 @@ def sliding_window_probabilities(
 def _shift_band(band: np.ndarray, shift: int, *, axis: int) -> None:
     """Move ``band``'s slices ``shift:`` to the front along ``axis`` and zero the rest, in place
     (a band's worth of memory less than a new tensor)."""
-    index = [slice(None)] * band.ndim
-    n = band.shape[axis]
-    for z in range(n - shift):  # slice by slice, front to back: a source is read before it is overwritten
-        index[axis] = z
-        source = list(index)
-        source[axis] = z + shift
-        band[tuple(index)] = band[tuple(source)]
-    index[axis] = slice(max(0, n - shift), n)
-    band[tuple(index)] = 0
+    slices = np.moveaxis(band, axis, 0)  # a view: writes reach ``band``
+    n = len(slices)
+    for z in range(n - shift):  # front to back: each source slice is read before it is overwritten
+        slices[z] = slices[z + shift]
+    slices[max(0, n - shift) :] = 0
 
 
 class _InputBand:
