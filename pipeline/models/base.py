@@ -70,7 +70,7 @@ class SavedPrediction:
 
     @classmethod
     def save(cls, prediction: Prediction, path: str) -> SavedPrediction:
-        if prediction.saved_to is not None and os.path.abspath(prediction.saved_to) == os.path.abspath(path):
+        if prediction.saved_to is not None and _same_file(prediction.saved_to, path):
             return cls(path, prediction.grid, prediction.threshold)
         if prediction.mask is not None:
             np.save(path, np.asarray(prediction.mask, dtype=bool))
@@ -85,6 +85,15 @@ class SavedPrediction:
         return probabilities_to_ct_grid(
             np.load(self.path, mmap_mode="r"), self.grid, target, threshold=self.threshold
         )
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file (writing one while the other is mapped would truncate it
+    under the mapping)."""
+    try:
+        return os.path.samefile(a, b)
+    except FileNotFoundError:
+        return False
 
 
 class SegmentationModel(Protocol):

@@ -4,7 +4,9 @@ MONAI's ``sliding_window_inference`` stitches into a whole-volume output and a w
 map, from a whole-volume input: three float32 copies of the model's grid (225 MiB for LNQ's largest
 CT at 1.5 mm) beside the CT in the worker that holds the model. Here the windows are the same
 (MONAI's padding, scan interval and ``dense_patch_slices``), blended with the same Gaussian
-(``compute_importance_map``) and summed in the same order, so the result is MONAI's, bit for bit;
+(``compute_importance_map``, in the model's dtype) and summed in the same order, so the blended
+logits are MONAI's, bit for bit (within rounding when windows are batched: a batch here never
+spans two rows, MONAI's may, and a convolution may round by its batch);
 but windows run one z row at a time, the input of a row is made when the row starts (resampled
 from the CT, reusing the slices it shares with the row before), and once a row is done the slices
 no later window touches are divided by their count, turned into foreground probability and handed
@@ -89,17 +91,21 @@ class ArraySink:
 
 class NpySink:
     """Probabilities written to a ``.npy`` file front to back (C order is z-major, so finished
-    slices append): nothing of the output stays in the writer's memory."""
+    slices append): nothing of the output stays in the writer's memory. The file is written under
+    a temporary name and appears at ``path`` whole, on :meth:`close`."""
 
     def __init__(self, path: str, shape: tuple[int, int, int]):
-        self.path, self.shape = path, shape
-        self._file = open(path, "wb")  # noqa: SIM115  (closed by close(), or abort())
+        self.path, self.shape = path, (int(shape[0]), int(shape[1]), int(shape[2]))
+        self._partial = f"{path}.part"
+        self._file = open(self._partial, "wb")  # noqa: SIM115  (closed by close(), or abort())
         np.lib.format.write_array_header_1_0(
-            self._file, {"descr": np.dtype(np.float32).str, "fortran_order": False, "shape": shape}
+            self._file, {"descr": np.dtype(np.float32).str, "fortran_order": False, "shape": self.shape}
         )
         self._next = 0
 
     def write(self, rows: np.ndarray) -> None:
+        if rows.ndim != 3 or tuple(rows.shape[1:]) != self.shape[1:]:
+            raise ValueError(f"rows of shape {rows.shape} for a volume of {self.shape}")
         np.ascontiguousarray(rows, dtype=np.float32).tofile(self._file)  # no bytes copy
         self._next += len(rows)
 
@@ -107,16 +113,18 @@ class NpySink:
         self._file.close()
         if self._next != self.shape[0]:
             raise RuntimeError(f"{self.path}: {self._next} of {self.shape[0]} slices were written")
+        os.replace(self._partial, self.path)
 
     def abort(self) -> None:
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
+            os.remove(self._partial)
 
 
 Sink = ArraySink | NpySink
 
 
+@torch.inference_mode()
 def sliding_window_probabilities(
     slices: Slices,
     size_zyx: tuple[int, int, int],
@@ -176,20 +184,39 @@ def sliding_window_probabilities(
         for i in range(0, len(row), sw_batch_size):
             batch = row[i : i + sw_batch_size]
             x = torch.stack([band[:, y : y + ry, x0 : x0 + rx] for _, y, x0 in batch])[:, None].to(device)
-            logits = forward(x)
-            if logits.ndim != 5 or logits.shape[0] != len(batch) or tuple(logits.shape[2:]) != roi_zyx:
-                raise ModelError(
-                    f"the model returned windows of shape {tuple(logits.shape)} for a batch of "
-                    f"{tuple(x.shape)}; it must keep the window's size [N, C, z, y, x]",
-                    series_uid=series_uid,
-                )
-            weighted = (logits.to(torch.float32) * weight).cpu()
+            logits = _checked(forward(x), x, channels=None if out is None else out.shape[0], uid=series_uid)
+            weighted = logits.mul_(weight).cpu()  # in the model's dtype, in place, as MONAI weights
             if out is None:
                 out = torch.zeros((logits.shape[1], rz, pad_y, pad_x), dtype=torch.float32)
             for w, (_, y, x0) in zip(weighted, batch, strict=True):
                 out[:, :, y : y + ry, x0 : x0 + rx] += w
                 count[:, y : y + ry, x0 : x0 + rx] += weight_cpu
     finish(band_z + rz)
+
+
+def _checked(logits: object, x: torch.Tensor, *, channels: int | None, uid: str | None) -> torch.Tensor:
+    """The model's output for the batch ``x``, or a :class:`ModelError` saying what is wrong with it."""
+    if not isinstance(logits, torch.Tensor):
+        raise ModelError(
+            f"the model returned a {type(logits).__name__}, not one tensor of logits [N, C, z, y, x] "
+            "(a deep-supervision export returns a list: export the full-resolution head only)",
+            series_uid=uid,
+        )
+    shape = tuple(logits.shape)
+    if len(shape) != 5 or shape[0] != x.shape[0] or shape[2:] != tuple(x.shape[2:]):
+        raise ModelError(
+            f"the model returned windows of shape {shape} for a batch of {tuple(x.shape)}; "
+            "it must keep the window's size [N, C, z, y, x]",
+            series_uid=uid,
+        )
+    if not logits.is_floating_point():
+        raise ModelError(f"the model returned {logits.dtype} logits, not floating point", series_uid=uid)
+    if channels is not None and shape[1] != channels:
+        raise ModelError(
+            f"the model returned {shape[1]} channels for one batch and {channels} for an earlier one",
+            series_uid=uid,
+        )
+    return logits
 
 
 def _shift_band(band: np.ndarray, shift: int, *, axis: int) -> None:
@@ -228,7 +255,7 @@ class _InputBand:
         band = torch.full((max(0, z1 - z0), pad_y, pad_x), self._cval, dtype=torch.float32)
         lo, hi = max(z0, pz), min(z1, pz + depth)
         if hi > lo:
-            source = self._slices(lo - pz, hi - pz)
+            source = np.asarray(self._slices(lo - pz, hi - pz))
             if source.shape != (hi - lo, rows, cols):
                 raise ModelError(
                     f"the input rows have shape {source.shape}, not {(hi - lo, rows, cols)}",

@@ -195,3 +195,89 @@ def test_a_model_that_changes_the_window_size_is_a_model_error() -> None:
             sink=ArraySink(volume.shape),
             series_uid="s1",
         )
+
+
+def _run(volume: np.ndarray, forward, roi=(4, 6, 6), uid: str | None = "s1") -> np.ndarray:  # type: ignore[no-untyped-def]
+    sink = ArraySink(volume.shape)
+    sliding_window_probabilities(
+        lambda z0, z1: volume[z0:z1],
+        volume.shape,
+        roi_zyx=roi,
+        overlap=0.5,
+        forward=forward,
+        to_probability=lambda logits: logits[0].numpy(),
+        sink=sink,
+        series_uid=uid,
+    )
+    return sink.array
+
+
+@pytest.mark.parametrize(
+    ("forward", "message"),
+    [
+        (lambda x: [x, x], "returned a list, not one tensor"),  # a deep-supervision export
+        (lambda x: x.numpy(), "returned a ndarray, not one tensor"),
+        (lambda x: x[:1], "returned windows of shape"),  # one window for a batch of two
+        (lambda x: (x > 0).to(torch.int64), "returned torch.int64 logits, not floating point"),
+    ],
+)
+def test_a_model_output_that_is_not_logits_is_a_model_error_naming_the_series(forward, message) -> None:  # type: ignore[no-untyped-def]
+    volume = np.zeros((8, 12, 12), dtype=np.float32)
+    sink = ArraySink(volume.shape)
+    with pytest.raises(ModelError, match=f"series s1: the model {message}"):
+        sliding_window_probabilities(
+            lambda z0, z1: volume[z0:z1],
+            volume.shape,
+            roi_zyx=(4, 6, 6),
+            overlap=0.5,
+            forward=forward,
+            to_probability=lambda logits: logits[0].numpy(),
+            sink=sink,
+            sw_batch_size=2,
+            series_uid="s1",
+        )
+
+
+def test_a_model_whose_channel_count_changes_is_a_model_error() -> None:
+    calls = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return x.repeat(1, 2 if len(calls) == 1 else 1, 1, 1, 1)
+
+    with pytest.raises(ModelError, match="1 channels for one batch and 2 for an earlier one"):
+        _run(np.zeros((8, 12, 12), dtype=np.float32), forward)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_logits_of_another_float_type_are_weighted_in_that_type_as_monai_does(dtype) -> None:  # type: ignore[no-untyped-def]
+    volume = np.random.default_rng(5).normal(0.0, 400.0, size=(11, 9, 10)).astype(np.float32)
+    net = _Net(1).eval()
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return net(x).to(dtype)
+
+    ours = _banded(volume, forward, (4, 6, 6), 0.5, 1, [])
+    theirs = _monai(volume, forward, (4, 6, 6), 0.5, 1)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_runs_outside_inference_mode_with_a_module_that_tracks_gradients() -> None:
+    volume = np.random.default_rng(6).normal(0.0, 400.0, size=(9, 8, 8)).astype(np.float32)
+    net = _Net(1)  # parameters require grad; no inference_mode around the call
+    assert _run(volume, net).shape == volume.shape
+
+
+def test_npy_sink_refuses_rows_of_another_shape_and_keeps_an_earlier_file_on_abort(tmp_path: Path) -> None:
+    path = tmp_path / "p.npy"
+    np.save(path, np.ones((2, 3, 4), dtype=np.float32))
+    sink = NpySink(str(path), (np.int64(2), 3, 4))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"rows of shape \(2, 5, 5\)"):
+        sink.write(np.zeros((2, 5, 5), dtype=np.float32))
+    sink.abort()
+    np.testing.assert_array_equal(np.load(path), np.ones((2, 3, 4)))  # untouched until a whole file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.npy"]
+    whole = NpySink(str(path), (np.int64(2), 3, 4))  # type: ignore[arg-type]
+    whole.write(np.zeros((2, 3, 4), dtype=np.float32))
+    whole.close()
+    np.testing.assert_array_equal(np.load(path), np.zeros((2, 3, 4)))
