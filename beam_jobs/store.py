@@ -57,31 +57,47 @@ def write_atomically(path: str, data: bytes) -> None:
 
     Locally: a temporary name in the same folder, then a rename; on Cloud Storage an object
     only appears when its upload completes."""
-    _atomically(path, lambda f: f.write(data))
+    with _atomic_file(path) as f:
+        f.write(data)
 
 
 def copy_atomically(source: str, path: str) -> None:
     """Copy the local file ``source`` to ``path`` as :func:`write_atomically` writes, a block at a
     time (a noisy model's SEG can be hundreds of MB)."""
-    with open(source, "rb") as f:
-        _atomically(path, lambda out: shutil.copyfileobj(f, out, COPY_BLOCK_BYTES))
+    with open(source, "rb") as f, _atomic_file(path) as out:
+        shutil.copyfileobj(f, out, COPY_BLOCK_BYTES)
 
 
 COPY_BLOCK_BYTES = 8 << 20
 
 
-def _atomically(path: str, write: Callable[[Any], object]) -> None:
+@contextlib.contextmanager
+def _synced_file(path: str) -> Iterator[BinaryIO]:
+    """A new file at ``path``; a local one is synced to disk before it counts (on Cloud Storage
+    the object appears when its upload completes)."""
     if is_remote(path):
         with FileSystems.create(path) as f:
-            write(f)
+            yield f
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def _atomic_file(path: str) -> Iterator[BinaryIO]:
+    """A :func:`_synced_file` that replaces ``path`` only once whole: locally written under a
+    temporary name in the same folder, then renamed (removed if the writing fails)."""
+    if is_remote(path):
+        with _synced_file(path) as f:
+            yield f
+        return
     temporary = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        with open(temporary, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        with _synced_file(temporary) as f:
+            yield f
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -309,18 +325,9 @@ def iter_results(
             yield found[uid]
 
 
-@contextlib.contextmanager
-def _table_file(path: str) -> Iterator[BinaryIO]:
-    """A new file for a table being written; local files are synced to disk before they count."""
-    if is_remote(path):
-        with FileSystems.create(path) as f:
-            yield f
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
+_table_file = _synced_file
+"""Where a publish opens each table's temporary file (its own name, so that a test can fail
+the tables' writing alone)."""
 
 
 class _TableWriter:

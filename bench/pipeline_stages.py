@@ -151,6 +151,7 @@ def child(args: argparse.Namespace) -> None:
     peak, anon_peak = sampler.stop()
     series_peak, series_anon_peak = peak - baseline, anon_peak - anon_baseline
     phase_anon = {k: round((v - anon_baseline) / 2**20, 1) for k, v in sampler.phase_anon_peak.items()}
+    budget = _worker_budget(row, spec, args.model, series_peak)
     if outcome.errors:
         raise SystemExit(f"series failed: {outcome.errors}")
     result = outcome_rows(outcome)
@@ -176,14 +177,12 @@ def child(args: argparse.Namespace) -> None:
                 "parquet_s": round(parquet_s, 4),
                 "total_s": round(s["total_s"] + parquet_s, 3),
                 "peak_rss_mib": round(own_peak_rss_bytes() / 2**20, 1),
-                **_worker_budget(row, spec, args.model, series_peak),
+                **budget,
                 "worker_series_anon_peak_mib": round(series_anon_peak / 2**20, 1),
                 "worker_inference_anon_peak_mib": phase_anon.get("inference"),
                 "worker_other_anon_peak_mib": phase_anon.get("other"),
                 "model_window_working_mib": round(window_mib, 1),
-                "budget_with_window_mib": round(
-                    _worker_budget(row, spec, args.model, series_peak)["budget_mib"] + window_mib, 1
-                ),
+                "budget_with_window_mib": round(budget["budget_mib"] + window_mib, 1),
                 "gpu_peak_mib": None if gpu_peak is None else round(gpu_peak, 1),
                 "nodes_reference": s["n_reference_nodes"],
                 "nodes_predicted": s["n_prediction_nodes"],
@@ -247,9 +246,8 @@ class _RssPeak:
         import threading
 
         self.interval = interval
-        self.anon_start = own_anon_rss_bytes()
+        self.anon_start = self.anon_peak = own_anon_rss_bytes()
         self.peak = rss_bytes(os.getpid())
-        self.anon_peak = own_anon_rss_bytes()
         self.phase = "other"
         self.phase_anon_peak: dict[str, int] = {}
         self._done = threading.Event()

@@ -110,21 +110,20 @@ class TorchScriptModel:
         grid = model_grid(ct, self.sidecar.spacing_mm)
         size = grid.size_zyx
         sink: ArraySink | NpySink = ArraySink(size) if save_to is None else NpySink(save_to, size)
-        try:
-            with torch.inference_mode():
-                sliding_window_probabilities(
-                    functools.partial(ct_rows, ct, grid),
-                    size,
-                    roi_zyx=self.sidecar.patch_size,
-                    overlap=self.sidecar.overlap,
-                    forward=self._forward,
-                    to_probability=functools.partial(self._foreground_probability, series_uid=ct.series_uid),
-                    sink=sink,
-                    cval=-1024.0,
-                    sw_batch_size=self.sw_batch_size,
-                    sw_device=self.device,
-                    series_uid=ct.series_uid or None,
-                )
+        try:  # the windows run in inference mode (sliding_window_probabilities)
+            sliding_window_probabilities(
+                functools.partial(ct_rows, ct, grid),
+                size,
+                roi_zyx=self.sidecar.patch_size,
+                overlap=self.sidecar.overlap,
+                forward=self._forward,
+                to_probability=functools.partial(self._foreground_probability, series_uid=ct.series_uid),
+                sink=sink,
+                cval=-1024.0,
+                sw_batch_size=self.sw_batch_size,
+                sw_device=self.device,
+                series_uid=ct.series_uid or None,
+            )
             sink.close()
         except BaseException:
             if isinstance(sink, NpySink):

@@ -163,8 +163,7 @@ def sliding_window_probabilities(
         """Divide, convert and hand over padded slices ``done:upto`` (the band's first ones)."""
         nonlocal done
         assert out is not None
-        n = upto - done
-        if n <= 0:
+        if upto <= done:
             return
         z_lo, z_hi = max(done, pz), min(upto, pz + depth)  # the unpadded part
         if z_hi > z_lo:

@@ -219,7 +219,7 @@ def test_saved_as_it_goes_equals_in_memory_and_monai_on_the_whole_grid(
     from monai.inferers import sliding_window_inference
 
     from pipeline.models.base import SavedPrediction, model_grid
-    from pipeline.models.slabs import resample_by_slabs
+    from tests.support.grids import resampled_whole
     from tests.support.models import TinyConvNet
 
     torch.manual_seed(0)
@@ -239,15 +239,7 @@ def test_saved_as_it_goes_equals_in_memory_and_monai_on_the_whole_grid(
     assert in_memory.grid is not None and in_memory.grid.same_grid(grid)
     import SimpleITK as sitk
 
-    whole = resample_by_slabs(
-        ct.hu,
-        ct.geometry,
-        grid,
-        interpolator=sitk.sitkLinear,
-        default=-1024.0,
-        convert=lambda slab: slab,
-        out_dtype=np.float32,
-    )
+    whole = resampled_whole(ct.hu, ct.geometry, grid, sitk.sitkLinear, -1024.0)  # one sitk.Resample
     with torch.inference_mode():
         logits = sliding_window_inference(
             torch.from_numpy(whole)[None, None],
