@@ -276,3 +276,30 @@ def test_a_failed_prediction_leaves_no_partial_file(clean_phantom, tmp_path: Pat
     with pytest.raises(ModelError, match="returned 2 channels") as caught:
         model.predict(ct, save_to=str(target))
     assert caught.value.series_uid == ct.series_uid and not target.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("net", ["window", "tiny"])
+def test_on_a_gpu_the_prediction_equals_the_cpu_prediction(clean_phantom, tmp_path: Path, net: str) -> None:
+    """The same TorchScript file on ``cuda`` and on the CPU, resampled onto a model grid of its own:
+    the same probabilities to float rounding (cuDNN's convolutions round differently), and for the
+    HU window, which finds the nodes, the same mask; streamed to a file on the GPU too."""
+    from tests.support.models import TinyConvNet
+
+    torch.manual_seed(0)
+    module = HuWindow(40.0, 70.0) if net == "window" else TinyConvNet()
+    path = save_torchscript(
+        module, tmp_path / f"{net}.pt", spacing_mm=[3.0, 1.7, 1.7], patch_size=(8, 32, 32), overlap=0.25
+    )
+    ct = decode_ct_series(str(clean_phantom.ct_dir))
+    on_cpu = TorchScriptModel(str(path), device=CPU).predict(ct)
+    on_gpu = TorchScriptModel(str(path), device=torch.device("cuda")).predict(
+        ct, save_to=str(tmp_path / "gpu.npy")
+    )
+    assert on_gpu.grid is not None and on_cpu.grid is not None and on_gpu.grid.same_grid(on_cpu.grid)
+    np.testing.assert_allclose(on_gpu.probabilities, on_cpu.probabilities, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(np.load(tmp_path / "gpu.npy"), on_gpu.probabilities)
+    if net == "window":
+        gpu_mask = on_gpu.on_ct_grid(ct.geometry)
+        assert gpu_mask.any()
+        np.testing.assert_array_equal(gpu_mask, on_cpu.on_ct_grid(ct.geometry))

@@ -281,3 +281,44 @@ def test_npy_sink_refuses_rows_of_another_shape_and_keeps_an_earlier_file_on_abo
     whole.write(np.zeros((2, 3, 4), dtype=np.float32))
     whole.close()
     np.testing.assert_array_equal(np.load(path), np.zeros((2, 3, 4)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("batch", [1, 3])
+def test_on_a_gpu_equals_monai_on_the_same_gpu(batch: int) -> None:
+    """Windows on the GPU, blending on the CPU: MONAI's result with its windows on that GPU
+    (``sw_device``) and its blending on the CPU (``device``), to float rounding (cuDNN may pick
+    another convolution algorithm for another batch size)."""
+    cuda = torch.device("cuda")
+    volume = np.random.default_rng(11).normal(0.0, 400.0, size=(37, 50, 45)).astype(np.float32)
+    net = _Net(2).eval().to(cuda)
+    roi = (16, 24, 24)
+    rows = _Rows()
+    sliding_window_probabilities(
+        lambda z0, z1: volume[z0:z1],
+        volume.shape,
+        roi_zyx=roi,
+        overlap=0.5,
+        forward=net,
+        to_probability=lambda logits: logits.numpy().transpose(1, 0, 2, 3),
+        sink=rows,  # type: ignore[arg-type]
+        sw_batch_size=batch,
+        sw_device=cuda,
+    )
+    with torch.inference_mode():
+        theirs = sliding_window_inference(
+            torch.from_numpy(volume)[None, None],
+            roi_size=roi,
+            sw_batch_size=batch,
+            predictor=net,
+            overlap=0.5,
+            mode="gaussian",
+            padding_mode="constant",
+            cval=-1024.0,
+            sw_device=cuda,
+            device="cpu",
+        )
+    assert isinstance(theirs, torch.Tensor)
+    expected = theirs[0].numpy().transpose(1, 0, 2, 3)
+    assert rows.array.shape == expected.shape
+    np.testing.assert_allclose(rows.array, expected, rtol=1e-4, atol=1e-5)
