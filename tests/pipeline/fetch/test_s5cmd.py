@@ -326,6 +326,34 @@ def test_a_flipped_byte_is_caught_by_the_etag(
     assert sorted(p.read_bytes() for p in Path(folder).iterdir()) == originals
 
 
+def test_the_md5_check_names_the_first_bad_file_in_listing_order_whatever_thread_hashed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    names = [f"{i:02d}.dcm" for i in range(12)]
+    objects = []
+    for i, name in enumerate(names):
+        data = os.urandom(3000 + i)
+        (tmp_path / name).write_bytes(data)
+        objects.append(s5._Object(name=name, size=len(data), etag=hashlib.md5(data).hexdigest()))
+    fetch = s5._Fetch("s3://b/p/*", None, str(tmp_path), "1.2.3", FetchConfig(), end=0.0, budget_s=0.0)  # type: ignore[arg-type]
+    seen: list[str] = []
+    hash_one = s5._md5
+    monkeypatch.setattr(s5, "_md5", lambda path: seen.append(path) or hash_one(path))
+    s5._verify(fetch, objects)
+    assert sorted(seen) == sorted(str(tmp_path / n) for n in names)  # every file hashed once
+    for bad in (9, 5):  # corrupt two, the later one first: the message names 05.dcm
+        path = tmp_path / names[bad]
+        path.write_bytes(bytes([path.read_bytes()[0] ^ 1]) + path.read_bytes()[1:])
+    for _ in range(5):
+        with pytest.raises(s5._Transient, match=r"^05\.dcm does not match its ETag"):
+            s5._verify(fetch, objects)
+    objects[3] = s5._Object(name=names[3], size=1, etag=objects[3].etag)
+    with pytest.raises(s5._Transient, match=r"^03\.dcm has \d+ bytes, the listing says 1"):
+        s5._verify(fetch, objects)  # sizes are checked before anything is hashed
+
+
 # ---- fetch that stays inside ----
 
 
