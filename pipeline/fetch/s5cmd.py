@@ -409,10 +409,14 @@ def _verify(fetch: _Fetch, objects: list[_Object]) -> None:
         return
     threads = min(_MD5_THREADS, os.cpu_count() or 1, len(hashed))
     paths = [os.path.join(fetch.folder, o.name) for o in hashed]
+    digests: list[str] | None = None
     if threads > 1:
-        with ThreadPoolExecutor(threads, thread_name_prefix="md5") as pool:
-            digests = list(pool.map(_md5, paths))
-    else:
+        try:
+            with ThreadPoolExecutor(threads, thread_name_prefix="md5") as pool:
+                digests = list(pool.map(_md5, paths))
+        except RuntimeError:  # no thread could start (a tight address-space limit): hash here
+            digests = None
+    if digests is None:
         digests = [_md5(p) for p in paths]
     for obj, digest in zip(hashed, digests, strict=True):
         if digest != obj.etag:

@@ -349,6 +349,15 @@ def test_the_md5_check_names_the_first_bad_file_in_listing_order_whatever_thread
     for _ in range(5):
         with pytest.raises(s5._Transient, match=r"^05\.dcm does not match its ETag"):
             s5._verify(fetch, objects)
+    import concurrent.futures
+
+    class NoThreads(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(s5, "ThreadPoolExecutor", NoThreads)
+    with pytest.raises(s5._Transient, match=r"^05\.dcm does not match its ETag"):
+        s5._verify(fetch, objects)  # hashed in this thread when none can start
     objects[3] = s5._Object(name=names[3], size=1, etag=objects[3].etag)
     with pytest.raises(s5._Transient, match=r"^03\.dcm has \d+ bytes, the listing says 1"):
         s5._verify(fetch, objects)  # sizes are checked before anything is hashed
