@@ -369,7 +369,6 @@ def publish(
     results: Iterable[OutcomeRows],
     *,
     files_of: Callable[[OutcomeRows], Iterable[str]] = lambda _: (),
-    extra_files: Iterable[str] = (),
 ) -> Published:
     """Replace the published tables with ``results`` (one per cohort row, in any order given by a
     list; an iterator must yield them in ``ct_series_instance_uid`` order, the tables' order).
@@ -385,7 +384,7 @@ def publish(
         results = sorted(results, key=lambda r: str(r.series["ct_series_instance_uid"]))
     token = uuid.uuid4().hex[:8]
     temporaries = {table: f"{output}/{table}/.{TABLE_FILE}.{token}.tmp" for table in TABLES}
-    files: list[str] = list(extra_files)
+    files: list[str] = []
     n_ok = 0
     try:
         with contextlib.ExitStack() as stack:

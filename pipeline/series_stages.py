@@ -94,13 +94,13 @@ def measure_series(
     masks: dict[NodeSource, np.ndarray] = {}
     if reference is not None:
         masks[NodeSource.REFERENCE] = reference
-    if prediction is not None:
-        if prediction.grid is not None:  # the model's probabilities, brought to the CT grid here
-            report(Stage.POSTPROCESS)
+    if prediction is not None and prediction.grid is None:  # a mask on the CT grid, mapped
+        masks[NodeSource.PREDICTION] = prediction.on_ct_grid(ct.geometry)
+    elif prediction is not None:  # the model's probabilities, brought to the CT grid here
+        report(Stage.POSTPROCESS)
         start = time.perf_counter()
         masks[NodeSource.PREDICTION] = prediction.on_ct_grid(ct.geometry)
-        if prediction.grid is not None:
-            seconds[Stage.POSTPROCESS] = time.perf_counter() - start
+        seconds[Stage.POSTPROCESS] = time.perf_counter() - start
 
     report(Stage.MEASURE)
     start = time.perf_counter()

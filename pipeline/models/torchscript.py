@@ -126,13 +126,11 @@ class TorchScriptModel:
             )
             sink.close()
         except BaseException:
-            if isinstance(sink, NpySink):
-                sink.abort()
+            sink.abort()
             raise
         # on the model's grid: the caller brings it to the CT's (Prediction.on_ct_grid) where it likes
-        probabilities = sink.array if isinstance(sink, ArraySink) else np.load(sink.path, mmap_mode="r")
         return Prediction(
-            probabilities=probabilities,
+            probabilities=sink.result(),
             grid=grid,
             inference_s=time.perf_counter() - start,
             saved_to=save_to,

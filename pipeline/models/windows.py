@@ -88,6 +88,12 @@ class ArraySink:
         if self._next != len(self.array):
             raise RuntimeError(f"{self._next} of {len(self.array)} slices were written")
 
+    def abort(self) -> None:
+        """Nothing to undo: the array goes with the sink."""
+
+    def result(self) -> np.ndarray:
+        return self.array
+
 
 class NpySink:
     """Probabilities written to a ``.npy`` file front to back (C order is z-major, so finished
@@ -119,6 +125,10 @@ class NpySink:
         self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.remove(self._partial)
+
+    def result(self) -> np.ndarray:
+        """The written file, mapped read-only (after :meth:`close`)."""
+        return np.load(self.path, mmap_mode="r")
 
 
 Sink = ArraySink | NpySink

@@ -90,7 +90,6 @@ def test_seg_of_another_series_is_a_reference_error(phantom, tmp_path: Path) -> 
 
 
 def test_unexpected_exception_is_caught_with_its_stage(phantom, monkeypatch: pytest.MonkeyPatch) -> None:
-
     import pipeline.series_stages as stages
 
     def broken(*args: object, **kwargs: object) -> None:
