@@ -49,19 +49,27 @@ class _Objects:
         self.root = root.resolve()
         self._etags: dict[tuple[str, int, int], str] = {}
 
-    def path(self, bucket: str, key: str) -> Path | None:
+    def _inside(self, bucket: str, key: str) -> tuple[Path, Path] | None:
+        """The bucket's folder and what ``key`` names in it, or None for anything outside it."""
         if not bucket or "/" in bucket or bucket in (".", ".."):
             return None
         base = (self.root / bucket).resolve()
         target = (base / key).resolve()
-        if base not in target.parents or not target.is_file():
-            return None
-        return target
+        return (base, target) if target == base or base in target.parents else None
+
+    def path(self, bucket: str, key: str) -> Path | None:
+        """The file ``key`` names, or None (absent, a folder, or outside the bucket)."""
+        found = self._inside(bucket, key)
+        return found[1] if found and found[1] != found[0] and found[1].is_file() else None
 
     def keys(self, bucket: str, prefix: str) -> list[tuple[str, Path]]:
-        base = self.root / bucket
+        """``(key, file)`` under ``prefix``, in key order; only the prefix's own folder is walked."""
+        found_in = self._inside(bucket, prefix.rpartition("/")[0])
+        if found_in is None or not found_in[1].is_dir():
+            return []
+        base, start = found_in
         found = []
-        for folder, _, files in os.walk(base):
+        for folder, _, files in os.walk(start):
             for name in files:
                 path = Path(folder, name)
                 key = path.relative_to(base).as_posix()

@@ -86,3 +86,5 @@ def test_listings_page_and_group_as_s3_does(served) -> None:
     token = first.split("<NextContinuationToken>")[1].split("</")[0]
     second = respond(objects, "GET", f"/{BUCKET}?list-type=2&prefix={series}/&continuation-token={token}", {})
     assert second[2].decode().count("<Contents>") == 105
+    outside = respond(objects, "GET", f"/{BUCKET}?list-type=2&prefix=../", {})[2].decode()
+    assert "<KeyCount>0</KeyCount>" in outside and "secret" not in outside
