@@ -102,8 +102,8 @@ def write_measurements(output: str) -> tuple[str, int]:
     ``pipeline/dicom/sr_rows.py`` for the mapping). Returns the file and its row count."""
     import pydicom
 
-    from beam_jobs.lnq_run import read_table
-    from beam_jobs.store import TABLE_FILE, add_to_manifest, write_atomically
+    from beam_jobs.publish import TABLE_FILE, add_to_manifest, read_table
+    from beam_jobs.store import write_atomically
     from pipeline.dicom.sr_rows import quantitative_measurement_rows, quantitative_measurements_table
 
     output = output.rstrip("/")

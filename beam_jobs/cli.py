@@ -205,15 +205,16 @@ _RESUME_HINT = {
 def _exit_code(exc: Exception, command: str) -> int | None:
     """One-line errors and their exit codes: 2 for the user's mistakes, 1 for a failed job; None for
     anything else (a bug: its traceback is printed). Outside ``run``, a ValueError is a bad argument."""
-    from beam_jobs.lnq_run import RunFailed
     from beam_jobs.options import UsageError
+    from beam_jobs.publish import RunFailed
+    from beam_jobs.store import OutsideOutput
     from pipeline.errors import PipelineError
 
     if isinstance(exc, (UsageError, FileNotFoundError, NotADirectoryError, PipelineError)):
         return EXIT_USAGE
     if isinstance(exc, ValueError) and command != "run":
         return EXIT_USAGE
-    if isinstance(exc, RunFailed) or type(exc).__name__ == "OutputLocked":
+    if isinstance(exc, (RunFailed, OutsideOutput)) or type(exc).__name__ == "OutputLocked":
         return EXIT_FAILED
     return None
 
@@ -244,7 +245,8 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
     if args.command == "analytics":
         return _analytics(args, parser)
     if args.command == "report":
-        from beam_jobs.lnq_run import normalise_output, write_run_report
+        from beam_jobs.launch import normalise_output
+        from beam_jobs.report import write_run_report
 
         print(write_run_report(normalise_output(args.output)))
         return EXIT_OK
@@ -257,16 +259,14 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
         from pipeline.isolation import start_fork_server
 
         start_fork_server()
-    from beam_jobs.lnq_run import run
+    from beam_jobs.launch import Submitted, as_summary_line, run
 
     with _stop_children_on_signals():
-        summary = run(rest)
-    report = f"; report {summary.report}" if summary.report else ""
-    print(
-        f"{summary.n_ok} ok, {summary.n_failed} failed of {summary.n_cohort} series; "
-        f"{summary.n_nodes} nodes; tables in {summary.output}{report}"
-    )
-    return EXIT_OK if summary.n_failed == 0 else EXIT_SERIES_FAILED
+        outcome = run(rest)
+    print(as_summary_line(outcome))
+    if isinstance(outcome, Submitted):
+        return EXIT_OK
+    return EXIT_OK if outcome.n_failed == 0 else EXIT_SERIES_FAILED
 
 
 def _series_run_in_this_process(rest: list[str]) -> bool:

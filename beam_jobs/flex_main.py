@@ -1,15 +1,16 @@
-"""Flex-template entry point: the launcher runs this file with the template's parameters.
+"""Flex-template entry point: Google's Python launcher runs this file with the template's parameters.
 
 Parameters arrive as ``--name=value`` with the names of ``infra/dataflow/metadata.json``
-(underscores); they are handed to ``lnq run``, whose options use dashes.
+(underscores), plus the launch environment's Beam options (``--sdk_container_image``,
+``--template_location``...). They are handed to ``lnq run`` (options with dashes), whose exit codes
+and one-line messages the launcher's log shows. The job runs on Dataflow: the runner is Dataflow's
+unless the parameters name another (the offline tests run the same file on the local runner).
+Empty optional parameters (a CPU run's ``gpu=``) mean "not given".
 """
 
 from __future__ import annotations
 
-import logging
 import sys
-
-from beam_jobs.lnq_run import run
 
 # Template parameters that are lnq run options (the rest are Beam's own and pass through).
 OWN_OPTIONS = (
@@ -34,31 +35,38 @@ OWN_OPTIONS = (
     "report",
 )
 FLAGS = ("fresh", "report")  # true/false parameters that are switches of lnq run
+TRUE = ("", "true", "1", "yes")
 
 
 def translate(argv: list[str]) -> list[str]:
-    """``--s3_endpoint=x`` to ``--s3-endpoint=x``; ``--tta=false`` to ``--no-tta``; folds split."""
+    """``--s3_endpoint=x`` to ``--s3-endpoint=x``; ``--tta=false`` to ``--no-tta``; folds split; the
+    Dataflow runner unless one is named."""
     out: list[str] = []
     for arg in argv:
         name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if name not in OWN_OPTIONS:
             out.append(arg)
         elif name == "tta":
-            out.append("--tta" if value.lower() in ("", "true", "1", "yes") else "--no-tta")
+            out.append("--tta" if value.lower() in TRUE else "--no-tta")
         elif name in FLAGS:
-            if value.lower() in ("", "true", "1", "yes"):
+            if value.lower() in TRUE:
                 out.append(f"--{name}")
+        elif eq and not value.strip():
+            continue  # an optional parameter left empty
         elif name == "folds":
             out += ["--folds", *value.replace(",", " ").split()]
         else:
             out.append(f"--{name.replace('_', '-')}{eq}{value}")
+    if not any(a == "--runner" or a.startswith("--runner=") for a in out):
+        out.append("--runner=DataflowRunner")
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO)
-    run(translate(list(sys.argv[1:] if argv is None else argv)))
+def main(argv: list[str] | None = None) -> int:
+    from beam_jobs.cli import main as lnq
+
+    return lnq(["run", *translate(list(sys.argv[1:] if argv is None else argv))])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

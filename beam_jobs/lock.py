@@ -2,12 +2,26 @@
 
 Two runs writing one output folder silently mixed their rows (issue 10), so a run takes this lock
 before it touches the output and a second run is refused with a message naming the holder. The lock
-holds JSON ``{host, pid, started_at, heartbeat_at, command, pid_started, token}``: ``pid_started``
-(the process start time from /proc) tells a reused PID from the holder, ``token`` tells our lock
-from a later one. A lock is stale when its holder ran on this host and is gone, or when its heartbeat
-(refreshed about every minute) is older than ``stale_after_s``; a stale lock is taken over with one
-WARNING line. Every change is conditional so that of two runs racing, exactly one wins: locally
-``O_CREAT | O_EXCL`` plus a ``flock``-guarded check-and-replace, on gs:// a generation precondition.
+holds JSON ``{host, pid, started_at, heartbeat_at, command, pid_started, token, job}``:
+``pid_started`` (the process start time from /proc) tells a reused PID from the holder, ``token``
+tells our lock from a later one. Every change is conditional so that of two runs racing, exactly one
+wins: locally a whole file linked into place (``link`` fails when the name exists) plus a
+``flock``-guarded check-and-replace, on gs:// a generation precondition.
+
+The lock spans the job wherever it runs. The launcher takes it before anything is submitted and
+refreshes its heartbeat about every minute while it runs the job itself (the local runner). When the
+job runs without the launcher (Dataflow, a flex template), the launcher hands the lock to the job
+(:meth:`OutputLock.hand_to_job`, ``job`` records the runner and, when known, the job's id): the
+job's workers refresh ``job.worker_heartbeat_at`` (:class:`JobHeartbeat`) and its last step,
+publishing, releases it by token (:func:`release_token`). A lock is stale when
+
+- its holder ran on this host and is gone, or its heartbeat is older than ``stale_after_s``
+  (launcher-held);
+- its job is known to have ended (a job-state lookup the caller passes, e.g. Dataflow's API), its
+  workers' heartbeat is older than ``stale_after_s``, or no worker beat within ``job_grace_s`` of
+  the handover (a job that failed, was cancelled, or never started) (job-held);
+
+and a stale lock is taken over with one WARNING line.
 """
 
 from __future__ import annotations
@@ -23,7 +37,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +54,41 @@ class OutputLocked(Exception):
     """Another run holds (or may hold) the output folder; the message is one line for the user."""
 
 
+JOB_GRACE_S = 3600.0
+"""How long a lock handed to a job waits for the job's first worker heartbeat before it counts as
+stale (Dataflow starts workers in minutes; a job queued for GPUs can take longer: then pass more)."""
+TERMINAL_JOB_STATES = frozenset(
+    {"JOB_STATE_DONE", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_DRAINED", "JOB_STATE_UPDATED"}
+)
+
+
+@dataclass(frozen=True)
+class JobHandle:
+    """The job a lock was handed to: one that runs without the launcher (Dataflow, a template)."""
+
+    runner: str
+    handed_at: str
+    job_id: str | None = None
+    job_name: str | None = None
+    project: str | None = None
+    region: str | None = None
+    worker_heartbeat_at: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> JobHandle:
+        if not isinstance(data, dict):
+            raise TypeError(f"job is {type(data).__name__}, not an object")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (None if v is None else str(v)) for k, v in data.items() if k in fields})
+
+    def describe(self) -> str:
+        return f"{self.runner} job {self.job_id}" if self.job_id else f"a {self.runner} job"
+
+
+JobState = Callable[[JobHandle], "str | None"]
+"""Looks up the state of a job (``JOB_STATE_RUNNING``, ``JOB_STATE_FAILED``...); None when unknown."""
+
+
 @dataclass(frozen=True)
 class LockRecord:
     """What a lock file says about the run holding it."""
@@ -51,6 +100,7 @@ class LockRecord:
     command: str
     pid_started: int | None
     token: str
+    job: JobHandle | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=1).encode() + b"\n"
@@ -68,6 +118,7 @@ class LockRecord:
                 command=str(data.get("command", "")),
                 pid_started=None if data.get("pid_started") is None else int(data["pid_started"]),
                 token=str(data.get("token", "")),
+                job=None if data.get("job") is None else JobHandle.from_dict(data["job"]),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"not a lock record: {raw[:80]!r}") from exc
@@ -75,6 +126,11 @@ class LockRecord:
 
 def _utc(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_now() -> str:
+    """Now, as lock records write times."""
+    return _utc(time.time())
 
 
 def _seconds(stamp: str) -> float:
@@ -113,8 +169,19 @@ def holder_gone(record: LockRecord) -> bool:
     return started is not None and started != record.pid_started
 
 
-def stale_reason(record: LockRecord, *, stale_after_s: float, now: float) -> str | None:
+def stale_reason(
+    record: LockRecord,
+    *,
+    stale_after_s: float,
+    now: float,
+    job_grace_s: float = JOB_GRACE_S,
+    job_state: JobState | None = None,
+) -> str | None:
     """Why ``record`` no longer protects a run, or None while its holder may still be writing."""
+    if record.job is not None:
+        return _job_stale_reason(
+            record.job, stale_after_s=stale_after_s, now=now, job_grace_s=job_grace_s, job_state=job_state
+        )
     if record.host == socket.gethostname() and holder_gone(record):
         return "no longer running"
     try:
@@ -126,7 +193,41 @@ def stale_reason(record: LockRecord, *, stale_after_s: float, now: float) -> str
     return None
 
 
+def _job_stale_reason(
+    job: JobHandle, *, stale_after_s: float, now: float, job_grace_s: float, job_state: JobState | None
+) -> str | None:
+    if job.job_id and job_state is not None:
+        try:
+            state = job_state(job)
+        except Exception as exc:  # no credentials, no network: fall back to the heartbeats
+            logger.debug("could not look up the state of %s: %s", job.describe(), exc)
+            state = None
+        if state in TERMINAL_JOB_STATES:
+            return f"{job.describe()} ended: {state}"
+        if state is not None:
+            return None  # the job runs: its lock holds, whatever its heartbeat says
+    try:
+        if job.worker_heartbeat_at:
+            silent_s = now - _seconds(job.worker_heartbeat_at)
+            return (
+                f"{job.describe()}: no worker heartbeat for {silent_s:.0f} s"
+                if silent_s > stale_after_s
+                else None
+            )
+        waited_s = now - _seconds(job.handed_at)
+    except ValueError:
+        return None
+    if waited_s > job_grace_s:
+        return f"{job.describe()} never started: no worker heartbeat {waited_s:.0f} s after it was submitted"
+    return None
+
+
 def _locked_message(output: str, holder: LockRecord) -> str:
+    if holder.job is not None:
+        return (
+            f"output {output} is being written by {holder.job.describe()} (launched from host {holder.host}, "
+            f"since {holder.started_at}); wait for it to finish or cancel it"
+        )
     return (
         f"output {output} is being written by another lnq run (host {holder.host}, PID {holder.pid}, "
         f"since {holder.started_at}); wait for it to finish or stop it"
@@ -178,15 +279,25 @@ class _LocalStore:
             os.close(fd)
 
     def _create(self, data: bytes) -> bytes | None:
+        """Write the whole record under a temporary name, then link it into place: ``link`` fails
+        when the lock exists, and a full disk fails the write before any lock file appears (an
+        empty lock would block every later run)."""
+        temp = self.path.with_name(f"lock.json.new-{uuid.uuid4().hex}")
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(temp, self.path)
         except FileExistsError:
             return None
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
         finally:
-            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
         return data
 
     def _read(self) -> bytes | None:
@@ -224,8 +335,12 @@ class _LocalStore:
             if self._read() != version:
                 return None
             temp = self.path.with_name(f"lock.json.tmp-{uuid.uuid4().hex}")
-            temp.write_bytes(data)
-            os.replace(temp, self.path)
+            try:
+                temp.write_bytes(data)
+                os.replace(temp, self.path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
             return data
 
     def delete(self, version: bytes) -> bool:
@@ -307,7 +422,8 @@ def _store(output: str) -> _Store:
 
 
 class OutputLock:
-    """A held lock: refreshed by a heartbeat thread until ``release()`` (or the end of a with block)."""
+    """A held lock: refreshed by a heartbeat thread until ``release()`` (or the end of a with block),
+    or until it is handed to a job (:meth:`hand_to_job`)."""
 
     def __init__(
         self, output: str, store: _Store, record: LockRecord, version: Any, *, heartbeat_s: float
@@ -320,8 +436,14 @@ class OutputLock:
         self._stop = threading.Event()
         self._released = False
         self.lost = False
+        self.released_by_job = False
+        self.handed = False
         self._thread = threading.Thread(target=self._beat, args=(heartbeat_s,), name="lnq-lock", daemon=True)
         self._thread.start()
+
+    @property
+    def token(self) -> str:
+        return self.record.token
 
     def _beat(self, heartbeat_s: float) -> None:
         while not self._stop.wait(heartbeat_s):
@@ -331,31 +453,53 @@ class OutputLock:
                 logger.warning("output %s: could not refresh the lock heartbeat", self.output, exc_info=True)
 
     def heartbeat(self) -> None:
-        """Refresh ``heartbeat_at``; on finding the lock no longer ours, mark it lost and say so."""
+        """Refresh ``heartbeat_at``; a lock that is gone was released by the job's last step (the
+        local runner runs it in this process); one replaced by another run's is marked lost."""
         with self._mutex:
-            if self._released or self.lost:
+            if self._released or self.lost or self.handed or self.released_by_job:
                 return
             record = dataclasses.replace(self.record, heartbeat_at=_utc(time.time()))
             version = self._store.refresh(record.to_bytes(), self._version)
-            if version is None:
-                self.lost = True
-                logger.error(
-                    "output %s: the lock %s was taken over by another run", self.output, self._store.where
-                )
+            if version is not None:
+                self.record, self._version = record, version
                 return
-            self.record, self._version = record, version
+            if self._store.read() is None:
+                self.released_by_job = True
+                return
+            self.lost = True
+            logger.error(
+                "output %s: the lock %s was taken over by another run", self.output, self._store.where
+            )
 
     def ensure_held(self) -> None:
         """Refresh the lock now and raise OutputLocked if another run took it (call before publishing)."""
         self.heartbeat()
-        if self.lost or self._released:
+        if self.lost or self._released or self.released_by_job:
             raise OutputLocked(
                 f"output {self.output}: this run no longer holds the lock {self._store.where} "
                 "(another run took it over); nothing was published"
             )
 
+    def hand_to_job(self, job: JobHandle) -> None:
+        """The job runs on without this process: stop the heartbeat and record ``job`` in the lock,
+        whose workers refresh it and whose last step releases it (see the module's docstring)."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        with self._mutex:
+            if self._released or self.lost or self.released_by_job:
+                return
+            record = dataclasses.replace(self.record, job=job)
+            version = self._store.refresh(record.to_bytes(), self._version)
+            if version is None:
+                self.lost = self._store.read() is not None
+                self.released_by_job = not self.lost
+                return
+            self.record, self._version, self.handed = record, version, True
+
     def release(self) -> None:
-        """Stop the heartbeat and delete the lock if it is still ours; safe to call twice."""
+        """Stop the heartbeat and delete the lock if it is still ours and not handed to a job;
+        safe to call twice."""
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
@@ -363,7 +507,11 @@ class OutputLock:
             if self._released:
                 return
             self._released = True
-            if not self.lost and not self._store.delete(self._version):
+            if self.lost or self.handed or self.released_by_job:
+                return
+            if not self._store.delete(self._version):
+                if self._store.read() is None:  # released by the job's last step meanwhile
+                    return
                 logger.warning("output %s: the lock was no longer ours; left it in place", self.output)
 
     def __enter__(self) -> OutputLock:
@@ -381,8 +529,11 @@ def acquire(
     stale_after_s: float = 600.0,
     heartbeat_s: float | None = None,
     command: str | None = None,
+    job_grace_s: float = JOB_GRACE_S,
+    job_state: JobState | None = None,
 ) -> OutputLock:
-    """Take ``OUTPUT/_lnq/lock.json`` or raise OutputLocked naming the run that holds it."""
+    """Take ``OUTPUT/_lnq/lock.json`` or raise OutputLocked naming the run (or job) that holds it.
+    ``job_state`` looks up the state of a job a lock was handed to (see the module's docstring)."""
     store = _store(output)
     now = time.time()
     record = LockRecord(
@@ -404,28 +555,119 @@ def acquire(
         if found is None:
             continue  # released between our create and our read
         raw, version = found
-        try:
-            holder = LockRecord.from_bytes(raw)
-        except ValueError as exc:
-            raise OutputLocked(
-                f"output {output} has an unreadable lock {store.where}; "
-                "if no lnq run is writing this output, delete it and retry"
-            ) from exc
-        if holder.token == record.token:  # our create went through and a retry of it was refused
-            return OutputLock(output, store, record, version, heartbeat_s=beat_s)
-        reason = stale_reason(holder, stale_after_s=stale_after_s, now=time.time())
-        if reason is None:
-            raise OutputLocked(_locked_message(output, holder))
+        if not raw.strip():  # never ours: every record is written whole before it appears
+            reason = "empty (left by a failed write)"
+            holder = None
+        else:
+            try:
+                holder = LockRecord.from_bytes(raw)
+            except ValueError as exc:
+                raise OutputLocked(
+                    f"output {output} has an unreadable lock {store.where}; "
+                    "if no lnq run is writing this output, delete it and retry"
+                ) from exc
+            if holder.token == record.token:  # our create went through and a retry of it was refused
+                return OutputLock(output, store, record, version, heartbeat_s=beat_s)
+            reason = stale_reason(
+                holder,
+                stale_after_s=stale_after_s,
+                now=time.time(),
+                job_grace_s=job_grace_s,
+                job_state=job_state,
+            )
+            if reason is None:
+                raise OutputLocked(_locked_message(output, holder))
         version = store.take_over(data, version)
         if version is not None:
-            logger.warning(
-                "output %s: taking over a stale lock of host %s, PID %d (%s)",
-                output,
-                holder.host,
-                holder.pid,
-                reason,
-            )
+            whose = "" if holder is None else f" of host {holder.host}, PID {holder.pid}"
+            logger.warning("output %s: taking over a stale lock%s (%s)", output, whose, reason)
             return OutputLock(output, store, record, version, heartbeat_s=beat_s)
     raise OutputLocked(
         f"output {output}: could not take the lock {store.where} ({_ATTEMPTS} tries, contended)"
     )
+
+
+# ---- the job's side: its workers and its last step know the lock by its token ----------------------
+
+
+def _held_by(store: _Store, token: str) -> tuple[LockRecord, Any] | None:
+    """The lock's record and version when ``token`` holds it; None otherwise."""
+    found = store.read()
+    if found is None:
+        return None
+    raw, version = found
+    try:
+        record = LockRecord.from_bytes(raw)
+    except ValueError:
+        return None
+    return (record, version) if record.token == token else None
+
+
+def ensure_token(output: str, token: str) -> None:
+    """Raise OutputLocked unless the run of ``token`` still holds the lock of ``output``
+    (the job's last step calls it before publishing)."""
+    store = _store(output)
+    if _held_by(store, token) is None:
+        raise OutputLocked(
+            f"output {output}: this run no longer holds the lock {store.where} "
+            "(another run took it over, or it was deleted); nothing was published"
+        )
+
+
+def release_token(output: str, token: str) -> bool:
+    """Delete the lock of ``output`` if the run of ``token`` holds it (the job's last step);
+    whether it did."""
+    store = _store(output)
+    held = _held_by(store, token)
+    return held is not None and store.delete(held[1])
+
+
+def beat_for_job(output: str, token: str) -> bool:
+    """One worker heartbeat of a job-held lock; False when the lock is no longer this run's.
+    Workers race each other: a refresh that loses to another worker's is as good as its own."""
+    store = _store(output)
+    held = _held_by(store, token)
+    if held is None:
+        return False
+    record, version = held
+    if record.job is None:  # still the launcher's (local runner): it beats itself
+        return True
+    job = dataclasses.replace(record.job, worker_heartbeat_at=_utc(time.time()))
+    store.refresh(dataclasses.replace(record, job=job).to_bytes(), version)
+    return True
+
+
+class JobHeartbeat:
+    """Refreshes a job-held lock from a worker about every ``every_s`` seconds, once per process and
+    lock however many DoFns ask (:meth:`start` is idempotent); stops when the lock is no longer the
+    job's."""
+
+    _started: dict[tuple[str, str], JobHeartbeat] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, output: str, token: str, every_s: float) -> None:
+        self.output, self.token, self.every_s = output, token, every_s
+        self.stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lnq-job-lock", daemon=True)
+
+    @classmethod
+    def start(cls, output: str, token: str, every_s: float = 60.0) -> JobHeartbeat:
+        with cls._guard:
+            beat = cls._started.get((output, token))
+            if beat is None or beat.stopped.is_set():
+                beat = cls._started[(output, token)] = cls(output, token, every_s)
+                beat._thread.start()
+            return beat
+
+    def _run(self) -> None:
+        while True:
+            try:
+                if not beat_for_job(self.output, self.token):
+                    break
+            except Exception:  # a transient storage error: the next beat tries again
+                logger.warning(
+                    "output %s: could not refresh the job's lock heartbeat", self.output, exc_info=True
+                )
+            if self.stopped.wait(self.every_s):
+                break
+        self.stopped.set()

@@ -15,7 +15,9 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.lnq_run import read_table
+from beam_jobs.options import UsageError
+from beam_jobs.publish import add_to_manifest, read_run_facts, read_table
+from beam_jobs.store import TABLE_FILE
 from pipeline.report.render import INDEX, build_report
 
 logger = logging.getLogger(__name__)
@@ -46,4 +48,18 @@ def write_report_for_output(output: str, run_info: Mapping[str, Any] | None = No
     logger.info(
         "report of %d series written to %s in %.1f s", series.num_rows, index, time.perf_counter() - started
     )
+    return index
+
+
+def write_run_report(output: str) -> str:
+    """``lnq report``: rebuild the report of a published output, with its run's facts (wall time,
+    series per hour) as the run's last step recorded them; its files join the manifest."""
+    if not FileSystems.exists(f"{output}/series/{TABLE_FILE}"):
+        raise UsageError(f"{output} has no published tables (series/{TABLE_FILE}); is it a run's output?")
+    facts = read_run_facts(output)
+    info = None
+    if facts is not None:
+        info = {"started_at": facts.started_at, "finished_at": facts.finished_at, "wall_s": facts.wall_s}
+    index = write_report_for_output(output, info)
+    add_to_manifest(output, [m.path for m in FileSystems.match([f"{output}/report/**"])[0].metadata_list])
     return index

@@ -1,7 +1,7 @@
 """The options of ``lnq run``, in a module light enough that ``lnq run --help`` answers at once.
 
 Only argparse and the defaults' owners (small modules without numpy, Beam or torch) are
-imported here; the job itself is ``beam_jobs.lnq_run``.
+imported here; the job itself is ``beam_jobs.launch``.
 """
 
 from __future__ import annotations
@@ -88,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     cloud = parser.add_argument_group("Dataflow")
     cloud.add_argument("--gpu", help="GPU per worker VM, TYPE[:COUNT], e.g. nvidia-l4:1 (Dataflow only)")
+    cloud.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on a remote runner, wait for the job to end and print its summary (--no-wait: submit "
+        "and exit 0; the job publishes the tables itself). A flex template or a dry run never waits",
+    )
     cloud.add_argument(
         "--series-per-worker",
         type=int,

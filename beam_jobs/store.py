@@ -1,55 +1,123 @@
-"""Durable results: each series kept as it finishes, tables published atomically at the end.
+"""Durable results: each series kept as it finishes, with the files it wrote, under ``_lnq/``.
 
 Layout of an output folder (local or ``gs://``)::
 
-    OUTPUT/series/ nodes/ errors/   the published tables (one Parquet file each)
+    OUTPUT/series/ nodes/ errors/   the published tables (one Parquet file each; beam_jobs/publish.py)
     OUTPUT/seg/<uid>.dcm            DICOM written by the series (atomically, as they finish)
-    OUTPUT/_lnq/results/<key>/ok/<uid>.json     one finished series: its rows for the three tables
+    OUTPUT/_lnq/results/<key>/ok/<uid>.json     one finished series: its rows and its files
     OUTPUT/_lnq/results/<key>/error/<uid>.json  a failed series (redone by the next run)
     OUTPUT/_lnq/manifest.json       every file outside _lnq/ that the project wrote
     OUTPUT/_lnq/publish.json        a publish in progress (rolled forward by the next run)
+    OUTPUT/_lnq/run.json            the facts of the last published run (beam_jobs/publish.py)
     OUTPUT/_lnq/lock.json           the run writing this output now (beam_jobs/lock.py)
     OUTPUT/_lnq/lock.guard          an empty flock file guarding lock.json (local outputs; kept)
 
-``<key>`` is the run's settings fingerprint (:func:`run_key`): a rerun with the same model,
-pipeline version and result-changing settings finds its finished series there and skips
-them. Readers of the tables never see ``_lnq/``; the tables are replaced only by
-:func:`publish`, after every cohort row has exactly one result, by renaming files that
-were completely written first. Files the project did not write are never deleted.
+``<key>`` is the run's settings fingerprint (:func:`run_key`): a rerun with the same code, model
+and result-changing settings finds its finished series there and reuses each one whose files are
+still in this output and still its own (:meth:`ResultStore.reusable`). Paths in kept results and
+in the manifest are relative to the output, so a moved output or a relative ``--output`` given
+from elsewhere resumes; every path read back from ``_lnq/`` is checked to stay inside the output
+(:func:`confined`) before anything is written, renamed or deleted through it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
 import os
-import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-import pyarrow.parquet as pq
+import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.enums import SeriesStatus
 from pipeline.outputs.rows import OutcomeRows
-from pipeline.outputs.schemas import TABLES, sort_rows, to_table
-from pipeline.process import ProcessConfig
+from pipeline.outputs.schemas import TABLES, to_table
 from pipeline.uids import uid_problem
 
 logger = logging.getLogger(__name__)
 
 WORK_AREA = "_lnq"
 TABLE_FILE = "part-00000-of-00001.parquet"
+COPY_BLOCK_BYTES = 8 << 20
 
 
 def is_remote(path: str) -> bool:
     return "://" in path
+
+
+class OutsideOutput(Exception):
+    """A path read back from the output's bookkeeping, or one of its folders, leads outside it."""
+
+
+def confined(output: str, relative: str) -> str:
+    """``OUTPUT/relative`` after checking that ``relative`` (read from ``_lnq/``: untrusted) names a
+    path inside the output: relative, no ``..`` or empty part, no backslash or NUL, and locally no
+    symbolic link on the way that leads out. OutsideOutput otherwise."""
+    if (
+        not isinstance(relative, str)
+        or not relative
+        or relative.startswith("/")
+        or "\\" in relative
+        or "\0" in relative
+        or "://" in relative
+        or any(part in ("", ".", "..") for part in relative.split("/"))
+    ):
+        raise OutsideOutput(f"output {output}: {relative!r} is not a path inside the output")
+    path = f"{output.rstrip('/')}/{relative}"
+    if not is_remote(output):
+        root = os.path.realpath(output)
+        if os.path.commonpath([root, os.path.realpath(path)]) != root:
+            raise OutsideOutput(f"output {output}: {relative} leads outside the output (a symbolic link)")
+    return path
+
+
+def check_folders(output: str, folders: Iterable[str]) -> None:
+    """Refuse an output whose own folders (``seg/``, ``series/``, ``_lnq/``...) are symbolic links
+    leading out of it: the run would write through them. Local outputs only (Cloud Storage has no
+    links)."""
+    for folder in folders:
+        confined(output, folder)
+
+
+def relative_to(output: str, path: str) -> str:
+    """``path`` (a file this run wrote under ``output``) relative to the output."""
+    prefix = output.rstrip("/") + "/"
+    full = path if is_remote(path) else os.path.abspath(path)
+    if not full.startswith(prefix):
+        raise OutsideOutput(f"{path} is not inside the output {output}")
+    return full[len(prefix) :]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file a series wrote, relative to the output, with what identifies its content: size and
+    CRC32C (Cloud Storage's own checksum, base64, so a gs:// file is checked without reading it)."""
+
+    path: str
+    size: int
+    crc32c: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "crc32c": self.crc32c}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> FileRecord:
+        if not isinstance(raw, dict):
+            raise TypeError("a file record is not an object")
+        return cls(path=str(raw["path"]), size=int(raw["size"]), crc32c=str(raw["crc32c"]))
+
+
+def _crc32c_text(checksum: google_crc32c.Checksum) -> str:
+    return base64.b64encode(checksum.digest()).decode()
 
 
 def write_atomically(path: str, data: bytes) -> None:
@@ -61,18 +129,45 @@ def write_atomically(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def copy_atomically(source: str, path: str) -> None:
+def copy_atomically(source: str, path: str) -> tuple[int, str]:
     """Copy the local file ``source`` to ``path`` as :func:`write_atomically` writes, a block at a
-    time (a noisy model's SEG can be hundreds of MB)."""
+    time (a noisy model's SEG can be hundreds of MB). Returns its size and CRC32C."""
+    checksum = google_crc32c.Checksum()
+    size = 0
     with open(source, "rb") as f, _atomic_file(path) as out:
-        shutil.copyfileobj(f, out, COPY_BLOCK_BYTES)
+        while block := f.read(COPY_BLOCK_BYTES):
+            checksum.update(block)
+            size += len(block)
+            out.write(block)
+    return size, _crc32c_text(checksum)
 
 
-COPY_BLOCK_BYTES = 8 << 20
+def file_identity(path: str) -> tuple[int, str] | None:
+    """Size and CRC32C of ``path`` as it is now; None when it does not exist. A local file is read;
+    a gs:// object's checksum comes from its metadata."""
+    if is_remote(path):
+        try:
+            matched = FileSystems.match([path])[0].metadata_list
+            if not matched:
+                return None
+            return int(matched[0].size_in_bytes), str(FileSystems.checksum(path))
+        except Exception as exc:  # gone between the two calls, or unreadable: not verifiable
+            logger.debug("cannot check %s: %s", path, exc)
+            return None
+    checksum = google_crc32c.Checksum()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(COPY_BLOCK_BYTES):
+                checksum.update(block)
+                size += len(block)
+    except OSError:
+        return None
+    return size, _crc32c_text(checksum)
 
 
 @contextlib.contextmanager
-def _synced_file(path: str) -> Iterator[BinaryIO]:
+def synced_file(path: str) -> Iterator[BinaryIO]:
     """A new file at ``path``; a local one is synced to disk before it counts (on Cloud Storage
     the object appears when its upload completes)."""
     if is_remote(path):
@@ -88,15 +183,15 @@ def _synced_file(path: str) -> Iterator[BinaryIO]:
 
 @contextlib.contextmanager
 def _atomic_file(path: str) -> Iterator[BinaryIO]:
-    """A :func:`_synced_file` that replaces ``path`` only once whole: locally written under a
+    """A :func:`synced_file` that replaces ``path`` only once whole: locally written under a
     temporary name in the same folder, then renamed (removed if the writing fails)."""
     if is_remote(path):
-        with _synced_file(path) as f:
+        with synced_file(path) as f:
             yield f
         return
     temporary = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        with _synced_file(temporary) as f:
+        with synced_file(temporary) as f:
             yield f
         os.replace(temporary, path)
     except BaseException:
@@ -122,45 +217,17 @@ def delete_quietly(paths: Iterable[str]) -> None:
             logger.debug("could not delete %s: %s", path, exc)
 
 
-def run_key(config: ProcessConfig) -> tuple[str, dict[str, Any]]:
-    """The fingerprint of what changes a series' results, and what went into it.
+@dataclass(frozen=True)
+class KeptResult:
+    """One finished series as the store keeps it: its rows (file columns relative to the output)
+    and the files it wrote."""
 
-    It counts: the pipeline version; the model (kind, path, and for local models the
-    size and modification time of each of its files, so a retrained model at the same
-    path is not taken for the old one); nnU-Net folds, checkpoint, step size and
-    test-time mirroring. It does not count: the device (CPU and GPU give the same
-    masks up to floating-point rounding), workers, limits, endpoints and the work dir."""
-    settings: dict[str, Any] = {"pipeline_version": config.pipeline_version, "model": config.model_label}
-    spec = config.model
-    if spec is not None:
-        settings.update(
-            folds=list(map(str, spec.folds)),
-            checkpoint=spec.checkpoint,
-            step_size=spec.step_size,
-            tta=spec.tta,
-            files=_model_files(spec.artifacts()),
-        )
-    text = json.dumps(settings, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16], settings
+    rows: OutcomeRows
+    files: tuple[FileRecord, ...] = field(default=())
 
-
-def _model_files(artifacts: Iterable[str]) -> list[tuple[str, int, float]]:
-    """(path, size, modification time) of every file of the model."""
-    files: set[tuple[str, int, float]] = set()
-    for artifact in artifacts:
-        base = artifact.rstrip("/")
-        if not is_remote(base):
-            paths = (
-                [base]
-                if os.path.isfile(base)
-                else [os.path.join(root, name) for root, _, names in os.walk(base) for name in names]
-            )
-            files.update((path, os.path.getsize(path), os.path.getmtime(path)) for path in paths)
-            continue
-        for pattern in (base, base + "/**"):
-            for meta in FileSystems.match([pattern])[0].metadata_list:
-                files.add((meta.path, meta.size_in_bytes, meta.last_updated_in_seconds))
-    return sorted(files)
+    @property
+    def uid(self) -> str:
+        return str(self.rows.series["ct_series_instance_uid"])
 
 
 def _json_default(value: Any) -> Any:
@@ -169,17 +236,39 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def encode_rows(rows: OutcomeRows) -> bytes:
+def encode_result(result: KeptResult) -> bytes:
+    rows = result.rows
     return json.dumps(
-        {"series": rows.series, "nodes": rows.nodes, "errors": rows.errors}, default=_json_default
+        {
+            "series": rows.series,
+            "nodes": rows.nodes,
+            "errors": rows.errors,
+            "files": [f.to_json() for f in result.files],
+        },
+        default=_json_default,
     ).encode()
 
 
-def decode_rows(data: bytes) -> OutcomeRows:
-    raw = json.loads(data)
-    series = raw["series"]
-    series["processed_at"] = dt.datetime.fromisoformat(series["processed_at"])
-    return OutcomeRows(series=series, nodes=raw["nodes"], errors=raw["errors"])
+class CorruptResult(ValueError):
+    """A kept result that does not decode, or no longer fits the tables' schemas."""
+
+
+def decode_result(data: bytes) -> KeptResult:
+    """A kept result, checked against the tables' schemas (a result kept by an older version whose
+    columns differ is corrupt: the series is redone rather than crashing every publish)."""
+    try:
+        raw = json.loads(data)
+        series = dict(raw["series"])
+        series["processed_at"] = dt.datetime.fromisoformat(series["processed_at"])
+        rows = OutcomeRows(series=series, nodes=list(raw["nodes"]), errors=list(raw["errors"]))
+        for table in TABLES:
+            to_table(getattr(rows, table) if table != "series" else [rows.series], table)
+        files = tuple(FileRecord.from_json(f) for f in raw.get("files", []))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptResult(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:  # pyarrow's conversion errors (ArrowInvalid is a ValueError, others not)
+        raise CorruptResult(f"{type(exc).__name__}: {exc}") from exc
+    return KeptResult(rows=rows, files=files)
 
 
 @dataclass(frozen=True)
@@ -199,13 +288,12 @@ class ResultStore:
         name = uid if uid_problem(uid) is None else "invalid-" + hashlib.sha256(uid.encode()).hexdigest()[:32]
         return f"{self.root}/{status.value}/{name}.json"
 
-    def write(self, rows: OutcomeRows) -> None:
+    def write(self, result: KeptResult) -> None:
         """Keep one finished series (atomically); an ``ok`` result replaces an earlier failure."""
-        uid = str(rows.series["ct_series_instance_uid"])
-        status = SeriesStatus(rows.series["status"])
-        write_atomically(self.path(status, uid), encode_rows(rows))
+        status = SeriesStatus(result.rows.series["status"])
+        write_atomically(self.path(status, result.uid), encode_result(result))
         if status == SeriesStatus.OK:
-            stale = self.path(SeriesStatus.ERROR, uid)
+            stale = self.path(SeriesStatus.ERROR, result.uid)
             if exists(stale):
                 delete_quietly([stale])
 
@@ -215,8 +303,39 @@ class ResultStore:
         return {os.path.basename(m.path) for m in FileSystems.match([pattern])[0].metadata_list}
 
     def done(self) -> set[str]:
-        """UIDs with an ``ok`` result: one listing, no reads."""
+        """UIDs with an ``ok`` result: one listing, no reads (see :meth:`reusable`)."""
         return {name[: -len(".json")] for name in self._listed(SeriesStatus.OK)}
+
+    def reusable(self, uids: Iterable[str], *, threads: int = 16) -> tuple[set[str], dict[str, str]]:
+        """Of ``uids``, those whose ``ok`` result can be published again as it is: it decodes, and
+        every file it wrote is in this output with the size and checksum it was written with (a
+        ``--limit`` publish may have removed it, another setting's run replaced it). Returns them,
+        and for the others that have an ``ok`` result, why it is not reused."""
+        listed = self._listed(SeriesStatus.OK)
+        candidates = [uid for uid in uids if os.path.basename(self.path(SeriesStatus.OK, uid)) in listed]
+
+        def check(uid: str) -> tuple[str, str | None]:
+            try:
+                result = decode_result(read_bytes(self.path(SeriesStatus.OK, uid)))
+            except (OSError, CorruptResult) as exc:
+                return uid, f"its kept result is unreadable ({exc})"
+            if result.uid != uid:
+                return uid, f"its kept result holds the series {result.uid!r}"
+            for record in result.files:
+                try:
+                    path = confined(self.output, record.path)
+                except OutsideOutput as exc:
+                    return uid, str(exc)
+                found = file_identity(path)
+                if found is None:
+                    return uid, f"{record.path} is missing"
+                if found != (record.size, record.crc32c):
+                    return uid, f"{record.path} is not the file this result wrote"
+            return uid, None
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            checked = list(pool.map(check, candidates))
+        return {uid for uid, why in checked if why is None}, {uid: why for uid, why in checked if why}
 
     def missing(
         self, uids: Iterable[str], *, listed: dict[SeriesStatus, set[str]] | None = None
@@ -227,9 +346,10 @@ class ResultStore:
         return [uid for uid in uids if os.path.basename(self.path(SeriesStatus.OK, uid)) not in names]
 
     def discard_if_corrupt(self, uid: str) -> list[str]:
-        """Remove the kept results of ``uid`` that read but do not decode to its rows, so that the
-        next run redoes the series instead of failing on them again; a file that cannot be read
-        at all (a network error) is left. Returns the paths removed."""
+        """Remove the kept results of ``uid`` that read but do not decode to its rows (cut short,
+        another series', or no longer fitting the schemas), so that the next run redoes the series
+        instead of failing on them again; a file that cannot be read at all (a network error) is
+        left. Returns the paths removed."""
         removed = []
         for status in (SeriesStatus.OK, SeriesStatus.ERROR):
             path = self.path(status, uid)
@@ -238,8 +358,8 @@ class ResultStore:
             except OSError:
                 continue
             try:
-                ok = str(decode_rows(data).series["ct_series_instance_uid"]) == uid
-            except (ValueError, KeyError, TypeError, AttributeError):
+                ok = decode_result(data).uid == uid
+            except CorruptResult:
                 ok = False
             if not ok:
                 delete_quietly([path])
@@ -256,210 +376,26 @@ class ResultStore:
         *,
         threads: int = 16,
         listed: dict[SeriesStatus, set[str]] | None = None,
-    ) -> dict[str, OutcomeRows]:
-        """The stored result of each UID that has one (``ok`` preferred); only listed files are read,
-        and an unreadable one counts as no result (the run's check then refuses to publish).
-        ``listed``: a :meth:`listing` already made (a caller reading in chunks lists once)."""
+    ) -> dict[str, KeptResult | CorruptResult]:
+        """The stored result of each UID that has one (``ok`` preferred); only listed files are read.
+        A result that cannot be read or decoded is given as its :class:`CorruptResult` (the publish
+        then refuses, and removes it). ``listed``: a :meth:`listing` already made."""
         listed = listed if listed is not None else self.listing()
 
-        def one(uid: str) -> tuple[str, OutcomeRows | None]:
+        def one(uid: str) -> tuple[str, KeptResult | CorruptResult | None]:
+            problem: CorruptResult | None = None
             for status, names in listed.items():
                 path = self.path(status, uid)
                 if os.path.basename(path) not in names:
                     continue
                 try:
-                    return uid, decode_rows(read_bytes(path))
-                except (OSError, ValueError, KeyError) as exc:
-                    logger.warning("the stored result %s is unreadable (%s); it counts as missing", path, exc)
-            return uid, None
+                    return uid, decode_result(read_bytes(path))
+                except OSError as exc:
+                    problem = CorruptResult(f"unreadable: {exc}")
+                except CorruptResult as exc:
+                    problem = exc
+                logger.warning("the stored result %s cannot be used (%s)", path, problem)
+            return uid, problem
 
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            return {uid: rows for uid, rows in pool.map(one, list(uids)) if rows is not None}
-
-
-PUBLISH_CHUNK_SERIES = 16
-"""Results read at a time while publishing (in parallel, then written and dropped): 16 series of
-a noisy model's 3,000 nodes are about 150 MB of rows."""
-ROW_GROUP_ROWS = 32_768
-"""Rows a table's writer buffers before writing them as one Parquet row group: what bounds the
-memory of a publish, whatever the cohort's size or a noisy model's thousands of nodes per series."""
-
-
-class ResultMissing(Exception):
-    """A cohort row's stored result is absent or unreadable: nothing may be published."""
-
-    def __init__(self, uid: str, reason: str = "no result"):
-        super().__init__(f"{uid}: {reason}")
-        self.uid = uid
-
-
-@dataclass(frozen=True)
-class Published:
-    """What a publish wrote: rows per table, and series whose status is ``ok``."""
-
-    rows: dict[str, int]
-    n_ok: int
-
-
-def iter_results(
-    store: ResultStore,
-    uids: Iterable[str],
-    *,
-    chunk: int = PUBLISH_CHUNK_SERIES,
-    listed: dict[SeriesStatus, set[str]] | None = None,
-) -> Iterator[OutcomeRows]:
-    """The result of each UID, in order, read ``chunk`` at a time; :class:`ResultMissing` for the
-    first that has none (or an unreadable one). ``listed``: a :meth:`ResultStore.listing` already
-    made; else one is made here, once for all chunks (on Cloud Storage a listing is a round trip)."""
-    pending = list(uids)
-    listed = listed if listed is not None else store.listing()
-    for first in range(0, len(pending), chunk):
-        part = pending[first : first + chunk]
-        found = store.read(part, listed=listed)
-        for uid in part:
-            if uid not in found:
-                raise ResultMissing(uid, "its stored result is missing or unreadable")
-            held = str(found[uid].series.get("ct_series_instance_uid"))
-            if held != uid:  # a file written by something else, or copied in by hand
-                raise ResultMissing(uid, f"its stored result holds the series {held!r}")
-            yield found[uid]
-
-
-_table_file = _synced_file
-"""Where a publish opens each table's temporary file (its own name, so that a test can fail
-the tables' writing alone)."""
-
-
-class _TableWriter:
-    """One table's rows, appended series by series and written a row group at a time."""
-
-    def __init__(self, table: str, file: BinaryIO):
-        self.table = table
-        self.writer = pq.ParquetWriter(file, TABLES[table])
-        self.buffer: list[dict[str, Any]] = []
-        self.count = 0
-        self.closed = False
-
-    def add(self, rows: Iterable[dict[str, Any]]) -> None:
-        self.buffer.extend(sort_rows(rows, self.table))  # series come in order: this is the table's order
-        if len(self.buffer) >= ROW_GROUP_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer or not self.count:  # an empty table still gets its schema
-            self.writer.write_table(to_table(self.buffer, self.table))
-            self.count += len(self.buffer)
-            self.buffer = []
-
-    def close(self) -> None:
-        self.flush()
-        self.writer.close()
-        self.closed = True
-
-    def abandon(self) -> None:
-        """Close without finishing (the file is being discarded), before the file itself closes."""
-        if not self.closed:
-            self.closed = True
-            with contextlib.suppress(Exception):
-                self.writer.close()
-
-
-def publish(
-    output: str,
-    results: Iterable[OutcomeRows],
-    *,
-    files_of: Callable[[OutcomeRows], Iterable[str]] = lambda _: (),
-) -> Published:
-    """Replace the published tables with ``results`` (one per cohort row, in any order given by a
-    list; an iterator must yield them in ``ct_series_instance_uid`` order, the tables' order).
-
-    Results are streamed: each table is written row group by row group under a temporary name,
-    so memory stays bounded by :data:`ROW_GROUP_ROWS`. Then a journal names the renames, the
-    renames happen, and the journal goes. A run killed (or failing, say on a missing result)
-    before the journal leaves the old tables; one killed during the renames is completed by the
-    next run (:func:`complete_publish`). Files of the previous publish that this one no longer
-    lists (in the manifest) are deleted; nothing else is. ``files_of``: the files a result wrote
-    (recorded in the manifest as the project's)."""
-    if isinstance(results, list):
-        results = sorted(results, key=lambda r: str(r.series["ct_series_instance_uid"]))
-    token = uuid.uuid4().hex[:8]
-    temporaries = {table: f"{output}/{table}/.{TABLE_FILE}.{token}.tmp" for table in TABLES}
-    files: list[str] = []
-    n_ok = 0
-    try:
-        with contextlib.ExitStack() as stack:
-            writers: dict[str, _TableWriter] = {}
-            for table, path in temporaries.items():
-                writers[table] = _TableWriter(table, stack.enter_context(_table_file(path)))
-                stack.callback(writers[table].abandon)  # a failure closes it before its file
-            previous: str | None = None
-            for result in results:
-                uid = str(result.series["ct_series_instance_uid"])
-                if previous is not None and uid <= previous:
-                    raise ValueError(f"results out of order or repeated: {uid} after {previous}")
-                previous = uid
-                writers["series"].add([result.series])
-                writers["nodes"].add(result.nodes)
-                writers["errors"].add(result.errors)
-                n_ok += result.series["status"] == SeriesStatus.OK.value
-                files.extend(files_of(result))
-            for writer in writers.values():
-                writer.close()
-        write_atomically(
-            _journal(output),
-            json.dumps(
-                {"renames": [[temporaries[t], f"{output}/{t}/{TABLE_FILE}"] for t in TABLES]}
-            ).encode(),
-        )
-    except BaseException:
-        delete_quietly(temporaries.values())
-        raise
-    complete_publish(output)
-    listed = [f"{table}/{TABLE_FILE}" for table in TABLES] + sorted(
-        {_relative(output, p) for p in files if p}
-    )
-    _replace_manifest(output, listed)
-    return Published(rows={t: w.count for t, w in writers.items()}, n_ok=n_ok)
-
-
-def _journal(output: str) -> str:
-    return f"{output}/{WORK_AREA}/publish.json"
-
-
-def complete_publish(output: str) -> bool:
-    """Finish a publish that was interrupted between its renames; True when there was one."""
-    journal = _journal(output)
-    if not exists(journal):
-        return False
-    renames = json.loads(read_bytes(journal))["renames"]
-    for temporary, final in renames:
-        if exists(temporary):
-            FileSystems.rename([temporary], [final]) if is_remote(output) else os.replace(temporary, final)
-    delete_quietly([journal])
-    return True
-
-
-def _relative(output: str, path: str) -> str:
-    path = path if is_remote(path) else os.path.abspath(path)
-    prefix = output.rstrip("/") + "/"
-    return path[len(prefix) :] if path.startswith(prefix) else path
-
-
-def manifest(output: str) -> list[str]:
-    path = f"{output}/{WORK_AREA}/manifest.json"
-    return list(json.loads(read_bytes(path))["files"]) if exists(path) else []
-
-
-def add_to_manifest(output: str, paths: Iterable[str]) -> None:
-    """Record files written after the publish (the report) as the project's."""
-    files = sorted(set(manifest(output)) | {_relative(output, path) for path in paths})
-    write_atomically(f"{output}/{WORK_AREA}/manifest.json", json.dumps({"files": files}, indent=1).encode())
-
-
-def _replace_manifest(output: str, files: list[str]) -> None:
-    previous = set(manifest(output))
-    write_atomically(f"{output}/{WORK_AREA}/manifest.json", json.dumps({"files": files}, indent=1).encode())
-    gone = sorted(previous - set(files))
-    if gone:
-        logger.info("removing %d files of the previous publish that this run does not list", len(gone))
-        delete_quietly(f"{output}/{name}" for name in gone)
+            return {uid: found for uid, found in pool.map(one, list(uids)) if found is not None}

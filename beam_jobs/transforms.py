@@ -17,12 +17,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from beam_jobs.store import ResultStore, copy_atomically
+from beam_jobs.lock import JobHeartbeat
+from beam_jobs.store import FileRecord, KeptResult, ResultStore, copy_atomically
 from pipeline.enums import SeriesStatus, Stage
 from pipeline.errors import ModelError
 from pipeline.models.base import SegmentationModel
 from pipeline.models.spec import ModelSpec, load_model
 from pipeline.outcome import SeriesError, SeriesIdentity, SeriesOutcome
+from pipeline.outputs.layout import Artifact
 from pipeline.outputs.rows import OutcomeRows, outcome_rows
 from pipeline.process import ProcessConfig, process_series
 from pipeline.uids import uid_problem
@@ -82,25 +84,29 @@ _LAUNCHER_MODELS: list[SegmentationModel] = []  # keeps the launcher's model ali
 
 class OutputFileSink:
     """Writes a series' files under the output folder through Beam's filesystems, atomically:
-    ``seg/<uid>.dcm``, ``sr/<uid>.dcm`` and ``qc/<uid>.png``.
+    ``seg/<uid>.dcm``, ``sr/<uid>.dcm`` and ``qc/<uid>.png`` (:class:`~pipeline.outputs.layout.Artifact`).
 
-    Returns the path in the form ``--output`` was given (relative, absolute or gs://).
+    Returns each file's path relative to the output (the published tables render it in the form
+    ``--output`` was given) and records its size and checksum in ``written``, so that a kept
+    result knows its files and a resume can tell they are still there and still its own.
     """
 
-    FILES = {"seg": ("seg", ".dcm"), "sr": ("sr", ".dcm"), "qc": ("qc", ".png")}
-
-    def __init__(self, output: str, output_as_given: str):
+    def __init__(self, output: str):
         self._output = output.rstrip("/")
-        self._as_given = output_as_given.rstrip("/")
+        self.written: list[FileRecord] = []
+
+    def for_series(self) -> OutputFileSink:
+        """A sink of its own for one series (the DoFn's threads never share one)."""
+        return OutputFileSink(self._output)
 
     def __call__(self, kind: str, series_uid: str, made: str) -> str:
         problem = uid_problem(series_uid)
         if problem:  # never let a bad UID become a path
             raise ValueError(f"refusing to name a file after {series_uid!r}: {problem}")
-        folder, extension = self.FILES[kind]
-        name = f"{folder}/{series_uid}{extension}"
-        copy_atomically(made, f"{self._output}/{name}")
-        return f"{self._as_given}/{name}"
+        relative = Artifact(kind).relative_path(series_uid)
+        size, crc32c = copy_atomically(made, f"{self._output}/{relative}")
+        self.written.append(FileRecord(path=relative, size=size, crc32c=crc32c))
+        return relative
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +124,7 @@ class SeriesDone:
 
     @classmethod
     def of(cls, rows: OutcomeRows) -> SeriesDone:
+        """The summary of one series' rows."""
         return cls(
             series_uid=str(rows.series["ct_series_instance_uid"]),
             status=str(rows.series["status"]),
@@ -129,8 +136,12 @@ class SeriesDone:
 class ProcessSeriesFn(beam.DoFn):
     """Cohort row in, :class:`SeriesDone` out (the rows go to the result store); failures too.
 
-    The model is loaded in ``setup()`` once per worker process and shared by its
-    threads through Beam's ``Shared`` handle, never once per series.
+    The model is loaded in ``setup()`` once per worker process and shared by its threads through
+    Beam's ``Shared`` handle, never once per series. A model that cannot be loaded on a worker (a
+    GPU asked for that torch cannot see) fails every series of that worker at ``inference``,
+    naming the cause, rather than crashing the worker (Dataflow would retry it and fail the job
+    with no rows). Where the job runs without its launcher, the worker keeps the output's lock
+    alive (:class:`~beam_jobs.lock.JobHeartbeat`).
     """
 
     def __init__(
@@ -143,6 +154,7 @@ class ProcessSeriesFn(beam.DoFn):
         shared: Shared | None = None,
         store: ResultStore | None = None,
         started: float | None = None,
+        lock_token: str | None = None,
     ):
         self._config = config
         self._store = store
@@ -151,23 +163,47 @@ class ProcessSeriesFn(beam.DoFn):
         self._progress_dir = progress_dir
         self._sink = sink
         self._shared = shared or Shared()
+        self._lock_token = lock_token
         self._model: SegmentationModel | None = None
+        self._model_error: str | None = None
         self._ok = Metrics.counter("lnq", "series_ok")
         self._failed = Metrics.counter("lnq", "series_failed")
 
     def setup(self) -> None:
+        if self._lock_token is not None and self._store is not None:
+            JobHeartbeat.start(self._store.output, self._lock_token)
         spec = self._config.model
         if spec is not None:
-            self._model = self._shared.acquire(lambda: load_model(localized_spec(spec)))
+            try:
+                self._model = self._shared.acquire(lambda: load_model(localized_spec(spec)))
+            except ModelError as exc:
+                logger.error("model %s cannot be loaded on this worker: %s", spec.label, exc)
+                self._model_error = str(exc)
 
     def process(self, raw: dict[str, Any]) -> Iterator[SeriesDone]:
-        outcome = process_series(raw, config=self._config, model=self._model, sink=self._sink)
+        sink = self._sink.for_series() if self._sink is not None else None
+        if self._model_error is not None:
+            outcome = model_unavailable(raw, self._config, self._model_error)
+        else:
+            outcome = process_series(raw, config=self._config, model=self._model, sink=sink)
         rows = outcome_rows(outcome)
-        if self._store is not None:
-            self._store.write(rows)  # kept now: a killed run keeps every finished series
+        if self._store is not None:  # kept now: a killed run keeps every finished series
+            self._store.write(KeptResult(rows, tuple(sink.written) if sink is not None else ()))
         (self._ok if outcome.status == SeriesStatus.OK else self._failed).inc()
         report_progress(self._progress_dir, outcome, total=self._total, started=self._started)
         yield SeriesDone.of(rows)
+
+
+def model_unavailable(raw: dict[str, Any], config: ProcessConfig, reason: str) -> SeriesOutcome:
+    """The outcome of a series whose worker could not load the run's model: an ``inference`` error."""
+    identity = SeriesIdentity.from_cohort(raw)
+    uid = identity.ct_series_instance_uid
+    error = SeriesError.from_exception(
+        ModelError(reason, series_uid=uid), stage=Stage.INFERENCE, series_uid=uid
+    )
+    return SeriesOutcome.failed(
+        identity, error, model=config.model_label, pipeline_version=config.pipeline_version
+    )
 
 
 def report_progress(
@@ -222,5 +258,5 @@ def dead_letter_to_result(
     )
     rows = outcome_rows(SeriesOutcome.failed(identity, error, model=model, pipeline_version=pipeline_version))
     if store is not None:
-        store.write(rows)
+        store.write(KeptResult(rows))
     return rows

@@ -218,7 +218,7 @@ def run_lnq(
 def finished_series(label: str, rc: int, tail: list[str], output: Path) -> list[dict]:
     """The series table of an ``lnq run`` that exited ``rc`` (its output then removed); it stops the
     benchmark, naming ``label``, when the run failed or a series is not ``ok``."""
-    from beam_jobs.lnq_run import read_table
+    from beam_jobs.publish import read_table
 
     if rc != 0:
         raise SystemExit(f"{label}: lnq run exited {rc}:\n{''.join(tail)}")
@@ -272,11 +272,11 @@ def start_s3(kind: str, root: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def effective_beam_modes() -> dict[str, str]:
-    """What Beam's local runner is told for each mode, per ``beam_jobs.lnq_run.pipeline_options``,
+    """What Beam's local runner is told for each mode, per ``beam_jobs.launch.pipeline_options``,
     plus the clash of ``--workers 2`` with an explicit multi_threading mode."""
     from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
 
-    from beam_jobs.lnq_run import pipeline_options
+    from beam_jobs.launch import pipeline_options
 
     cases = {
         name: (int(extra[1]), []) if extra[0] == "--workers" else (1, extra) for name, extra in MODES.items()
@@ -409,7 +409,7 @@ def report_and_print(
         f"\nMachine: {os.cpu_count()} CPUs, load average {report['load_before']} before, "
         f"{report['load_after']} after"
     )
-    print("\nBeam options each local mode gets (beam_jobs.lnq_run.pipeline_options):")
+    print("\nBeam options each local mode gets (beam_jobs.launch.pipeline_options):")
     for name, mode in report["beam_modes"].items():
         print(f"- {name}: {mode}")
     print(

@@ -21,10 +21,9 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import pipeline
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
 from pipeline.dicom.volume import CtVolume
 from pipeline.enums import Stage
@@ -34,6 +33,7 @@ from pipeline.isolation import Limits, run_isolated
 from pipeline.models.base import SavedPrediction, SegmentationModel
 from pipeline.models.spec import ModelSpec, model_label
 from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome
+from pipeline.provenance import build_version
 
 if TYPE_CHECKING:
     from pipeline.inputs import SeriesInputs
@@ -53,7 +53,8 @@ class ProcessConfig:
 
     fetch: FetchConfig = FetchConfig()
     work_dir: str | None = None
-    pipeline_version: str = pipeline.__version__
+    pipeline_version: str = field(default_factory=build_version)
+    """The build that computes the results (release + source digest: :mod:`pipeline.provenance`)."""
     model: ModelSpec | None = None
     limits: Limits = Limits()
     isolate: bool = True

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 
-from beam_jobs.lnq_run import read_table
+from beam_jobs.publish import read_table
 from bench._procmem import TreeSampler
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from tests.support.cohort import cohort_row

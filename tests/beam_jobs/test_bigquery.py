@@ -291,7 +291,7 @@ def test_write_measurements_flattens_the_runs_srs(phantom, tmp_path) -> None:  #
 
     from beam_jobs.bigquery import write_measurements
     from beam_jobs.cli import main
-    from beam_jobs.lnq_run import read_table
+    from beam_jobs.publish import read_table
     from pipeline.outputs.schemas import COHORT_SCHEMA
     from tests.support.cohort import cohort_row
 

@@ -30,18 +30,18 @@ def test_where_the_series_run_is_read_before_beam_is_imported(args: list[str], h
 @pytest.mark.parametrize(("runner", "started"), [("DirectRunner", True), ("DataflowRunner", False)])
 def test_fork_server_starts_before_the_job_is_imported(monkeypatch, runner: str, started: bool) -> None:
     """The fork server's preload (about 1.7 s) overlaps the job's start-up: it is started before
-    ``beam_jobs.lnq_run`` is imported and run, and not at all when Dataflow runs the series."""
-    import beam_jobs.lnq_run
+    ``beam_jobs.launch`` is imported and run, and not at all when Dataflow runs the series."""
+    import beam_jobs.launch
     import pipeline.isolation
 
     events: list[str] = []
     monkeypatch.setattr(pipeline.isolation, "start_fork_server", lambda: events.append("fork server"))
 
-    def fake_run(argv: list[str]) -> beam_jobs.lnq_run.RunSummary:
+    def fake_run(argv: list[str]) -> beam_jobs.launch.Submitted:
         events.append("run")
-        return beam_jobs.lnq_run.RunSummary(n_cohort=1, n_ok=1, n_failed=0, n_nodes=0, output="out")
+        return beam_jobs.launch.Submitted("submitted")
 
-    monkeypatch.setattr(beam_jobs.lnq_run, "run", fake_run)
+    monkeypatch.setattr(beam_jobs.launch, "run", fake_run)
     assert cli.main(["run", "--output", "out", "--runner", runner]) == 0
     assert events == (["fork server", "run"] if started else ["run"])
 
@@ -53,6 +53,6 @@ def test_the_launcher_leaves_the_decoders_to_the_fork_server() -> None:
     import sys
 
     heavy = ("pydicom", "highdicom", "scipy", "matplotlib", "torch")
-    probe = f"import sys, beam_jobs.lnq_run; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    probe = f"import sys, beam_jobs.launch; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from beam_jobs.dataflow import GpuRequest, dataflow_args
-from beam_jobs.lnq_run import pipeline_options
+from beam_jobs.launch import pipeline_options
 
 DATAFLOW = ["--runner=DataflowRunner", "--project=p", "--region=us-central1", "--temp_location=gs://b/tmp"]
 

@@ -19,7 +19,7 @@ import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 from scipy import ndimage
 
-from beam_jobs.lnq_run import read_table
+from beam_jobs.publish import read_table
 from pipeline.enums import Stage
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from tests.support.cohort import cohort_row

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.lnq_run import read_table, run
+from beam_jobs.launch import run
+from beam_jobs.publish import read_table
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from tests.support.cohort import cohort_row
 from tests.support.models import HuWindow, save_torchscript

@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs.lnq_run import pipeline_options, read_table
+from beam_jobs.launch import pipeline_options
+from beam_jobs.publish import read_table
 from pipeline.dicom.volume import Geometry
 from pipeline.measure.nodes import measure_nodes
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES

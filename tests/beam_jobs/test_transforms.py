@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 import beam_jobs.transforms as transforms
-from beam_jobs.lnq_run import ProcessCohort
+from beam_jobs.job_graph import ProcessCohort
 from beam_jobs.transforms import ProcessSeriesFn, SeriesDone, dead_letter_to_result
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.process import ProcessConfig
@@ -141,7 +141,7 @@ def test_a_series_with_many_nodes_passes_only_a_summary_and_its_rows_go_to_the_s
     (done,) = list(fn.process(_rows(phantom)[0]))
     assert done == SeriesDone(series_uid=phantom.series_uid, status="ok", n_nodes=50_000, errors=())
     assert len(pickle.dumps(done)) < 1000
-    kept = store.read([phantom.series_uid])[phantom.series_uid]
+    kept = store.read([phantom.series_uid])[phantom.series_uid].rows
     assert len(kept.nodes) == 50_000 and kept.nodes[-1]["node_index"] == 50_000
 
 
@@ -156,22 +156,39 @@ def test_the_file_sink_copies_a_made_file_whole_or_not_at_all(tmp_path: Path, mo
     uid = "1.2.826.0.1.3680043.8.498.1"
     made = tmp_path / "made.dcm"
     made.write_bytes(os.urandom(3 * store.COPY_BLOCK_BYTES + 5))
-    sink = OutputFileSink(str(tmp_path / "out"), "out")
-    assert sink("seg", uid, str(made)) == f"out/seg/{uid}.dcm"
+    sink = OutputFileSink(str(tmp_path / "out"))
+    assert sink("seg", uid, str(made)) == f"seg/{uid}.dcm"  # relative to the output
     stored = tmp_path / "out" / "seg" / f"{uid}.dcm"
     assert stored.read_bytes() == made.read_bytes()
+    assert sink.written == [store.FileRecord(f"seg/{uid}.dcm", *store.file_identity(str(stored)))]
 
     made.write_bytes(b"new" * 1000)
-    real_copy = store.shutil.copyfileobj
+    real_open = open
 
-    def torn(source, target, length=0):  # type: ignore[no-untyped-def]
-        target.write(source.read(10))
-        raise OSError("disk full (simulated)")
+    class Torn:
+        def __init__(self, f):  # type: ignore[no-untyped-def]
+            self.f = f
 
-    monkeypatch.setattr(store.shutil, "copyfileobj", torn)
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            return self
+
+        def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+            self.f.close()
+
+        def read(self, n):  # type: ignore[no-untyped-def]
+            data = self.f.read(10)
+            if not data:
+                raise OSError("disk full (simulated)")
+            return data
+
+    def torn_open(path, mode="r", *args, **kwargs):  # type: ignore[no-untyped-def]
+        f = real_open(path, mode, *args, **kwargs)
+        return Torn(f) if str(path) == str(made) else f
+
+    monkeypatch.setattr("builtins.open", torn_open)
     with pytest.raises(OSError, match="disk full"):
         sink("seg", uid, str(made))
-    monkeypatch.setattr(store.shutil, "copyfileobj", real_copy)
+    monkeypatch.setattr("builtins.open", real_open)
     assert stored.stat().st_size == 3 * store.COPY_BLOCK_BYTES + 5  # the earlier file, whole
     assert os.listdir(stored.parent) == [stored.name]
     with pytest.raises(ValueError, match="refusing to name a file"):

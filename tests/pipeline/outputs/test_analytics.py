@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs.lnq_run import run
+from beam_jobs.launch import run
 from pipeline.outputs.analytics import duckdb_sql, format_result, run_query
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from tests.support.cohort import cohort_row
