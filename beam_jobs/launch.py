@@ -254,15 +254,16 @@ def make_plan(argv: list[str]) -> RunPlan:
             raise UsageError(
                 f"--model {args.model}: a {runner} job's workers read the model from Cloud Storage (gs://...)"
             )
-        _check_beam_options(options, runner)
     dry_run = bool(options.view_as(TestOptions).dry_run)
     touched = [args.cohort, None if spec is None else spec.path]
     if not dry_run:
         touched.append(output)
         if not is_local:
             touched.append(options.view_as(GoogleCloudOptions).temp_location or "gs://")
-    if credentials.needs_credentials(*touched):
+    if credentials.needs_credentials(*touched):  # before Beam's validation: it may look at buckets
         credentials.prepare_credentials(what=f"lnq run on {runner} with {output}")
+    if not is_local:
+        _check_beam_options(options, runner)
     rows = load_cohort_rows(args.cohort, annotation=args.annotation, limit=args.limit)
     fetch = FetchConfig(
         endpoint_url=args.s3_endpoint or (GCS_ENDPOINT if is_dataflow(options) else AWS_ENDPOINT),

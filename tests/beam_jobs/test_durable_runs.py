@@ -263,7 +263,7 @@ def test_kill_at_random_points_keeps_tables_and_finished_series(cohort, tmp_path
         time.sleep(rng.uniform(3.0, 9.0))
         proc.send_signal(signal.SIGKILL)
         log, _ = proc.communicate(timeout=60)
-        assert _digest(out) == published or "done:" in log, attempt  # unchanged unless it got to publish
+        assert _digest(out) == published or "published:" in log, attempt  # unchanged unless it got to publish
         published = _digest(out)
         kept = list((out / "_lnq" / "results").glob("*/ok/*.json"))
         assert len(kept) >= min(_progress_lines(log), 4)
@@ -278,6 +278,50 @@ def test_kill_at_random_points_keeps_tables_and_finished_series(cohort, tmp_path
     done = len(list((out / "_lnq" / "results").glob("*/ok/*.json")))
     assert read_table(str(out), "series").num_rows == 4 and done == 4
     assert not list(out.glob("**/*.tmp*"))
+
+
+KILLED_BEFORE_PUBLISH = """
+import os, signal, sys
+import beam_jobs.job_graph as graph
+graph.publish_run = lambda request: os.kill(os.getpid(), signal.SIGKILL)  # the last series is kept
+from beam_jobs.cli import entry_point
+sys.argv = ["lnq", *sys.argv[1:]]
+entry_point()
+"""
+
+
+@pytest.mark.slow
+def test_a_job_killed_between_its_last_series_and_the_publish_is_finished_by_the_next_run(
+    cohort, tmp_path: Path
+) -> None:
+    """Publishing is the job's own last step: a job that dies right before it leaves every series
+    kept and the old tables (none here); the next run processes nothing and publishes."""
+    path, _ = cohort
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_BEFORE_PUBLISH, "run", "--cohort", str(path), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(list((out / "_lnq" / "results").glob("*/ok/*.json"))) == 4
+    assert not any((out / table).exists() for table in TABLES)
+    assert (out / "_lnq" / "lock.json").exists()  # its holder is gone: the next run takes it over
+    finished = subprocess.run(
+        [*LNQ, "run", "--cohort", str(path), "--output", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert "4 already done with these settings (skipped), 0 to process" in finished.stderr
+    assert "taking over a stale lock" in finished.stderr
+    assert read_table(str(out), "series").num_rows == 4
+    assert not (out / "_lnq" / "lock.json").exists()
 
 
 def test_an_unreachable_bucket_stops_the_run_before_the_first_series(cohort, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -74,4 +74,7 @@ def test_parameters_translate_to_lnq_run_options() -> None:
 def test_switch_parameters_become_flags() -> None:
     argv = translate(["--output=gs://b/r", "--fresh=true", "--report=false", "--series_timeout=600"])
     assert argv == ["--output=gs://b/r", "--fresh", "--series-timeout=600", "--runner=DataflowRunner"]
-    assert translate(["--output=gs://b/r", "--gpu=", "--runner=FnApiRunner"]) == ["--output=gs://b/r", "--runner=FnApiRunner"]
+    assert translate(["--output=gs://b/r", "--gpu=", "--runner=FnApiRunner"]) == [
+        "--output=gs://b/r",
+        "--runner=FnApiRunner",
+    ]

@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.support.s3 import free_port, start_server
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def start_gcs_emulator(bucket: str, timeout_s: float = 30.0) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the emulator in memory with ``bucket``; return the process and its URL."""
+    """Start the emulator in memory with ``bucket``, generation preconditions honoured (as Cloud
+    Storage does: the output lock relies on them; ``tests/support/gcs_preconditions.py``); return the
+    process and its URL."""
     port = free_port()
-    exe = Path(sys.executable).with_name("gcp-storage-emulator")
     command = [
-        str(exe),
-        "start",
-        "--host",
-        "127.0.0.1",
+        sys.executable,
+        "-m",
+        "tests.support.gcs_preconditions",
         "--port",
         str(port),
-        "--in-memory",
-        "--default-bucket",
+        "--bucket",
         bucket,
     ]
-    return start_server(command, port, timeout_s=timeout_s)
+    previous_cwd = os.getcwd()
+    os.chdir(REPO)  # so that ``-m tests.support...`` resolves
+    try:
+        return start_server(command, port, timeout_s=timeout_s)
+    finally:
+        os.chdir(previous_cwd)
 
 
 def use_anonymous_beam_credentials() -> None:
