@@ -93,6 +93,19 @@ def check_dataset(dataset: str) -> str:
     return dataset_id(dataset)
 
 
+def make_client(project: str, *, location: str | None = None, what: str) -> Any:
+    """A BigQuery client for ``project``, made only after the project id's shape and the
+    credentials are checked: a mistake is one line (exit 2) naming the fix, not a client's
+    traceback."""
+    from google.cloud import bigquery
+
+    from beam_jobs.credentials import check_project, prepare_credentials
+
+    check_project(project)
+    prepare_credentials(what=what, for_beam=False)
+    return bigquery.Client(project=project, location=location)
+
+
 MEASUREMENTS = "measurements"
 
 

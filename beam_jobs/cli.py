@@ -31,12 +31,14 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _load_bigquery(args: argparse.Namespace) -> int:
-    from google.cloud import bigquery
-
-    from beam_jobs.bigquery import check_dataset, load_results
+    from beam_jobs.bigquery import check_dataset, load_results, make_client
+    from beam_jobs.launch import check_output
 
     project = check_dataset(args.dataset).split(".")[0]
-    client = bigquery.Client(project=project, location=args.location)
+    if not args.output.startswith("gs://"):
+        raise ValueError(f"--output {args.output!r}: BigQuery loads from Cloud Storage (gs://...)")
+    check_output(args.output)
+    client = make_client(project, location=args.location, what=f"loading {args.output} into {args.dataset}")
     loaded = load_results(client, output=args.output, dataset=args.dataset)
     print(", ".join(f"{table}: {n} rows" for table, n in loaded.items()))
     return 0
@@ -53,11 +55,10 @@ def _analytics(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
         table = run_query(args.output, args.query)
     else:
-        from google.cloud import bigquery
+        from beam_jobs.bigquery import check_dataset, make_client, run_analytics_bigquery
 
-        from beam_jobs.bigquery import run_analytics_bigquery
-
-        client = bigquery.Client(project=args.dataset.split(".")[0])
+        project = check_dataset(args.dataset).split(".")[0]
+        client = make_client(project, what=f"querying {args.dataset}")
         table = run_analytics_bigquery(client, dataset=args.dataset, name=args.query)
     from pipeline.outputs.analytics import format_result
 
@@ -72,14 +73,18 @@ def _cohort(args: argparse.Namespace) -> int:
     from pipeline.cohort.query import select_cohort
 
     if args.bigquery_project:
-        from google.cloud import bigquery
+        from beam_jobs.bigquery import make_client, select_cohort_bigquery
 
-        from beam_jobs.bigquery import select_cohort_bigquery
-
-        client = bigquery.Client(project=args.bigquery_project)
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit {args.limit}: expected a positive number of series")
+        client = make_client(args.bigquery_project, what="the BigQuery cohort")
         table = select_cohort_bigquery(client, annotation=args.annotation, limit=args.limit)
     else:
         table = select_cohort(annotation=args.annotation, limit=args.limit)
+    if args.out.startswith("gs://"):
+        from beam_jobs.credentials import prepare_credentials
+
+        prepare_credentials(what=f"writing {args.out}")
     with FileSystems.create(args.out) as f:
         pq.write_table(table, f)
     counts = table.group_by("annotation").aggregate([("ct_series_instance_uid", "count")])
@@ -245,9 +250,12 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
     if args.command == "analytics":
         return _analytics(args, parser)
     if args.command == "report":
+        from beam_jobs.credentials import needs_credentials, prepare_credentials
         from beam_jobs.launch import normalise_output
         from beam_jobs.report import write_run_report
 
+        if needs_credentials(args.output):
+            prepare_credentials(what=f"the report of {args.output}")
         print(write_run_report(normalise_output(args.output)))
         return EXIT_OK
     if "-h" in rest or "--help" in rest:  # answered without importing Beam, numpy or torch

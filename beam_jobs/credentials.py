@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any
 
 from beam_jobs.options import UsageError
@@ -25,10 +26,10 @@ def emulated() -> bool:
     return bool(os.environ.get("STORAGE_EMULATOR_HOST"))
 
 
-def prepare_credentials(*, what: str) -> None:
+def prepare_credentials(*, what: str, for_beam: bool = True) -> None:
     """Make sure Google Cloud credentials exist for ``what`` (e.g. "the gs:// output") and give
     them to Beam; a :class:`UsageError` naming the fix when there are none."""
-    if emulated():
+    if emulated() and for_beam:
         _give_beam(None)
         return
     import google.auth
@@ -64,3 +65,13 @@ def _give_beam(credentials: Any | None) -> None:
 def needs_credentials(*paths: str | None) -> bool:
     """Whether any of ``paths`` (output, cohort, model) lives on Cloud Storage."""
     return any(isinstance(p, str) and p.startswith("gs://") for p in paths)
+
+
+_PROJECT = re.compile(r"(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
+"""A Google Cloud project id: 6 to 30 lower-case letters, digits and hyphens, starting with a letter
+(``example.com:my-project`` for domain-scoped projects)."""
+
+
+def check_project(project: str | None) -> None:
+    if project is not None and not _PROJECT.fullmatch(project):
+        raise UsageError(f"project {project!r} is not a Google Cloud project id")

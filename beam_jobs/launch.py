@@ -189,7 +189,6 @@ def pipeline_options(
     return PipelineOptions(args)
 
 
-_PROJECT = re.compile(r"(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 
 
@@ -204,13 +203,18 @@ def check_output(output: str) -> None:
 
 
 def _check_beam_options(options: PipelineOptions, runner: str) -> None:
-    """Beam's own validation, and the project id's shape, now rather than after the lock."""
-    project = options.view_as(GoogleCloudOptions).project
-    if project is not None and not _PROJECT.fullmatch(project):
-        raise UsageError(f"--project {project!r} is not a Google Cloud project id")
+    """Beam's own validation, now rather than after the lock."""
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
     from apache_beam.runners.runner import create_runner
 
+    cloud = options.view_as(GoogleCloudOptions)
+    locations = [cloud.temp_location, cloud.staging_location]
+    if runner.endswith("DataflowRunner") and not any(str(p or "").startswith("gs://") for p in locations):
+        # else Beam would try to make a default bucket of its own, over the network
+        raise UsageError(
+            "a Dataflow job needs --temp_location gs://BUCKET/FOLDER (terraform output temp_location); "
+            f"got {cloud.temp_location or 'none'}"
+        )
     try:
         errors = PipelineOptionsValidator(options, create_runner(runner)).validate()
     except ValueError as exc:
@@ -239,6 +243,7 @@ def make_plan(argv: list[str]) -> RunPlan:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     runner = options.view_as(StandardOptions).runner or LOCAL_RUNNER
+    credentials.check_project(options.view_as(GoogleCloudOptions).project)
     if args.series_timeout <= 0 or args.series_memory_gb < 0 or args.workers < 1:
         raise UsageError(
             f"--series-timeout {args.series_timeout:g}, --series-memory-gb {args.series_memory_gb:g}, "

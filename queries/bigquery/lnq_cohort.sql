@@ -8,29 +8,35 @@
 --   @collection_id  IDC collection, 'mediastinal_lymph_node_seg' for LNQ
 --   @annotation     'full' | 'partial' | 'all'
 -- SEG SeriesDescription is 'Fully Annotated' or 'Partially Annotated' (DOMAIN.md).
+-- Only original data: analysis-result series (IDC holds ~178k analysis-result SEGs, filed under
+-- their collection's collection_id) are left out, so one added to an LNQ study cannot pair with its
+-- CT. Bucket URLs are built from aws_bucket and crdc_series_uuid, as idc-index builds them
+-- (idc-index-data is phasing out series_aws_url).
 WITH ct AS (
     SELECT
         PatientID,
         StudyInstanceUID,
         SeriesInstanceUID,
-        series_aws_url,
+        CONCAT('s3://', aws_bucket, '/', crdc_series_uuid, '/*') AS series_aws_url,
         instanceCount,
         series_size_MB
     FROM index
     WHERE collection_id = @collection_id
+      AND analysis_result_id IS NULL
       AND Modality = 'CT'
 ),
 seg AS (
     SELECT
         StudyInstanceUID,
         SeriesInstanceUID,
-        series_aws_url,
+        CONCAT('s3://', aws_bucket, '/', crdc_series_uuid, '/*') AS series_aws_url,
         CASE SeriesDescription
             WHEN 'Fully Annotated' THEN 'full'
             WHEN 'Partially Annotated' THEN 'partial'
         END AS annotation
     FROM index
     WHERE collection_id = @collection_id
+      AND analysis_result_id IS NULL
       AND Modality = 'SEG'
 ),
 paired AS (

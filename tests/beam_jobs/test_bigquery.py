@@ -110,13 +110,22 @@ def dicom_all() -> duckdb.DuckDBPyConnection:
             SELECT *, CAST(round(series_size_MB * 1000000) AS BIGINT) AS bytes
             FROM idc_index
             WHERE collection_id IN ('mediastinal_lymph_node_seg', 'lung_pet_ct_dx')
+            UNION ALL  -- an analysis result in an LNQ study, as IDC files them: same collection_id
+            SELECT * REPLACE (
+                'ai-seg-1' AS analysis_result_id, SeriesInstanceUID || '.99' AS SeriesInstanceUID,
+                'SEG' AS Modality, 'Fully Annotated' AS SeriesDescription, 1 AS instanceCount,
+                '00000000-0000-0000-0000-000000000001' AS crdc_series_uuid
+            ), 1000 AS bytes
+            FROM idc_index
+            WHERE collection_id = 'mediastinal_lymph_node_seg' AND Modality = 'CT'
+            QUALIFY row_number() OVER (ORDER BY SeriesInstanceUID) <= 3
         ),
         instances AS (SELECT *, unnest(range(instanceCount)) AS n FROM series)
         SELECT
             collection_id, PatientID, StudyInstanceUID, SeriesInstanceUID, Modality,
             coalesce(SeriesDescription, '') AS SeriesDescription,
             SeriesInstanceUID || '.' || n AS SOPInstanceUID,
-            rtrim(series_aws_url, '*') AS series_aws_url,
+            analysis_result_id, aws_bucket, crdc_series_uuid,
             bytes // instanceCount + CASE WHEN n = 0 THEN bytes % instanceCount ELSE 0 END AS instance_size
         FROM instances
         """

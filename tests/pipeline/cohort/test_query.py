@@ -59,3 +59,33 @@ def test_duplicate_ct_series_refused(everything: pa.Table) -> None:
     frame.loc[1, "ct_series_instance_uid"] = frame.loc[0, "ct_series_instance_uid"]
     with pytest.raises(CohortError, match="appear more than once"):
         cohort_table(frame)
+
+
+def test_analysis_results_never_join_the_cohort(tmp_path, everything: pa.Table) -> None:  # type: ignore[no-untyped-def]
+    """IDC files analysis-result SEGs under their collection's collection_id: one added to an LNQ
+    study must not pair with its CT (it would duplicate the row and get the cohort refused)."""
+    import duckdb
+
+    from pipeline.cohort.query import bundled_index_path
+
+    index = tmp_path / "index.parquet"
+    duckdb.execute(
+        f"""
+        COPY (
+            SELECT * FROM read_parquet('{bundled_index_path()}')
+            UNION ALL
+            SELECT * REPLACE ('ai-seg-1' AS analysis_result_id, SeriesInstanceUID || '.99' AS SeriesInstanceUID,
+                              'SEG' AS Modality, 'Fully Annotated' AS SeriesDescription)
+            FROM read_parquet('{bundled_index_path()}')
+            WHERE collection_id = 'mediastinal_lymph_node_seg' AND Modality = 'CT'
+        ) TO '{index}' (FORMAT parquet)
+        """
+    )
+    assert select_cohort(index_path=str(index)).equals(everything)
+
+
+def test_bucket_urls_are_built_from_the_series_uuid(everything: pa.Table) -> None:
+    import re
+
+    for row in everything.to_pylist()[:50]:
+        assert re.fullmatch(r"s3://idc-open-data/[0-9a-f-]{36}/\*", row["ct_series_url"]), row["ct_series_url"]
