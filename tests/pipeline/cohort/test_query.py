@@ -74,8 +74,10 @@ def test_analysis_results_never_join_the_cohort(tmp_path, everything: pa.Table) 
         COPY (
             SELECT * FROM read_parquet('{bundled_index_path()}')
             UNION ALL
-            SELECT * REPLACE ('ai-seg-1' AS analysis_result_id, SeriesInstanceUID || '.99' AS SeriesInstanceUID,
-                              'SEG' AS Modality, 'Fully Annotated' AS SeriesDescription)
+            SELECT * REPLACE (
+                'ai-seg-1' AS analysis_result_id, SeriesInstanceUID || '.99' AS SeriesInstanceUID,
+                'SEG' AS Modality, 'Fully Annotated' AS SeriesDescription
+            )
             FROM read_parquet('{bundled_index_path()}')
             WHERE collection_id = 'mediastinal_lymph_node_seg' AND Modality = 'CT'
         ) TO '{index}' (FORMAT parquet)
@@ -88,4 +90,5 @@ def test_bucket_urls_are_built_from_the_series_uuid(everything: pa.Table) -> Non
     import re
 
     for row in everything.to_pylist()[:50]:
-        assert re.fullmatch(r"s3://idc-open-data/[0-9a-f-]{36}/\*", row["ct_series_url"]), row["ct_series_url"]
+        url = row["ct_series_url"]
+        assert re.fullmatch(r"s3://idc-open-data/[0-9a-f-]{36}/\*", url), url
