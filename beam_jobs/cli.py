@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from pipeline.enums import ANNOTATION_CHOICES
+from pipeline.enums import ANNOTATION_CHOICES, DEFAULT_IOU_THRESHOLD
 
 
 def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -19,7 +19,13 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         parser.error(f"--threshold {args.threshold} is not a probability in (0, 1]")
-    common = {"fully_annotated": args.fully_annotated, "threshold": args.threshold}
+    if not 0.0 < args.iou_threshold <= 1.0:
+        parser.error(f"--iou-threshold {args.iou_threshold} is not in (0, 1]")
+    common = {
+        "fully_annotated": args.fully_annotated,
+        "threshold": args.threshold,
+        "iou_threshold": args.iou_threshold,
+    }
     if args.pred and args.ref and not (args.pred_dir or args.ref_dir or args.ct_dir):
         result = evaluate_files(args.pred, args.ref, ct_dir=args.ct, **common)
     elif args.pred_dir and args.ref_dir and not (args.pred or args.ref or args.ct):
@@ -161,6 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         "--fully-annotated",
         action="store_true",
         help="the reference marks every node, so unmatched predicted nodes count as false positives",
+    )
+    evaluate.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=DEFAULT_IOU_THRESHOLD,
+        metavar="T",
+        help="node detection: a predicted node detects a reference node when their IoU is >= T, one to one "
+        "(default %(default)g, nnDetection's threshold)",
     )
     evaluate.add_argument("--json", action="store_true", help="one line of JSON instead of indented")
 

@@ -23,6 +23,7 @@ OWN_OPTIONS = (
     "folds",
     "checkpoint",
     "step_size",
+    "iou_threshold",
     "tta",
     "gpu",
     "series_per_worker",

@@ -242,6 +242,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     fetch = FetchConfig(
         endpoint_url=endpoint, timeout_s=args.fetch_timeout, extra_buckets=tuple(args.allow_bucket)
     )
+    if not 0.0 < args.iou_threshold <= 1.0:
+        raise UsageError(f"--iou-threshold {args.iou_threshold:g}: expected an IoU in (0, 1]")
     if args.series_timeout <= 0 or args.series_memory_gb < 0 or args.workers < 1:
         raise UsageError(
             f"--series-timeout {args.series_timeout:g}, --series-memory-gb {args.series_memory_gb:g}, "
@@ -261,6 +263,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 timeout_s=args.series_timeout,
                 memory_bytes=int(args.series_memory_gb * GIB) if args.series_memory_gb > 0 else None,
             ),
+            iou_threshold=args.iou_threshold,
         )
         key, settings = run_key(config)
         with lock.acquire(output) as held:

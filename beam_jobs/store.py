@@ -128,7 +128,8 @@ def run_key(config: ProcessConfig) -> tuple[str, dict[str, Any]]:
     It counts: the pipeline version; the model (kind, path, and for local models the
     size and modification time of each of its files, so a retrained model at the same
     path is not taken for the old one); nnU-Net folds, checkpoint, step size and
-    test-time mirroring. It does not count: the device (CPU and GPU give the same
+    test-time mirroring; the detection IoU threshold (with a model: the reference mode
+    detects nothing). It does not count: the device (CPU and GPU give the same
     masks up to floating-point rounding), workers, limits, endpoints and the work dir."""
     settings: dict[str, Any] = {"pipeline_version": config.pipeline_version, "model": config.model_label}
     spec = config.model
@@ -139,6 +140,7 @@ def run_key(config: ProcessConfig) -> tuple[str, dict[str, Any]]:
             step_size=spec.step_size,
             tta=spec.tta,
             files=_model_files(spec.artifacts()),
+            iou_threshold=config.iou_threshold,
         )
     text = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16], settings
