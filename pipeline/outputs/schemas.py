@@ -75,11 +75,12 @@ SERIES_SCHEMA = pa.schema(
         pa.field("n_reference_nodes_ge_10mm_detected", pa.int64()),
         pa.field("sensitivity_short_axis_ge_10mm", pa.float64()),
         pa.field("false_positive_nodes", pa.int64()),
-        pa.field("detection_iou_threshold", pa.float64()),
         pa.field("pipeline_version", pa.string(), nullable=False),
         pa.field("processed_at", TIMESTAMP, nullable=False),
         *[pa.field(stage_column(stage), pa.float64()) for stage in TIMED_STAGES],
         pa.field("total_s", pa.float64()),
+        # added after the first release: at the end, where BigQuery lets a table grow a column
+        pa.field("detection_iou_threshold", pa.float64()),
     ]
 )
 
@@ -108,7 +109,6 @@ NODES_SCHEMA = pa.schema(
         pa.field("mean_hu", pa.float64()),
         pa.field("std_hu", pa.float64()),
         pa.field("recist_category", pa.string()),
-        pa.field("quality_flag", pa.string()),
         pa.field("tracking_uid", pa.string()),
         *[
             pa.field(f"{axis}_axis_{end}_{xyz}_mm", pa.float64())
@@ -116,6 +116,8 @@ NODES_SCHEMA = pa.schema(
             for end in AXIS_ENDS
             for xyz in "xyz"
         ],
+        # added after the first release: at the end, where BigQuery lets a table grow a column
+        pa.field("quality_flag", pa.string()),
     ]
 )
 

@@ -8,6 +8,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.enums import TIMED_STAGES, SeriesStatus
@@ -57,6 +58,12 @@ class ModelScores:
     n_full_patients: int
     false_positives: int
     false_positives_per_full_patient: float | None
+    volume_bias_ml_mean: float | None = None
+    """Mean over scored series of predicted minus reference volume (mL): over- or under-segmentation
+    that DSC and sensitivity do not show (a 980 mL blob over 8 nodes detects them all)."""
+    volume_bias_ml_median: float | None = None
+    iou_thresholds: tuple[float, ...] = ()
+    """The detection IoU thresholds the series were scored with (one, in a run)."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,11 @@ def _scores(rows: list[dict[str, Any]]) -> ModelScores:
         if r["annotation"] == "full" and r["false_positive_nodes"] is not None:
             fp_by_patient[r["patient_id"]] += int(r["false_positive_nodes"])
     fps = sum(fp_by_patient.values())
+    bias = [
+        float(r["prediction_volume_ml"]) - float(r["reference_volume_ml"])
+        for r in scored
+        if r["prediction_volume_ml"] is not None and r["reference_volume_ml"] is not None
+    ]
     return ModelScores(
         n_scored=len(scored),
         aggregate=aggregate,
@@ -203,6 +215,11 @@ def _scores(rows: list[dict[str, Any]]) -> ModelScores:
         n_full_patients=len(fp_by_patient),
         false_positives=fps,
         false_positives_per_full_patient=fps / len(fp_by_patient) if fp_by_patient else None,
+        volume_bias_ml_mean=float(np.mean(bias)) if bias else None,
+        volume_bias_ml_median=float(np.median(bias)) if bias else None,
+        iou_thresholds=tuple(
+            sorted({float(r["detection_iou_threshold"]) for r in scored if r["detection_iou_threshold"]})
+        ),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
@@ -54,6 +55,10 @@ def test_model_scores_median_mean_sensitivity_and_false_positives() -> None:
     assert scores.false_positives_per_full_patient == pytest.approx(
         sum(r["false_positive_nodes"] for r in full) / len(full)
     )
+    bias = [r["prediction_volume_ml"] - r["reference_volume_ml"] for r in rows]
+    assert scores.volume_bias_ml_mean == pytest.approx(statistics.mean(bias))
+    assert scores.volume_bias_ml_median == pytest.approx(statistics.median(bias))
+    assert scores.iou_thresholds == (0.1,)
 
 
 def test_series_table_worst_dsc_first_and_qc_links_only_where_pictures_exist() -> None:
