@@ -36,6 +36,32 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """``lnq demo``: phantoms, a cohort and a model written under OUTPUT, then the whole job on them
+    (``beam_jobs.demo``). Exit 0 when only the series broken on purpose failed."""
+    from beam_jobs.demo import demo_run_args
+    from beam_jobs.lnq_run import normalise_output
+    from beam_jobs.options import UsageError
+
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: expected at least 1")
+    output = normalise_output(args.output)
+    argv, n_bad = demo_run_args(output, workers=args.workers)
+    from pipeline.isolation import start_fork_server
+
+    start_fork_server()
+    from beam_jobs.lnq_run import run
+
+    with _stop_children_on_signals():
+        summary = run(argv)
+    print(
+        f"demo: {summary.n_ok} ok, {summary.n_failed} failed of {summary.n_cohort} series "
+        f"({n_bad} broken on purpose: see errors/); {summary.nodes_text}; tables in {summary.output}; "
+        f"open the report: {summary.report}"
+    )
+    return EXIT_OK if summary.n_failed == n_bad else EXIT_SERIES_FAILED
+
+
 def _load_bigquery(args: argparse.Namespace) -> int:
     from google.cloud import bigquery
 
@@ -107,10 +133,15 @@ class _OurWorkerMessages(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
-    """Our INFO progress, Beam's own chatter only from WARNING up (DEBUG shows everything)."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Our INFO progress, Beam's and highdicom's own chatter only from WARNING up (DEBUG shows
+    everything); Python warnings of the libraries go to the log at DEBUG (``pipeline.warning_log``)."""
+    from pipeline.warning_log import LOG_FORMAT, send_warnings_to_log
+
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    send_warnings_to_log()
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
         forwarded = logging.getLogger("apache_beam.runners.portability.local_job_service")
         forwarded.setLevel(logging.INFO)
         forwarded.addFilter(_OurWorkerMessages())
@@ -178,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     evaluate.add_argument("--json", action="store_true", help="one line of JSON instead of indented")
 
+    demo = sub.add_parser(
+        "demo",
+        help="the whole job offline: LNQ-like phantoms, a HU-window model, the tables and the report",
+    )
+    demo.add_argument("--output", required=True, help="folder for the demo's inputs, tables and report")
+    demo.add_argument("--workers", type=int, default=2, help="series processed at once (default 2)")
+
     report = sub.add_parser("report", help="write the run report OUTPUT/report/index.html (local or gs://)")
     report.add_argument("--output", required=True, help="the run's output folder")
 
@@ -190,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     level, argv = _take_log_level(argv)
     args, rest = parser.parse_known_args(argv)
     configure_logging(level or args.log_level)
-    if args.command in ("cohort", "evaluate", "load-bigquery", "analytics", "report") and rest:
+    if args.command in ("cohort", "evaluate", "load-bigquery", "analytics", "report", "demo") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return _command(args, rest, parser)
@@ -212,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERIES_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _RESUME_HINT = {
     "run": "finished series are kept; run the same command again to resume "
-    "(the published tables are unchanged)"
+    "(the published tables are unchanged)",
+    "demo": "run it again to start over",
 }
 
 
@@ -255,6 +294,8 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
         return _evaluate(args, parser)
     if args.command == "load-bigquery":
         return _load_bigquery(args)
+    if args.command == "demo":
+        return _demo(args)
     if args.command == "analytics":
         return _analytics(args, parser)
     if args.command == "report":
@@ -278,7 +319,7 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
     report = f"; report {summary.report}" if summary.report else ""
     print(
         f"{summary.n_ok} ok, {summary.n_failed} failed of {summary.n_cohort} series; "
-        f"{summary.n_nodes} nodes; tables in {summary.output}{report}"
+        f"{summary.nodes_text}; tables in {summary.output}{report}"
     )
     return EXIT_OK if summary.n_failed == 0 else EXIT_SERIES_FAILED
 

@@ -34,6 +34,7 @@ from beam_jobs import lock
 from beam_jobs.dataflow import GpuRequest, dataflow_args, is_dataflow, repo_setup_file
 from beam_jobs.options import INTERRUPTED, UsageError, split_beam_args
 from beam_jobs.run_args import make_parser
+from beam_jobs.run_facts import node_counts, read_run_facts, run_facts, write_run_facts
 from beam_jobs.store import (
     TABLE_FILE,
     ResultMissing,
@@ -52,10 +53,11 @@ from beam_jobs.transforms import (
     dead_letter_to_result,
 )
 from pipeline.errors import PipelineError
+from pipeline.fetch.outcomes import short_cause
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig, probe_series
 from pipeline.fetch.s5cmd import check_config as check_fetch_config
 from pipeline.isolation import GIB, Limits
-from pipeline.models.spec import parse_model_spec
+from pipeline.models.spec import ModelSpec, parse_model_spec
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
 from pipeline.process import ProcessConfig
 
@@ -74,6 +76,16 @@ class RunSummary:
     n_nodes: int
     output: str
     report: str | None = None
+    n_reference_nodes: int = 0
+    n_prediction_nodes: int | None = None
+    """None in reference mode (no model ran)."""
+
+    @property
+    def nodes_text(self) -> str:
+        """'12 reference and 15 prediction nodes': the two are never added up."""
+        if self.n_prediction_nodes is None:
+            return f"{self.n_reference_nodes} reference nodes"
+        return f"{self.n_reference_nodes} reference and {self.n_prediction_nodes} prediction nodes"
 
 
 def load_cohort_rows(path: str | None, *, annotation: str, limit: int | None) -> list[dict[str, Any]]:
@@ -266,6 +278,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             iou_threshold=args.iou_threshold,
         )
         key, settings = run_key(config)
+        shared = Shared()
+        # nothing kept yet: the model and the bucket are checked before the output is touched (no
+        # lock, no folder), so a run that cannot start leaves nothing behind
+        checked = not ResultStore(output, key).done()
+        if checked:
+            check_model_and_bucket(spec, shared, rows, fetch)
         with lock.acquire(output) as held:
             if complete_publish(output):
                 logger.warning("completed the publish of an earlier run that was interrupted")
@@ -282,10 +300,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 key,
             )
             if pending:
-                shared = Shared()
-                if spec is not None:
-                    check_model_reachable(spec, shared)  # fail fast, before any series
-                check_reachable(pending, fetch)
+                if not checked:
+                    check_model_and_bucket(spec, shared, pending, fetch)
                 p = test_pipeline or beam.Pipeline(options=options)
                 progress = os.path.join(work, "progress") if is_local else None
                 if progress:
@@ -311,29 +327,37 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                     ) from exc
             held.ensure_held()  # a run whose lock was taken over must not publish
             summary = publish_run(output, rows, store)
+            write_run_facts(
+                output,
+                run_facts(
+                    started=started, n_series=len(rows), n_processed=len(pending), model=config.model_label
+                ),
+            )
             if args.report:
-                summary = dataclasses.replace(summary, report=write_run_report(output, started))
+                summary = dataclasses.replace(summary, report=write_run_report(output))
             return summary
 
 
-def write_run_report(output: str, started: dt.datetime | None = None) -> str:
-    """The run report (with the run's wall time when ``started`` is given); its files join the
-    manifest of what the project wrote."""
+def write_run_report(output: str) -> str:
+    """The run report, with the facts of the run that published the tables (wall time, series per
+    hour: ``beam_jobs.run_facts``), so that writing it again gives the same page; its files join
+    the manifest of what the project wrote."""
     from beam_jobs.report import write_report_for_output
 
     if not FileSystems.exists(f"{output}/series/{TABLE_FILE}"):
         raise UsageError(f"{output} has no published tables (series/{TABLE_FILE}); is it a run's output?")
-    info = None
-    if started is not None:
-        finished = dt.datetime.now(dt.timezone.utc)
-        info = {
-            "started_at": started.isoformat(timespec="seconds"),
-            "finished_at": finished.isoformat(timespec="seconds"),
-            "wall_s": (finished - started).total_seconds(),
-        }
-    index = write_report_for_output(output, info)
+    index = write_report_for_output(output, read_run_facts(output))
     add_to_manifest(output, [m.path for m in FileSystems.match([f"{output}/report/**"])[0].metadata_list])
     return index
+
+
+def check_model_and_bucket(
+    spec: ModelSpec | None, shared: Shared, rows: list[dict[str, Any]], fetch: FetchConfig
+) -> None:
+    """Fail fast, before any series: the model loads (into ``shared``), the bucket answers."""
+    if spec is not None:
+        check_model_reachable(spec, shared)
+    check_reachable(rows, fetch)
 
 
 PROBED_SERIES = 5
@@ -354,14 +378,17 @@ def check_reachable(rows: list[dict[str, Any]], fetch: FetchConfig) -> None:
             continue  # a bad row: its own error row will say so
         if problem is None:
             return
-        series_part = url.rstrip("*").rstrip("/").rsplit("/", 1)[-1]  # the same error names its series
-        problems.append(problem.replace(series_part, "<series>") if series_part else problem)
+        problems.append(short_cause(problem))  # the root cause: the same for every series when offline
         if len(problems) == PROBED_SERIES:
             break
     if problems and len(problems) == min(PROBED_SERIES, len(rows)) and len(set(problems)) == 1:
         raise RunFailed(
-            f"no series could be fetched from {fetch.endpoint_url}: {problems[0]}; is the network reachable?"
+            f"no series could be fetched from {fetch.endpoint_url} ({problems[0]}); is the network "
+            f"reachable? Without internet, {DEMO_HINT}"
         )
+
+
+DEMO_HINT = "`make demo` (or `lnq demo --output DIR`) runs the whole job on phantoms, offline"
 
 
 def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> RunSummary:
@@ -390,19 +417,22 @@ def publish_run(output: str, rows: list[dict[str, Any]], store: ResultStore) -> 
             f"publishing the tables failed ({exc}); the published tables were left as they were, "
             "finished series are kept: run again to publish"
         ) from exc
+    n_reference, n_prediction = node_counts(output)
     summary = RunSummary(
         n_cohort=len(rows),
         n_ok=published.n_ok,
         n_failed=len(rows) - published.n_ok,
         n_nodes=published.rows["nodes"],
         output=output,
+        n_reference_nodes=n_reference,
+        n_prediction_nodes=n_prediction,
     )
     logger.info(
-        "done: %d ok, %d failed of %d series; %d nodes; tables in %s",
+        "done: %d ok, %d failed of %d series; %s; tables in %s",
         summary.n_ok,
         summary.n_failed,
         summary.n_cohort,
-        summary.n_nodes,
+        summary.nodes_text,
         output,
     )
     return summary

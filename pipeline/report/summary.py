@@ -44,6 +44,8 @@ class RunOverview:
     series_per_hour: float | None
     rate_basis: str
     stages: tuple[StageTime, ...]
+    n_resumed: int = 0
+    """Series a resumed run found done already: not in its wall time, nor in its rate."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +127,11 @@ def _overview(rows: list[dict[str, Any]], run_info: Mapping[str, Any]) -> RunOve
     n_ok = sum(r["status"] == SeriesStatus.OK.value for r in rows)
     series_seconds = sum(_finite(r["total_s"]) or 0.0 for r in rows)
     wall_s = _finite(run_info.get("wall_s"))
+    n_resumed = int(run_info.get("n_resumed") or 0)
     if wall_s:
-        rate: float | None = len(rows) / wall_s * 3600.0
-        basis = "wall time"
+        processed = run_info.get("n_processed")
+        rate: float | None = (len(rows) if processed is None else int(processed)) / wall_s * 3600.0
+        basis = "wall time" if not n_resumed else f"wall time; {n_resumed} resumed series left out"
     else:
         rate = len(rows) / series_seconds * 3600.0 if series_seconds else None
         basis = "sum of series seconds (one worker)"
@@ -150,6 +154,7 @@ def _overview(rows: list[dict[str, Any]], run_info: Mapping[str, Any]) -> RunOve
         series_per_hour=rate,
         rate_basis=basis,
         stages=tuple(stages),
+        n_resumed=n_resumed,
     )
 
 

@@ -1,0 +1,64 @@
+"""The run's facts under OUTPUT/_lnq/run.json: written after a publish, used only for its tables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from beam_jobs.run_facts import (
+    MAX_FACTS_BYTES,
+    facts_path,
+    node_counts,
+    read_run_facts,
+    run_facts,
+    write_run_facts,
+)
+from pipeline.report import summarise
+from tests.pipeline.report.synthetic import random_tables
+
+START = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def _output(tmp_path: Path, n: int = 12) -> Path:
+    series, nodes, _ = random_tables(n, model="torchscript:m.pt", failed_every=4)
+    for name, table in (("series", series), ("nodes", nodes)):
+        (tmp_path / name).mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp_path / name / "part-00000-of-00001.parquet")
+    return tmp_path
+
+
+def test_facts_round_trip_and_drive_the_rate(tmp_path: Path) -> None:
+    out = _output(tmp_path)
+    facts = run_facts(
+        started=START, n_series=12, n_processed=4, model="m", finished=START + dt.timedelta(seconds=90)
+    )
+    write_run_facts(str(out), facts)
+    read = read_run_facts(str(out))
+    assert read == facts and read["wall_s"] == 90.0 and read["n_resumed"] == 8
+    series, _, errors = random_tables(12, model="torchscript:m.pt", failed_every=4)
+    overview = summarise(series, errors, run_info=read).overview
+    assert overview.series_per_hour == 4 / 90.0 * 3600.0  # the series this run processed, not the resumed
+    assert overview.n_resumed == 8 and "8 resumed" in overview.rate_basis
+
+
+def test_facts_of_another_run_or_unreadable_are_not_used(tmp_path: Path) -> None:
+    out = _output(tmp_path)
+    assert read_run_facts(str(out)) is None  # none written
+    write_run_facts(str(out), run_facts(started=START, n_series=99, n_processed=99, model="m"))
+    assert read_run_facts(str(out)) is None  # 99 series: not the published table's 12
+    Path(facts_path(str(out))).write_text("[1, 2]")
+    assert read_run_facts(str(out)) is None
+    Path(facts_path(str(out))).write_text(json.dumps({"pad": "x" * MAX_FACTS_BYTES}))
+    assert read_run_facts(str(out)) is None
+
+
+def test_node_counts_by_source(tmp_path: Path) -> None:
+    out = _output(tmp_path)
+    nodes = pq.read_table(out / "nodes").to_pylist()
+    assert node_counts(str(out)) == (
+        sum(n["source"] == "reference" for n in nodes),
+        sum(n["source"] == "prediction" for n in nodes),
+    )
