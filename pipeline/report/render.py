@@ -77,7 +77,7 @@ def build_report(
     ``run_info`` may give ``started_at``, ``finished_at`` and ``wall_s``; ``qc_uids`` names the
     series whose QC picture exists (only those are linked).
     """
-    data = summarise(series, errors, run_info=run_info, qc_uids=qc_uids)
+    data = summarise(series, errors, run_info=run_info, qc_uids=qc_uids, nodes=nodes)
     files: dict[str, bytes] = {}
     plots = []
     for plot in cohort_plots(series, nodes):

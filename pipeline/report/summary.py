@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from pipeline.enums import TIMED_STAGES, SeriesStatus
 from pipeline.evaluate.aggregate import aggregate_scores
+from pipeline.measure.quality import NodeQuality
 from pipeline.outputs.schemas import stage_column
 
 REFERENCE_MODEL = "reference"
@@ -94,8 +95,10 @@ def summarise(
     *,
     run_info: Mapping[str, Any] | None = None,
     qc_uids: Collection[str] = (),
+    nodes: pa.Table | None = None,
 ) -> ReportData:
-    """The report's figures and tables. ``qc_uids``: series whose QC picture exists."""
+    """The report's figures and tables. ``qc_uids``: series whose QC picture exists; ``nodes``: the
+    nodes table, for each series' count of flagged nodes."""
     rows = series.to_pylist()
     error_rows = errors.to_pylist()
     overview = _overview(rows, run_info or {})
@@ -118,7 +121,7 @@ def summarise(
         overview=overview,
         failures=failures,
         failures_per_stage=tuple(sorted(per_stage.items(), key=lambda kv: (-kv[1], kv[0]))),
-        series_rows=tuple(_series_rows(rows, first_error, set(qc_uids))),
+        series_rows=tuple(_series_rows(rows, first_error, set(qc_uids), _flagged(nodes))),
         scores=_scores(rows) if has_model(rows) else None,
     )
 
@@ -162,8 +165,29 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _flagged(nodes: pa.Table | None) -> dict[str, str]:
+    """Per series, its flagged nodes in words ('1 implausible, 12 specks'); series without any absent."""
+    if nodes is None or "quality_flag" not in nodes.column_names:
+        return {}
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    uids = nodes.column("ct_series_instance_uid").to_pylist()
+    for uid, flag in zip(uids, nodes.column("quality_flag").to_pylist(), strict=True):
+        counts[uid][flag] += 1
+
+    def words(c: Counter[str]) -> str:
+        implausible, specks = c[NodeQuality.IMPLAUSIBLE.value], c[NodeQuality.SPECK.value]
+        parts = [f"{implausible} implausible"] if implausible else []
+        parts += [f"{specks} speck{'s' if specks != 1 else ''}"] if specks else []
+        return ", ".join(parts)
+
+    return {uid: text for uid, c in counts.items() if (text := words(c))}
+
+
 def _series_rows(
-    rows: list[dict[str, Any]], first_error: Mapping[str, dict[str, Any]], qc_uids: set[str]
+    rows: list[dict[str, Any]],
+    first_error: Mapping[str, dict[str, Any]],
+    qc_uids: set[str],
+    flagged: Mapping[str, str],
 ) -> list[dict[str, Any]]:
     """Rows for the series table, worst DSC first (series without a DSC after, by UID)."""
     out = []
@@ -178,6 +202,7 @@ def _series_rows(
                 "status": r["status"],
                 "n_reference_nodes": r["n_reference_nodes"],
                 "n_prediction_nodes": r["n_prediction_nodes"],
+                "flagged": flagged.get(uid),
                 "reference_volume_ml": _finite(r["reference_volume_ml"]),
                 "dsc": _finite(r["dsc"]),
                 "assd_mm": _finite(r["assd_mm"]),
