@@ -234,6 +234,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     started = dt.datetime.now(dt.timezone.utc)
     args, beam_args = split_beam_args(make_parser(), list(argv or []))
     output = normalise_output(args.output)
+    if not 0.0 < args.iou_threshold <= 1.0:
+        raise UsageError(f"--iou-threshold {args.iou_threshold:g}: expected an IoU in (0, 1]")
     try:
         spec = parse_model_spec(
             args.model,
@@ -254,8 +256,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     fetch = FetchConfig(
         endpoint_url=endpoint, timeout_s=args.fetch_timeout, extra_buckets=tuple(args.allow_bucket)
     )
-    if not 0.0 < args.iou_threshold <= 1.0:
-        raise UsageError(f"--iou-threshold {args.iou_threshold:g}: expected an IoU in (0, 1]")
     if args.series_timeout <= 0 or args.series_memory_gb < 0 or args.workers < 1:
         raise UsageError(
             f"--series-timeout {args.series_timeout:g}, --series-memory-gb {args.series_memory_gb:g}, "

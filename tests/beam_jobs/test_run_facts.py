@@ -62,3 +62,19 @@ def test_node_counts_by_source(tmp_path: Path) -> None:
         sum(n["source"] == "reference" for n in nodes),
         sum(n["source"] == "prediction" for n in nodes),
     )
+
+
+def test_the_detection_threshold_enters_the_settings_key_with_a_model(tmp_path: Path) -> None:
+    """A rerun with another --iou-threshold must not resume the series scored with the old one."""
+    from beam_jobs.store import run_key
+    from pipeline.demo.model import HuWindow, save_torchscript
+    from pipeline.models.spec import parse_model_spec
+    from pipeline.process import ProcessConfig
+
+    model = save_torchscript(HuWindow(40.0, 70.0), tmp_path / "m.pt")
+    spec = parse_model_spec(f"torchscript:{model}")
+    key, settings = run_key(ProcessConfig(model=spec))
+    other, _ = run_key(ProcessConfig(model=spec, iou_threshold=0.3))
+    assert settings["iou_threshold"] == 0.1 and key != other
+    # the reference mode detects nothing: its results (and key) do not depend on the threshold
+    assert run_key(ProcessConfig())[0] == run_key(ProcessConfig(iou_threshold=0.3))[0]

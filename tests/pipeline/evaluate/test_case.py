@@ -335,9 +335,25 @@ def test_cli_threshold_and_option_pairs(phantom, tmp_path: Path, capsys: pytest.
     pair = ["evaluate", "--pred", str(tmp_path / "p.nrrd"), "--ref", str(phantom.seg_path)]
     assert cli_main([*pair, "--threshold", "0.5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dsc"] == 1.0
+    # a prediction shifted by 3 voxels: its nodes match at IoU 0.1, not at 0.9
+    ct_mask = mask_to_sitk(np.roll(phantom.mask, 3, axis=2), ct.geometry)
+    sitk.WriteImage(ct_mask, str(tmp_path / "shifted.nrrd"))
+    shifted = ["evaluate", "--pred", str(tmp_path / "shifted.nrrd"), "--ref", str(phantom.seg_path)]
+    found = {}
+    for iou in ("0.1", "0.9"):
+        assert cli_main([*shifted, "--fully-annotated", "--iou-threshold", iou, "--json"]) == 0
+        found[iou] = json.loads(capsys.readouterr().out)
+    assert (
+        found["0.1"]["n_reference_nodes_ge_10mm_detected"] == 2 and found["0.1"]["false_positive_nodes"] == 0
+    )
+    assert (
+        found["0.9"]["n_reference_nodes_ge_10mm_detected"] == 0 and found["0.9"]["false_positive_nodes"] == 3
+    )
+    assert found["0.9"]["detection_iou_threshold"] == 0.9 and found["0.9"]["dsc"] == found["0.1"]["dsc"]
     for extra, message in (
         (["--threshold", "50"], "not a probability"),
         (["--ct-dir", str(tmp_path)], "--pred-dir and --ref-dir [--ct-dir]"),
+        (["--iou-threshold", "0"], "--iou-threshold 0.0 is not in (0, 1]"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             cli_main([*pair, *extra])
