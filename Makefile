@@ -1,13 +1,14 @@
-# The two commands a new user needs: `make run` (needs internet to reach IDC) and `make test` (offline).
-# Both create .venv and install what they need on first use.
+# The commands a new user needs: `make demo` (offline: the whole job on phantoms), `make run` (needs
+# internet to reach IDC) and `make test` (offline). Each creates .venv and installs what it needs.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OUTPUT ?= results
+DEMO_OUTPUT ?= results-demo
 LIMIT ?= 3
 
-.PHONY: run test lint venv clean tools airflow-venv
+.PHONY: demo run test lint venv clean tools airflow-venv
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -36,6 +37,9 @@ tools:
 
 venv: $(STAMP)
 
+demo: $(STAMP)
+	$(VENV)/bin/lnq demo --output $(DEMO_OUTPUT)
+
 run: $(STAMP)
 	$(VENV)/bin/lnq run --limit $(LIMIT) --output $(OUTPUT)/
 
@@ -48,9 +52,9 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy pipeline
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) $(DEMO_OUTPUT) *.egg-info
 
-.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-gpu
+.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-demo bench-gpu
 bench-accuracy: $(STAMP)
 	$(PY) bench/recist_accuracy.py
 
@@ -81,11 +85,14 @@ bench-sharing: $(STAMP)
 bench-store: $(STAMP)
 	$(PY) bench/store_speed.py
 
+bench-demo: $(STAMP)
+	$(PY) bench/demo_speed.py
+
 # needs a GPU (not part of `make bench`): utilisation, series per hour, cost per series
 bench-gpu: $(STAMP)
 	$(PY) bench/gpu_throughput.py --device cuda --price-per-hour $(or $(PRICE_PER_HOUR),1.00)
 
-bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store
+bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-demo
 
 # ---- Google Cloud (see README "Run on Google Cloud"); needs gcloud and docker ----
 PROJECT ?= $(shell gcloud config get-value project 2>/dev/null)

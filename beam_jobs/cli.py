@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Iterator
 
-from pipeline.enums import ANNOTATION_CHOICES
+from pipeline.enums import ANNOTATION_CHOICES, DEFAULT_IOU_THRESHOLD
 
 
 def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -19,7 +19,13 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if args.threshold is not None and not 0.0 < args.threshold <= 1.0:
         parser.error(f"--threshold {args.threshold} is not a probability in (0, 1]")
-    common = {"fully_annotated": args.fully_annotated, "threshold": args.threshold}
+    if not 0.0 < args.iou_threshold <= 1.0:
+        parser.error(f"--iou-threshold {args.iou_threshold} is not in (0, 1]")
+    common = {
+        "fully_annotated": args.fully_annotated,
+        "threshold": args.threshold,
+        "iou_threshold": args.iou_threshold,
+    }
     if args.pred and args.ref and not (args.pred_dir or args.ref_dir or args.ct_dir):
         result = evaluate_files(args.pred, args.ref, ct_dir=args.ct, **common)
     elif args.pred_dir and args.ref_dir and not (args.pred or args.ref or args.ct):
@@ -28,6 +34,34 @@ def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("evaluate needs --pred and --ref [--ct], or --pred-dir and --ref-dir [--ct-dir]")
     print(json.dumps(result, indent=None if args.json else 2, allow_nan=False))
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """``lnq demo``: phantoms, a cohort and a model written under OUTPUT, then the whole job on them
+    (``beam_jobs.demo``). Exit 0 when only the series broken on purpose failed."""
+    from beam_jobs.demo import demo_run_args
+    from beam_jobs.launch import Submitted, normalise_output
+    from beam_jobs.options import UsageError
+
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: expected at least 1")
+    output = normalise_output(args.output)
+    argv, n_bad = demo_run_args(output, workers=args.workers)
+    from pipeline.isolation import start_fork_server
+
+    start_fork_server()
+    from beam_jobs.launch import run
+
+    with _stop_children_on_signals():
+        summary = run(argv)
+    if isinstance(summary, Submitted):  # the demo names no remote runner
+        raise RuntimeError(summary.message)
+    print(
+        f"demo: {summary.n_ok} ok, {summary.n_failed} failed of {summary.n_series} series "
+        f"({n_bad} broken on purpose: see errors/); {summary.nodes_text}; tables in {summary.output}; "
+        f"open the report: {summary.report}"
+    )
+    return EXIT_OK if summary.n_failed == n_bad else EXIT_SERIES_FAILED
 
 
 def _load_bigquery(args: argparse.Namespace) -> int:
@@ -106,10 +140,15 @@ class _OurWorkerMessages(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
-    """Our INFO progress, Beam's own chatter only from WARNING up (DEBUG shows everything)."""
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Our INFO progress, Beam's and highdicom's own chatter only from WARNING up (DEBUG shows
+    everything); Python warnings of the libraries go to the log at DEBUG (``pipeline.warning_log``)."""
+    from pipeline.warning_log import LOG_FORMAT, send_warnings_to_log
+
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    send_warnings_to_log()
     if logging.getLogger().level > logging.DEBUG:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        logging.getLogger("highdicom").setLevel(logging.WARNING)
         forwarded = logging.getLogger("apache_beam.runners.portability.local_job_service")
         forwarded.setLevel(logging.INFO)
         forwarded.addFilter(_OurWorkerMessages())
@@ -167,7 +206,22 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the reference marks every node, so unmatched predicted nodes count as false positives",
     )
+    evaluate.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=DEFAULT_IOU_THRESHOLD,
+        metavar="T",
+        help="node detection: a predicted node detects a reference node when their IoU is >= T, one to one "
+        "(default %(default)g, nnDetection's threshold)",
+    )
     evaluate.add_argument("--json", action="store_true", help="one line of JSON instead of indented")
+
+    demo = sub.add_parser(
+        "demo",
+        help="the whole job offline: LNQ-like phantoms, a HU-window model, the tables and the report",
+    )
+    demo.add_argument("--output", required=True, help="folder for the demo's inputs, tables and report")
+    demo.add_argument("--workers", type=int, default=2, help="series processed at once (default 2)")
 
     report = sub.add_parser("report", help="write the run report OUTPUT/report/index.html (local or gs://)")
     report.add_argument("--output", required=True, help="the run's output folder")
@@ -181,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     level, argv = _take_log_level(argv)
     args, rest = parser.parse_known_args(argv)
     configure_logging(level or args.log_level)
-    if args.command in ("cohort", "evaluate", "load-bigquery", "analytics", "report") and rest:
+    if args.command in ("cohort", "evaluate", "load-bigquery", "analytics", "report", "demo") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return _command(args, rest, parser)
@@ -203,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SERIES_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 _RESUME_HINT = {
     "run": "finished series are kept; run the same command again to resume "
-    "(the published tables are unchanged)"
+    "(the published tables are unchanged)",
+    "demo": "run it again to start over",
 }
 
 
@@ -247,6 +302,8 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
         return _evaluate(args, parser)
     if args.command == "load-bigquery":
         return _load_bigquery(args)
+    if args.command == "demo":
+        return _demo(args)
     if args.command == "analytics":
         return _analytics(args, parser)
     if args.command == "report":

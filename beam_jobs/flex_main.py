@@ -24,6 +24,7 @@ OWN_OPTIONS = (
     "folds",
     "checkpoint",
     "step_size",
+    "iou_threshold",
     "tta",
     "gpu",
     "series_per_worker",

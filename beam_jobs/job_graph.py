@@ -23,7 +23,8 @@ import apache_beam as beam
 from apache_beam.utils.shared import Shared
 
 from beam_jobs import lock
-from beam_jobs.publish import PublishRequest, RunSummary, publish_run
+from beam_jobs.publish import PublishRequest, publish_run
+from beam_jobs.run_facts import RunSummary
 from beam_jobs.store import ResultStore
 from beam_jobs.transforms import OutputFileSink, ProcessSeriesFn, SeriesDone, dead_letter_to_result
 from pipeline.process import ProcessConfig
@@ -73,7 +74,7 @@ class PublishFn(beam.DoFn):
             len(request.cohort_uids),
         )
         lock.ensure_token(request.output, request.token)
-        summary = publish_run(request)
+        summary = publish_run(request, n_processed=n_processed)
         if not lock.release_token(request.output, request.token):
             logger.warning("output %s: the lock was no longer this run's at the end", request.output)
         yield summary

@@ -41,17 +41,17 @@ from beam_jobs.options import INTERRUPTED, UsageError, split_beam_args
 from beam_jobs.publish import (
     PublishRequest,
     RunFailed,
-    RunSummary,
     check_bookkeeping,
     complete_publish,
-    read_run_facts,
 )
 from beam_jobs.run_args import make_parser
+from beam_jobs.run_facts import RunSummary, read_run_facts
 from beam_jobs.settings_key import run_key
 from beam_jobs.store import OutsideOutput, ResultStore
 from beam_jobs.transforms import check_model_reachable
 from beam_jobs.work_folder import run_folder
 from pipeline.errors import PipelineError
+from pipeline.fetch.outcomes import short_cause
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig, probe_series
 from pipeline.fetch.s5cmd import check_config as check_fetch_config
 from pipeline.isolation import GIB, Limits
@@ -85,6 +85,7 @@ class RunPlan:
     fetch: FetchConfig
     limits: Limits
     work_dir: str | None
+    iou_threshold: float
     fresh: bool
     report: bool
     wait: bool
@@ -227,6 +228,8 @@ def make_plan(argv: list[str]) -> RunPlan:
     args, beam_args = split_beam_args(make_parser(), list(argv))
     output = normalise_output(args.output)
     check_output(output)
+    if not 0.0 < args.iou_threshold <= 1.0:
+        raise UsageError(f"--iou-threshold {args.iou_threshold:g}: expected an IoU in (0, 1]")
     gpu = (args.gpu or "").strip() or None
     try:
         spec = parse_model_spec(
@@ -292,6 +295,7 @@ def make_plan(argv: list[str]) -> RunPlan:
             memory_bytes=int(args.series_memory_gb * GIB) if args.series_memory_gb > 0 else None,
         ),
         work_dir=args.work_dir,
+        iou_threshold=args.iou_threshold,
         fresh=args.fresh,
         report=args.report,
         wait=args.wait,
@@ -322,14 +326,17 @@ def check_reachable(rows: list[dict[str, Any]], fetch: FetchConfig) -> None:
             continue  # a bad row: its own error row will say so
         if problem is None:
             return
-        series_part = url.rstrip("*").rstrip("/").rsplit("/", 1)[-1]  # the same error names its series
-        problems.append(problem.replace(series_part, "<series>") if series_part else problem)
+        problems.append(short_cause(problem))  # the root cause: the same for every series when offline
         if len(problems) == PROBED_SERIES:
             break
     if problems and len(problems) == min(PROBED_SERIES, len(rows)) and len(set(problems)) == 1:
         raise RunFailed(
-            f"no series could be fetched from {fetch.endpoint_url}: {problems[0]}; is the network reachable?"
+            f"no series could be fetched from {fetch.endpoint_url} ({problems[0]}); is the network "
+            f"reachable? Without internet, {DEMO_HINT}"
         )
+
+
+DEMO_HINT = "`make demo` (or `lnq demo --output DIR`) runs the whole job on phantoms, offline"
 
 
 def preflight(plan: RunPlan, shared: Shared) -> None:
@@ -361,6 +368,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             work_dir=work if plan.is_local else plan.work_dir,
             model=plan.spec,
             limits=plan.limits,
+            iou_threshold=plan.iou_threshold,
         )
         key, _ = run_key(config)
         if plan.dry_run:  # nothing is submitted: the output is not locked, nor looked at
@@ -559,16 +567,14 @@ def _dry_run(
 
 def as_summary_line(outcome: RunSummary | Submitted) -> str:
     """The last line ``lnq run`` prints."""
-    from beam_jobs.publish import describe_nodes
-
     if isinstance(outcome, Submitted):
         return outcome.message
     report = f"; report {outcome.report}" if outcome.report else ""
     rate = outcome.series_per_hour
     speed = f" in {_duration(outcome.wall_s)} ({rate:.0f} series/h)" if rate and outcome.wall_s >= 1 else ""
     return (
-        f"{outcome.n_ok} ok, {outcome.n_failed} failed of {outcome.n_cohort} series{speed}; "
-        f"{describe_nodes(outcome.nodes_by_source)}; tables in {outcome.output}{report}"
+        f"{outcome.n_ok} ok, {outcome.n_failed} failed of {outcome.n_series} series{speed}; "
+        f"{outcome.nodes_text}; tables in {outcome.output}{report}"
     )
 
 

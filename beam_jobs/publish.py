@@ -9,12 +9,13 @@ during the renames is completed by the next run (:func:`complete_publish`). File
 publish that this one no longer lists (``_lnq/manifest.json``) are deleted; nothing else is. Every
 path read back from the journal or the manifest is checked to stay inside the output first
 (:func:`check_bookkeeping`). The facts of the published run (counts, wall time, report) are kept
-in ``_lnq/run.json`` for the launcher's summary and for ``lnq report``.
+in ``_lnq/run.json`` (``beam_jobs/run_facts.py``) for the launcher's summary and ``lnq report``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -22,13 +23,14 @@ import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from beam_jobs.run_facts import RunSummary, write_run_facts
 from beam_jobs.store import (
     TABLE_FILE,
     WORK_AREA,
@@ -47,6 +49,7 @@ from beam_jobs.store import (
     write_atomically,
 )
 from pipeline.enums import NodeSource, SeriesStatus
+from pipeline.outcome import REFERENCE_LABEL
 from pipeline.outputs.layout import Artifact
 from pipeline.outputs.schemas import TABLES, sort_rows, to_table
 
@@ -309,58 +312,7 @@ def read_table(output: str, table: str) -> pa.Table:
     return pa.concat_tables(parts) if parts else TABLES[table].empty_table()
 
 
-# ---- the facts of a published run ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    """What a published run did, as its last step recorded it in ``_lnq/run.json``."""
-
-    n_cohort: int
-    n_ok: int
-    n_failed: int
-    nodes_by_source: dict[str, int]
-    output: str
-    model: str
-    settings_key: str
-    pipeline_version: str
-    started_at: str
-    finished_at: str
-    wall_s: float
-    token: str = ""
-    report: str | None = None
-
-    @property
-    def n_nodes(self) -> int:
-        return sum(self.nodes_by_source.values())
-
-    @property
-    def series_per_hour(self) -> float | None:
-        return 3600.0 * self.n_cohort / self.wall_s if self.wall_s > 0 else None
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), indent=1, sort_keys=True).encode() + b"\n"
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> RunSummary:
-        data = json.loads(raw)
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-
-def run_facts_path(output: str) -> str:
-    return f"{output}/{WORK_AREA}/run.json"
-
-
-def read_run_facts(output: str) -> RunSummary | None:
-    """The facts of the last published run; None when there are none (or they do not read)."""
-    path = run_facts_path(output)
-    if not exists(path):
-        return None
-    try:
-        return RunSummary.from_bytes(read_bytes(path))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        logger.warning("the run facts %s do not read (%s)", path, exc)
-        return None
+# ---- the run, published --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -379,10 +331,10 @@ class PublishRequest:
     report: bool = False
 
 
-def publish_run(request: PublishRequest) -> RunSummary:
+def publish_run(request: PublishRequest, *, n_processed: int = 0) -> RunSummary:
     """Check that every cohort row has exactly one result, publish the tables (streaming the
     results from the store: a cohort's rows are never all in memory at once), write the report
-    when asked, and record the run's facts."""
+    when asked, and record the run's facts (``n_processed``: the series this job processed)."""
     output = request.output
     store = ResultStore(output, request.settings_key)
     uids = sorted(set(request.cohort_uids))
@@ -414,42 +366,37 @@ def publish_run(request: PublishRequest) -> RunSummary:
     finished = dt.datetime.now(dt.timezone.utc)
     started = dt.datetime.fromisoformat(request.started_at)
     summary = RunSummary(
-        n_cohort=len(uids),
-        n_ok=published.n_ok,
-        n_failed=len(uids) - published.n_ok,
-        nodes_by_source=published.nodes_by_source,
-        output=request.output_as_given,
-        model=request.model,
-        settings_key=request.settings_key,
-        pipeline_version=request.pipeline_version,
         started_at=request.started_at,
         finished_at=finished.isoformat(timespec="seconds"),
         wall_s=round((finished - started).total_seconds(), 3),
+        n_series=len(uids),
+        n_processed=min(n_processed, len(uids)),
+        n_ok=published.n_ok,
+        model=request.model,
+        output=request.output_as_given,
+        n_reference_nodes=published.nodes_by_source.get(NodeSource.REFERENCE.value, 0),
+        n_prediction_nodes=(
+            None
+            if request.model == REFERENCE_LABEL
+            else published.nodes_by_source.get(NodeSource.PREDICTION.value, 0)
+        ),
+        settings_key=request.settings_key,
+        pipeline_version=request.pipeline_version,
         token=request.token,
     )
     if request.report:
         from beam_jobs.report import write_report_for_output
 
-        index = write_report_for_output(
-            output,
-            {"started_at": summary.started_at, "finished_at": summary.finished_at, "wall_s": summary.wall_s},
-        )
+        index = write_report_for_output(output, summary.report_info())
         add_to_manifest(output, [m.path for m in FileSystems.match([f"{output}/report/**"])[0].metadata_list])
-        summary = RunSummary(**{**asdict(summary), "report": index})
-    write_atomically(run_facts_path(output), summary.to_bytes())
+        summary = dataclasses.replace(summary, report=index)
+    write_run_facts(output, summary)
     logger.info(
         "published: %d ok, %d failed of %d series; %s; tables in %s",
         summary.n_ok,
         summary.n_failed,
-        summary.n_cohort,
-        describe_nodes(summary.nodes_by_source),
+        summary.n_series,
+        summary.nodes_text,
         request.output_as_given,
     )
     return summary
-
-
-def describe_nodes(nodes_by_source: dict[str, int]) -> str:
-    """``9 reference nodes, 12 predicted nodes`` (sources named separately: they count different things)."""
-    words = {NodeSource.REFERENCE.value: "reference", NodeSource.PREDICTION.value: "predicted"}
-    parts = [f"{n} {words.get(source, source)} nodes" for source, n in nodes_by_source.items() if n]
-    return ", ".join(parts) if parts else "no nodes"

@@ -16,7 +16,8 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.options import UsageError
-from beam_jobs.publish import add_to_manifest, read_run_facts, read_table
+from beam_jobs.publish import add_to_manifest, read_table
+from beam_jobs.run_facts import read_run_facts
 from beam_jobs.store import TABLE_FILE
 from pipeline.report.render import INDEX, build_report
 
@@ -57,9 +58,6 @@ def write_run_report(output: str) -> str:
     if not FileSystems.exists(f"{output}/series/{TABLE_FILE}"):
         raise UsageError(f"{output} has no published tables (series/{TABLE_FILE}); is it a run's output?")
     facts = read_run_facts(output)
-    info = None
-    if facts is not None:
-        info = {"started_at": facts.started_at, "finished_at": facts.finished_at, "wall_s": facts.wall_s}
-    index = write_report_for_output(output, info)
+    index = write_report_for_output(output, None if facts is None else facts.report_info())
     add_to_manifest(output, [m.path for m in FileSystems.match([f"{output}/report/**"])[0].metadata_list])
     return index

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.enums import ANNOTATION_CHOICES, DEVICES
+from pipeline.enums import ANNOTATION_CHOICES, DEFAULT_IOU_THRESHOLD, DEVICES
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
 from pipeline.isolation import GIB, Limits
 
@@ -112,6 +112,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--folds", nargs="+", help="nnU-Net folds to ensemble (default: all present)")
     model.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
     model.add_argument("--step-size", type=float, default=0.5, help="nnU-Net sliding-window step (0-1]")
+    model.add_argument(
+        "--iou-threshold",
+        type=float,
+        default=DEFAULT_IOU_THRESHOLD,
+        metavar="T",
+        help="node detection against the expert: a predicted node detects a reference node when their "
+        "IoU is >= T, one to one (default %(default)g, nnDetection's threshold)",
+    )
     model.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,

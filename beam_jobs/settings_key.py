@@ -4,8 +4,9 @@ Finished series are kept under ``OUTPUT/_lnq/results/<key>/`` and a rerun reuses
 the same key. It counts: the code (the pipeline's build version, a digest of its source:
 :mod:`pipeline.provenance`); the model, by content (a digest of each of its files: another file of
 the same size and time at the same path is another model); nnU-Net folds, checkpoint, step size
-and test-time mirroring. It does not count: the device (CPU and GPU give the
-same masks up to floating-point rounding), workers, limits, endpoints and the work dir.
+and test-time mirroring; with a model, the detection IoU threshold. It does not count: the device
+(CPU and GPU give the same masks up to floating-point rounding), workers, limits, endpoints and the
+work dir.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def run_key(config: ProcessConfig) -> tuple[str, dict[str, Any]]:
             step_size=spec.step_size,
             tta=spec.tta,
             files=model_fingerprint(spec.artifacts()),
+            iou_threshold=config.iou_threshold,  # the reference mode detects nothing: not counted there
         )
     text = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16], settings

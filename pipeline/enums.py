@@ -77,3 +77,8 @@ ANNOTATION_CHOICES = ("full", "partial", "all")
 
 DEVICES = ("auto", "cpu", "cuda")
 """Where a model runs: ``auto`` is CUDA when torch sees a GPU, else the CPU."""
+
+DEFAULT_IOU_THRESHOLD = 0.1
+"""Node detection: a predicted and a reference node match (one to one) when their intersection over
+union is at least this; nnDetection's threshold for LIDC and LUNA (``pipeline.evaluate.detection``).
+Here, in a module without numpy, so that ``lnq run --help`` can show it."""

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from pipeline.enums import Stage
 from pipeline.errors import IsolatedFailure
 from pipeline.outcome import SeriesError
+from pipeline.warning_log import send_warnings_to_log
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +135,11 @@ def run_isolated(
     """``fn(report=..., **kwargs)`` in a limited child process; its return value, or
     :class:`IsolatedFailure` carrying the series' error (raised inside, crash, timeout)."""
     parent_end, child_end = _context().Pipe(duplex=False)
+    log_level = logging.getLogger().getEffectiveLevel()  # the child logs warnings as this process would
     process = _context().Process(
-        target=_child_main, args=(child_end, fn, kwargs, limits.memory_bytes, series_uid), daemon=True
+        target=_child_main,
+        args=(child_end, fn, kwargs, limits.memory_bytes, series_uid, log_level),
+        daemon=True,
     )
     process.start()
     child_end.close()
@@ -204,9 +208,12 @@ def _child_main(
     kwargs: dict[str, Any],
     memory_bytes: int | None,
     series_uid: str,
+    log_level: int = logging.WARNING,
 ) -> None:
-    """The child: own session (so its group can be killed whole), memory limit, then ``fn``."""
+    """The child: own session (so its group can be killed whole), memory limit, library warnings
+    to the log at DEBUG (not between the job's progress lines), then ``fn``."""
     os.setsid()
+    send_warnings_to_log(own_handler_at=log_level)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_bytes:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
 from pipeline.dicom.volume import CtVolume
-from pipeline.enums import Stage
+from pipeline.enums import DEFAULT_IOU_THRESHOLD, Stage
 from pipeline.errors import IsolatedFailure, ModelError, PipelineError
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.isolation import Limits, run_isolated
@@ -59,6 +59,8 @@ class ProcessConfig:
     limits: Limits = Limits()
     isolate: bool = True
     """Fetch and decode in a limited child process (off only for debugging)."""
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD
+    """Node detection: predicted and reference nodes match one to one at IoU >= this."""
 
     @property
     def model_label(self) -> str:
@@ -198,6 +200,7 @@ def _run_stages(
                 row=row,
                 model=(model.name, model.version),
                 files_to=files_to,
+                iou_threshold=config.iou_threshold,
             ),
             clock,
             config=config,

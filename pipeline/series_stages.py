@@ -24,7 +24,7 @@ from pipeline.dicom.seg_writer import REFERENCE_MODEL_NAME, nodes_seg, segment_t
 from pipeline.dicom.sr import nodes_sr
 from pipeline.dicom.tracking import node_tracking
 from pipeline.dicom.volume import CtVolume, mask_to_sitk
-from pipeline.enums import NodeSource, Stage
+from pipeline.enums import DEFAULT_IOU_THRESHOLD, NodeSource, Stage
 from pipeline.evaluate.detection import Detection, detect
 from pipeline.evaluate.lnq2023 import CaseScore, score_case
 from pipeline.fetch.s5cmd import FetchConfig
@@ -86,9 +86,10 @@ def measure_series(
     row: CohortRow,
     model: tuple[str, str] | None,
     files_to: str | None,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
 ) -> MeasuredSeries:
     """Measure every mask, score the prediction against the reference, and make the files in the
-    folder ``files_to`` (none when it is None)."""
+    folder ``files_to`` (none when it is None). Node detection matches at IoU >= ``iou_threshold``."""
     seconds: dict[Stage, float] = {}
     ct, reference = inputs.load()
     masks: dict[NodeSource, np.ndarray] = {}
@@ -115,7 +116,14 @@ def measure_series(
     if model is not None and reference is not None:
         report(Stage.SCORE)
         start = time.perf_counter()
-        score, detection = _score(ct, masks, labels, sources, fully_annotated=row.annotation == "full")
+        score, detection = _score(
+            ct,
+            masks,
+            labels,
+            sources,
+            fully_annotated=row.annotation == "full",
+            iou_threshold=iou_threshold,
+        )
         seconds[Stage.SCORE] = time.perf_counter() - start
 
     files: dict[str, str] = {}
@@ -195,6 +203,7 @@ def _score(
     sources: tuple[SourceNodes, ...],
     *,
     fully_annotated: bool,
+    iou_threshold: float,
 ) -> tuple[CaseScore, Detection]:
     """LNQ2023 scores of the prediction against the reference, and node detection."""
     reference_nodes = next(s.nodes for s in sources if s.source == NodeSource.REFERENCE)
@@ -207,5 +216,6 @@ def _score(
         labels[NodeSource.REFERENCE],
         ref_short_axis_mm={n.node_index: n.short_axis_mm for n in reference_nodes},
         fully_annotated=fully_annotated,
+        iou_threshold=iou_threshold,
     )
     return score, detection

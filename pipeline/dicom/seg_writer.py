@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 SEGMENT_LABEL = "Mediastinal lymph node"
 REFERENCE_MODEL_NAME = "reference"
+MANUFACTURER = "LNQ pipeline"
+"""The SEG's Manufacturer. Such a SEG lists every instance of its CT series, in slice order, so
+that a reader without the CT knows where the CT ends (``pipeline.evaluate.images``)."""
 MAX_NODE_SEGMENTS = 50
 """Nodes that get a segment (and an SR measurement group) of their own: the largest 50. LNQ's
 fully annotated cases have at most about 42 nodes; building the SR costs tens of milliseconds
@@ -271,7 +274,7 @@ def _segmentation(
             series_number=3000,
             sop_instance_uid=instance_uid,
             instance_number=1,
-            manufacturer="LNQ pipeline",
+            manufacturer=MANUFACTURER,
             manufacturer_model_name=model_name[:64],
             software_versions=f"lnq-pipeline {pipeline.__version__}",
             device_serial_number="0",

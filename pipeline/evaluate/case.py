@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.volume import Geometry
 from pipeline.evaluate.aggregate import aggregate_scores
-from pipeline.evaluate.detection import detect
+from pipeline.evaluate.detection import DEFAULT_IOU_THRESHOLD, check_iou_threshold, detect
 from pipeline.evaluate.images import common_grid, read_label_image, read_on_ct, require_file, to_axial
 from pipeline.evaluate.lnq2023 import check_label_image, check_same_grid, score_case
 from pipeline.measure.components import label_nodes
@@ -46,13 +46,20 @@ def case_name(file_name: str) -> str:
 
 
 def evaluate_masks(
-    prediction: sitk.Image, reference: sitk.Image, *, fully_annotated: bool = False
+    prediction: sitk.Image,
+    reference: sitk.Image,
+    *,
+    fully_annotated: bool = False,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
 ) -> dict[str, Any]:
     """LNQ2023 DSC and ASSD plus node detection figures for two masks on one grid.
 
     Both images are put in axial orientation first (a no-op for images already
     axial, such as masks on a CT grid), so nodes are measured on axial slices.
+    Detection matches nodes one to one with IoU >= ``iou_threshold``
+    (:mod:`pipeline.evaluate.detection`).
     """
+    check_iou_threshold(iou_threshold)
     check_label_image(prediction, "prediction")
     check_label_image(reference, "reference")
     check_same_grid(prediction, reference)
@@ -69,6 +76,7 @@ def evaluate_masks(
             ref_labels,
             ref_short_axis_mm={n.node_index: n.short_axis_mm for n in ref_nodes},
             fully_annotated=fully_annotated,
+            iou_threshold=iou_threshold,
         )
         result.update(detection.columns())
     return result
@@ -81,6 +89,7 @@ def evaluate_files(
     ct_dir: str | None = None,
     fully_annotated: bool = False,
     threshold: float | None = None,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
 ) -> dict[str, Any]:
     """Read both files (on the CT grid when ``ct_dir`` is given) and score them.
 
@@ -90,6 +99,7 @@ def evaluate_files(
     as labels.
     """
     _check_threshold(threshold)
+    check_iou_threshold(iou_threshold)
     require_file(prediction_path)
     require_file(reference_path)
     if ct_dir is not None:
@@ -101,7 +111,7 @@ def evaluate_files(
         pred, ref = common_grid(
             read_label_image(prediction_path, threshold=threshold), read_label_image(reference_path)
         )
-    return evaluate_masks(pred, ref, fully_annotated=fully_annotated)
+    return evaluate_masks(pred, ref, fully_annotated=fully_annotated, iou_threshold=iou_threshold)
 
 
 def evaluate_folders(
@@ -111,12 +121,14 @@ def evaluate_folders(
     ct_dir: str | None = None,
     fully_annotated: bool = False,
     threshold: float | None = None,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
 ) -> dict[str, Any]:
     """Score files with the same name in two folders; per case and cohort aggregates.
 
     With ``ct_dir``, each case is scored on its CT series, ``ct_dir/<case_name(file)>/``.
     """
     _check_threshold(threshold)
+    check_iou_threshold(iou_threshold)
     _require_folder(prediction_dir, "prediction folder")
     _require_folder(reference_dir, "reference folder")
     names = sorted(n for n in os.listdir(reference_dir) if not n.startswith("."))
@@ -141,6 +153,7 @@ def evaluate_folders(
             ct_dir=None if ct_dir is None else os.path.join(ct_dir, case_name(name)),
             fully_annotated=fully_annotated,
             threshold=threshold,
+            iou_threshold=iou_threshold,
         )
     dsc = [float(c["dsc"]) for c in cases.values()]
     assd = [np.nan if c["assd_mm"] is None else float(c["assd_mm"]) for c in cases.values()]

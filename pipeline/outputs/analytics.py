@@ -79,9 +79,11 @@ def integers_as_int64(table: pa.Table) -> pa.Table:
 
 
 def format_result(table: pa.Table, fmt: str) -> str:
-    """A query result as text: ``table`` (aligned columns), ``json`` (one array of row objects)
-    or ``csv`` (with a header). Integer columns stay integers (also with nulls among them); a null
-    is JSON ``null``, an empty CSV field and ``null`` in the table; times are ISO 8601."""
+    """A query result as text: ``table`` (aligned columns, floats rounded to what they measure
+    (:func:`decimals`), at most :data:`TABLE_WIDTH` characters a line), ``json`` (one array of row
+    objects) or ``csv`` (with a header); json and csv keep every digit. Integer columns stay
+    integers (also with nulls among them); a null is JSON ``null``, an empty CSV field and ``null``
+    in the table; times are ISO 8601."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
     table = integers_as_int64(table)
@@ -100,11 +102,44 @@ def format_result(table: pa.Table, fmt: str) -> str:
     columns = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
         values = column.to_pylist()
-        if pa.types.is_floating(column.type):  # pandas lines up the decimals
-            columns[name] = pd.Series([math.nan if v is None else v for v in values], dtype=float)
+        if pa.types.is_floating(column.type):  # rounded, then pandas lines up the decimals
+            digits = decimals(name)
+            columns[name] = pd.Series(
+                ["null" if v is None or not math.isfinite(v) else f"{v:.{digits}f}" for v in values],
+                dtype=object,
+            )
         else:
             columns[name] = pd.Series(["null" if v is None else str(_plain(v)) for v in values], dtype=object)
-    return pd.DataFrame(columns).to_string(index=False, na_rep="null") + "\n"
+    frame = pd.DataFrame(columns)
+    # wider than the terminal: columns continue in blocks below (pandas marks a cut with a backslash)
+    text = frame.to_string(index=False, line_width=TABLE_WIDTH, justify="right")
+    return "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+
+
+TABLE_WIDTH = 120
+"""Characters per line of ``--format table``: wider results continue in blocks of columns below."""
+
+_DECIMALS = (
+    # (column name ends with, decimals): what each measurement supports, in the table format only
+    ("assd_mm_mean", 2),  # LNQ2023 reports ASSD to 0.01 mm
+    ("assd_mm", 2),
+    ("iou_threshold", 2),
+    ("_mm2", 0),
+    ("_mm", 1),  # axes: worst error under a pixel, mean about a quarter of one (docs/measurements.md)
+    ("_ml", 2),
+    ("_hu", 1),
+    ("_s", 1),
+    ("_per_patient", 2),
+)
+
+
+def decimals(column: str) -> int:
+    """Decimals a float column is printed with in ``--format table``: DSC, sensitivity, correlation
+    and other fractions 3; lengths 1 (ASSD 2); volumes 2; areas 0; HU and seconds 1; rates 2."""
+    for suffix, digits in _DECIMALS:
+        if column.endswith(suffix):
+            return digits
+    return 3
 
 
 def _plain(value: Any) -> Any:

@@ -85,6 +85,7 @@ def series_row(outcome: SeriesOutcome) -> dict[str, Any]:
                 n_reference_nodes_ge_10mm_detected=d.n_detected_short_axis_ge_10mm,
                 sensitivity_short_axis_ge_10mm=finite_or_none(d.sensitivity_short_axis_ge_10mm),
                 false_positive_nodes=d.n_false_positive_nodes,
+                detection_iou_threshold=d.iou_threshold,
             )
     return conform(row, SERIES_SCHEMA)
 

@@ -79,6 +79,8 @@ SERIES_SCHEMA = pa.schema(
         pa.field("processed_at", TIMESTAMP, nullable=False),
         *[pa.field(stage_column(stage), pa.float64()) for stage in TIMED_STAGES],
         pa.field("total_s", pa.float64()),
+        # added after the first release: at the end, where BigQuery lets a table grow a column
+        pa.field("detection_iou_threshold", pa.float64()),
     ]
 )
 
@@ -114,6 +116,8 @@ NODES_SCHEMA = pa.schema(
             for end in AXIS_ENDS
             for xyz in "xyz"
         ],
+        # added after the first release: at the end, where BigQuery lets a table grow a column
+        pa.field("quality_flag", pa.string()),
     ]
 )
 

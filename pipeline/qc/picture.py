@@ -1,7 +1,10 @@
 """The per-series QC picture: the largest nodes on their measurement slices, outlined and measured.
 
 A reader checks a series at a glance: expert outline against the model's, the RECIST axes the
-``nodes`` table reports, where the nodes sit in the chest. Drawn with matplotlib's Agg canvas on a
+``nodes`` table reports, where the nodes sit in the chest. The model's outline is drawn solid and
+the expert's dashed on top of it, so that where the two agree both stay visible. Specks (nodes
+flagged ``speck``, below the image's resolution: ``pipeline.measure.quality``) get no panel and no
+mark; the picture says how many were left out. Drawn with matplotlib's Agg canvas on a
 private ``Figure`` (no pyplot state), so workers can draw in threads and equal inputs give equal
 bytes. Each axial panel shows a square field of view around one node, in voxel index coordinates,
 so :class:`Panel` can say where any voxel landed in the PNG (what the content tests check).
@@ -21,11 +24,17 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from pipeline.dicom.volume import Geometry
+from pipeline.measure.quality import NodeQuality
 from pipeline.qc.orientation import physical_to_index, screen_letters
 
 REFERENCE_COLOUR = "#E69F00"  # Okabe-Ito orange
 PREDICTION_COLOUR = "#56B4E9"  # Okabe-Ito sky blue
 AXIS_COLOUR = "#F0E442"  # Okabe-Ito yellow
+DASHES = (0, (2.5, 2.0))  # the expert's outline: dashes over the model's solid line
+PREDICTION_STYLE: dict[str, Any] = {"colors": [PREDICTION_COLOUR], "linewidths": 2.4}
+REFERENCE_STYLE: dict[str, Any] = {"colors": [REFERENCE_COLOUR], "linewidths": 1.6, "linestyles": [DASHES]}
+SPECK = NodeQuality.SPECK.value  # as the nodes table writes them
+IMPLAUSIBLE = NodeQuality.IMPLAUSIBLE.value
 WINDOW_WIDTH_HU = 350.0
 WINDOW_LEVEL_HU = 40.0
 MAX_PANELS = 4
@@ -106,6 +115,8 @@ def render_qc(
             raise ValueError(f"{name} labels shape {labels.shape} does not match HU {hu.shape}")
     if tuple(hu.shape) != tuple(geometry.size_zyx):
         raise ValueError(f"HU shape {hu.shape} does not match grid {geometry.size_zyx}")
+    n_specks = sum(1 for n in nodes if n.get("quality_flag") == SPECK)
+    nodes = [n for n in nodes if n.get("quality_flag") != SPECK]
     shown = _panel_nodes(nodes, max_panels)
     n_axial = max(len(shown), 1)
     fig = Figure(figsize=((n_axial + 1) * PANEL_INCHES, PANEL_INCHES + 0.7), dpi=DPI)
@@ -118,12 +129,15 @@ def render_qc(
         if shown:
             drawn.append(_draw_axial(ax, hu, geometry, reference_labels, prediction_labels, shown[i]))
         else:
-            _draw_empty(ax, hu, geometry)
+            _draw_empty(ax, hu, geometry, n_specks)
     coronal = fig.add_axes((n_axial * width + 0.01 * width, bottom, 0.98 * width, height))
     _draw_coronal(coronal, hu, geometry, nodes, shown)
     _legend(fig, reference_labels is not None, prediction_labels is not None)
     if title:
         fig.text(0.005, 0.985, title, ha="left", va="top", fontsize=8)
+    if n_specks:
+        note = f"{n_specks} speck{'s' if n_specks != 1 else ''} (under 8 voxels or a pixel thin) not shown"
+        fig.text(0.995, 0.985, note, ha="right", va="top", fontsize=7, color="#555555")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})  # draws once; transforms final
     width_px, height_px = canvas.get_width_height()
@@ -145,6 +159,7 @@ def nodes_for_qc(measurements: Sequence[Any], source: str) -> list[dict[str, Any
             "centroid_z_mm": m.centroid_mm[2],
             "long_axis_endpoints_mm": m.long_axis_endpoints_mm,
             "short_axis_endpoints_mm": m.short_axis_endpoints_mm,
+            "quality_flag": str(m.quality_flag),
         }
         for m in measurements
     ]
@@ -204,12 +219,13 @@ def _draw_axial(
     extent = (x0 - 0.5, x1 - 0.5, y1 - 0.5, y0 - 0.5)
     ax.imshow(_crop(hu[k], y0, y1, x0, x1, AIR_HU), extent=extent, **_window(hu))
     xs, ys = np.arange(x0, x1), np.arange(y0, y1)
-    for labels, colour in ((reference_labels, REFERENCE_COLOUR), (prediction_labels, PREDICTION_COLOUR)):
+    # the model's outline first, solid and wider; the expert's on top of it, dashed: both show
+    for labels, style in ((prediction_labels, PREDICTION_STYLE), (reference_labels, REFERENCE_STYLE)):
         if labels is None:
             continue
         region = _crop((labels[k] > 0).astype(np.float32), y0, y1, x0, x1, 0.0)
         if region.any():
-            ax.contour(xs, ys, region, levels=[0.5], colors=[colour], linewidths=1.4)
+            ax.contour(xs, ys, region, levels=[0.5], **style)
     long_line = _axis_line(ax, geometry, node, "long")
     short_line = _axis_line(ax, geometry, node, "short")
     ax.set_xlim(extent[0], extent[1])
@@ -222,7 +238,13 @@ def _draw_axial(
     _scale_bar(ax, extent, sx, fov_mm)
     z_mm = node.get("measurement_slice_z_mm")
     where = f", z {z_mm:.1f} mm" if z_mm is not None else ""
-    ax.set_title(f"node {node['node_index']} ({node['source']}){where}", fontsize=8, pad=3)
+    flag = ", IMPLAUSIBLE" if node.get("quality_flag") == IMPLAUSIBLE else ""
+    ax.set_title(
+        f"node {node['node_index']} ({node['source']}{flag}){where}",
+        fontsize=8,
+        pad=3,
+        color="#B00000" if flag else "black",
+    )
     return ax, node, k, letters, long_line, short_line
 
 
@@ -264,14 +286,15 @@ def _scale_bar(ax: Axes, extent: tuple[float, float, float, float], sx: float, f
     ax.text(x_start, y - 0.02 * (extent[2] - extent[3]), f"{length_mm:g} mm", color="white", fontsize=7)
 
 
-def _draw_empty(ax: Axes, hu: np.ndarray, geometry: Geometry) -> None:
+def _draw_empty(ax: Axes, hu: np.ndarray, geometry: Geometry, n_specks: int = 0) -> None:
     k = hu.shape[0] // 2
     ax.imshow(hu[k], **_window(hu))
     ax.set_aspect(geometry.spacing_mm[1] / geometry.spacing_mm[0])
     ax.set_xticks([])
     ax.set_yticks([])
     _letters(ax, screen_letters(geometry.direction_matrix[:, 0], geometry.direction_matrix[:, 1]))
-    ax.set_title(f"no nodes (slice {k})", fontsize=8, pad=3)
+    what = f"no nodes but {n_specks} speck{'s' if n_specks != 1 else ''}" if n_specks else "no nodes"
+    ax.set_title(f"{what} (slice {k})", fontsize=8, pad=3)
 
 
 def _draw_coronal(
@@ -319,9 +342,11 @@ def _draw_coronal(
 def _legend(fig: Figure, reference: bool, prediction: bool) -> None:
     handles = []
     if reference:
-        handles.append(Line2D([], [], color=REFERENCE_COLOUR, linewidth=2, label="expert outline"))
+        handles.append(
+            Line2D([], [], color=REFERENCE_COLOUR, linestyle=DASHES, linewidth=2, label="expert outline")
+        )
     if prediction:
-        handles.append(Line2D([], [], color=PREDICTION_COLOUR, linewidth=2, label="prediction outline"))
+        handles.append(Line2D([], [], color=PREDICTION_COLOUR, linewidth=2.4, label="model outline"))
     handles.append(Line2D([], [], color=AXIS_COLOUR, linewidth=2, label="RECIST long (L) / short (S) axis"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
 

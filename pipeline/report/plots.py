@@ -16,7 +16,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from pipeline.enums import DEFAULT_IOU_THRESHOLD
 from pipeline.measure.categories import PATHOLOGICAL_SHORT_AXIS_MM, TARGET_SHORT_AXIS_MM, RecistCategory
+from pipeline.measure.quality import MAX_PLAUSIBLE_SHORT_AXIS_MM, NodeQuality
 from pipeline.report.summary import false_positives_per_full_patient, has_model
 
 REFERENCE_COLOUR = "#E69F00"  # Okabe-Ito, as the QC picture
@@ -40,6 +42,26 @@ def _figure(width: float = 5.0, height: float = 3.2) -> tuple[Figure, Axes]:
     ax = fig.add_subplot()
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts; overridden where values are not
     return fig, ax
+
+
+def _integer_x(ax: Axes) -> None:
+    """Whole-number ticks on x, for counts (a histogram's bins at -0.5 .. n + 0.5 gave fractions)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _flag(node: dict[str, Any]) -> str:
+    return node.get("quality_flag") or NodeQuality.OK.value
+
+
+def _left_out(node_rows: list[dict[str, Any]], flag: NodeQuality) -> str:
+    """'3 specks (reference 1, prediction 2)' for the caption, or '' when there are none."""
+    counts = Counter(n["source"] for n in node_rows if _flag(n) == flag.value)
+    total = sum(counts.values())
+    if not total:
+        return ""
+    noun = {NodeQuality.SPECK: "speck", NodeQuality.IMPLAUSIBLE: "implausible node"}[flag]
+    by_source = ", ".join(f"{s} {counts[s]}" for s in ("reference", "prediction") if counts[s])
+    return f"{total} {noun}{'s' if total != 1 else ''} ({by_source})"
 
 
 def _png(fig: Figure) -> bytes:
@@ -87,6 +109,7 @@ def nodes_per_patient(rows: list[dict[str, Any]]) -> Plot:
         data = [[n for (_, a), n in per_patient.items() if a == g] for g in groups]
         colours = [REFERENCE_COLOUR if g == "full" else NEUTRAL_COLOUR for g in groups]
         ax.hist(data, bins=bins, stacked=True, label=groups, color=colours)
+        _integer_x(ax)
         ax.set_xlabel("reference nodes per patient")
         ax.set_ylabel("patients")
         ax.legend(title="annotation", fontsize=8)
@@ -103,7 +126,7 @@ def short_axis_histogram(node_rows: list[dict[str, Any]]) -> Plot:
         s: [
             float(n["short_axis_mm"])
             for n in node_rows
-            if n["source"] == s and n["short_axis_mm"] is not None
+            if n["source"] == s and n["short_axis_mm"] is not None and _flag(n) != NodeQuality.SPECK.value
         ]
         for s in ("reference", "prediction")
     }
@@ -123,6 +146,9 @@ def short_axis_histogram(node_rows: list[dict[str, Any]]) -> Plot:
     else:
         _no_data(ax, "nodes")
     caption = "RECIST short axes; 10 mm: pathological, 15 mm: target."
+    specks = _left_out(node_rows, NodeQuality.SPECK)
+    if specks:
+        caption += f" Left out: {specks}, below the image's resolution."
     return Plot("short_axis.png", "Short-axis histogram", caption, _png(fig))
 
 
@@ -156,9 +182,16 @@ def volume_by_annotation(rows: list[dict[str, Any]]) -> Plot:
 
 
 def recist_categories(node_rows: list[dict[str, Any]]) -> Plot:
+    """Nodes per RECIST category, specks left out (counted in the caption); implausible nodes are
+    a bar of their own, not targets."""
     fig, ax = _figure()
-    categories = [c.value for c in RecistCategory]
-    counts = Counter((n["source"], n["recist_category"]) for n in node_rows)
+    implausible = NodeQuality.IMPLAUSIBLE.value
+    categories = [c.value for c in RecistCategory] + [implausible]
+    counts = Counter(
+        (n["source"], implausible if _flag(n) == implausible else n["recist_category"])
+        for n in node_rows
+        if _flag(n) != NodeQuality.SPECK.value
+    )
     sources = [s for s in ("reference", "prediction") if any(k[0] == s for k in counts)]
     if sources:
         width = 0.8 / len(sources)
@@ -169,12 +202,23 @@ def recist_categories(node_rows: list[dict[str, Any]]) -> Plot:
                 x + (i - (len(sources) - 1) / 2) * width, heights, width, label=s, color=SOURCE_COLOURS[s]
             )
             ax.bar_label(bars, fontsize=8)
-        ax.set_xticks(x, ["target\n>= 15 mm", "non-target\n10 to < 15 mm", "normal\n< 10 mm"])
+        ax.set_xticks(
+            x,
+            [
+                "target\n>= 15 mm",
+                "non-target\n10 to < 15 mm",
+                "normal\n< 10 mm",
+                f"implausible\n> {MAX_PLAUSIBLE_SHORT_AXIS_MM:g} mm",
+            ],
+        )
         ax.set_ylabel("nodes")
         ax.legend(fontsize=8)
     else:
         _no_data(ax, "nodes")
-    return Plot("recist_categories.png", "RECIST categories", "Nodes per category (short axis).", _png(fig))
+    caption = "Nodes per category (short axis); implausible: larger than one mediastinal node can be."
+    specks = _left_out(node_rows, NodeQuality.SPECK)
+    caption += f" Left out: {specks}, below the image's resolution." if specks else " No specks left out."
+    return Plot("recist_categories.png", "RECIST categories", caption, _png(fig))
 
 
 def _distribution(
@@ -251,7 +295,14 @@ def detection(rows: list[dict[str, Any]]) -> Plot:
         ax.set_title(f"sensitivity {n_hit / n_ref:.1%} ({n_hit} of {n_ref})", fontsize=10)
     else:
         _no_data(ax, "reference nodes >= 10 mm")
-    caption = "A reference node is detected when a predicted node shares a voxel with it."
+    thresholds = sorted(
+        {float(r["detection_iou_threshold"]) for r in rows if r.get("detection_iou_threshold")}
+    )
+    iou = ", ".join(f"{t:g}" for t in thresholds) or f"{DEFAULT_IOU_THRESHOLD:g}"
+    caption = (
+        f"Predicted and reference nodes matched one to one at IoU >= {iou}: "
+        "one predicted node detects at most one reference node."
+    )
     return Plot("detection.png", "Detection of nodes >= 10 mm", caption, _png(fig))
 
 
@@ -266,10 +317,14 @@ def false_positives(rows: list[dict[str, Any]]) -> Plot:
             edgecolor="white",
         )
         ax.axvline(float(np.mean(counts)), color="black", linestyle=":", label=f"mean {np.mean(counts):.2f}")
+        _integer_x(ax)
         ax.set_xlabel("false-positive nodes per patient")
         ax.set_ylabel("fully annotated patients")
         ax.legend(fontsize=8)
     else:
         _no_data(ax, "fully annotated patients")
-    caption = "Counted only for full annotations (a partial one does not say what is absent)."
+    caption = (
+        "Predicted nodes matched to no reference node; counted only for full annotations "
+        "(a partial one does not say what is absent)."
+    )
     return Plot("false_positives.png", "False positives per fully annotated patient", caption, _png(fig))

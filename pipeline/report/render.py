@@ -29,6 +29,13 @@ def _num(value: Any, digits: int = 2) -> str:
     return f"{float(value):,.{digits}f}" if digits else f"{round(float(value)):,d}"
 
 
+def _signed(value: Any, digits: int = 2) -> str:
+    """A difference with its sign: +12.30, -0.50 (a bias reads wrong without one)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{float(value):+,.{digits}f}"
+
+
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100.0 * value:.1f}%"
 
@@ -53,7 +60,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=_num, percent=_percent, duration=_duration, sortkey=_sortkey)
+    env.filters.update(num=_num, signed=_signed, percent=_percent, duration=_duration, sortkey=_sortkey)
     return env
 
 
@@ -70,7 +77,7 @@ def build_report(
     ``run_info`` may give ``started_at``, ``finished_at`` and ``wall_s``; ``qc_uids`` names the
     series whose QC picture exists (only those are linked).
     """
-    data = summarise(series, errors, run_info=run_info, qc_uids=qc_uids)
+    data = summarise(series, errors, run_info=run_info, qc_uids=qc_uids, nodes=nodes)
     files: dict[str, bytes] = {}
     plots = []
     for plot in cohort_plots(series, nodes):

@@ -8,10 +8,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.enums import TIMED_STAGES, SeriesStatus
 from pipeline.evaluate.aggregate import aggregate_scores
+from pipeline.measure.quality import NodeQuality
 from pipeline.outputs.schemas import stage_column
 
 REFERENCE_MODEL = "reference"
@@ -43,6 +45,8 @@ class RunOverview:
     series_per_hour: float | None
     rate_basis: str
     stages: tuple[StageTime, ...]
+    n_resumed: int = 0
+    """Series a resumed run found done already: not in its wall time, nor in its rate."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,12 @@ class ModelScores:
     n_full_patients: int
     false_positives: int
     false_positives_per_full_patient: float | None
+    volume_bias_ml_mean: float | None = None
+    """Mean over scored series of predicted minus reference volume (mL): over- or under-segmentation
+    that DSC and sensitivity do not show (a 980 mL blob over 8 nodes detects them all)."""
+    volume_bias_ml_median: float | None = None
+    iou_thresholds: tuple[float, ...] = ()
+    """The detection IoU thresholds the series were scored with (one, in a run)."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +95,10 @@ def summarise(
     *,
     run_info: Mapping[str, Any] | None = None,
     qc_uids: Collection[str] = (),
+    nodes: pa.Table | None = None,
 ) -> ReportData:
-    """The report's figures and tables. ``qc_uids``: series whose QC picture exists."""
+    """The report's figures and tables. ``qc_uids``: series whose QC picture exists; ``nodes``: the
+    nodes table, for each series' count of flagged nodes."""
     rows = series.to_pylist()
     error_rows = errors.to_pylist()
     overview = _overview(rows, run_info or {})
@@ -109,7 +121,7 @@ def summarise(
         overview=overview,
         failures=failures,
         failures_per_stage=tuple(sorted(per_stage.items(), key=lambda kv: (-kv[1], kv[0]))),
-        series_rows=tuple(_series_rows(rows, first_error, set(qc_uids))),
+        series_rows=tuple(_series_rows(rows, first_error, set(qc_uids), _flagged(nodes))),
         scores=_scores(rows) if has_model(rows) else None,
     )
 
@@ -118,9 +130,11 @@ def _overview(rows: list[dict[str, Any]], run_info: Mapping[str, Any]) -> RunOve
     n_ok = sum(r["status"] == SeriesStatus.OK.value for r in rows)
     series_seconds = sum(_finite(r["total_s"]) or 0.0 for r in rows)
     wall_s = _finite(run_info.get("wall_s"))
+    n_resumed = int(run_info.get("n_resumed") or 0)
     if wall_s:
-        rate: float | None = len(rows) / wall_s * 3600.0
-        basis = "wall time"
+        processed = run_info.get("n_processed")
+        rate: float | None = (len(rows) if processed is None else int(processed)) / wall_s * 3600.0
+        basis = "wall time" if not n_resumed else f"wall time; {n_resumed} resumed series left out"
     else:
         rate = len(rows) / series_seconds * 3600.0 if series_seconds else None
         basis = "sum of series seconds (one worker)"
@@ -143,6 +157,7 @@ def _overview(rows: list[dict[str, Any]], run_info: Mapping[str, Any]) -> RunOve
         series_per_hour=rate,
         rate_basis=basis,
         stages=tuple(stages),
+        n_resumed=n_resumed,
     )
 
 
@@ -150,8 +165,29 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _flagged(nodes: pa.Table | None) -> dict[str, str]:
+    """Per series, its flagged nodes in words ('1 implausible, 12 specks'); series without any absent."""
+    if nodes is None or "quality_flag" not in nodes.column_names:
+        return {}
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    uids = nodes.column("ct_series_instance_uid").to_pylist()
+    for uid, flag in zip(uids, nodes.column("quality_flag").to_pylist(), strict=True):
+        counts[uid][flag] += 1
+
+    def words(c: Counter[str]) -> str:
+        implausible, specks = c[NodeQuality.IMPLAUSIBLE.value], c[NodeQuality.SPECK.value]
+        parts = [f"{implausible} implausible"] if implausible else []
+        parts += [f"{specks} speck{'s' if specks != 1 else ''}"] if specks else []
+        return ", ".join(parts)
+
+    return {uid: text for uid, c in counts.items() if (text := words(c))}
+
+
 def _series_rows(
-    rows: list[dict[str, Any]], first_error: Mapping[str, dict[str, Any]], qc_uids: set[str]
+    rows: list[dict[str, Any]],
+    first_error: Mapping[str, dict[str, Any]],
+    qc_uids: set[str],
+    flagged: Mapping[str, str],
 ) -> list[dict[str, Any]]:
     """Rows for the series table, worst DSC first (series without a DSC after, by UID)."""
     out = []
@@ -166,6 +202,7 @@ def _series_rows(
                 "status": r["status"],
                 "n_reference_nodes": r["n_reference_nodes"],
                 "n_prediction_nodes": r["n_prediction_nodes"],
+                "flagged": flagged.get(uid),
                 "reference_volume_ml": _finite(r["reference_volume_ml"]),
                 "dsc": _finite(r["dsc"]),
                 "assd_mm": _finite(r["assd_mm"]),
@@ -194,6 +231,11 @@ def _scores(rows: list[dict[str, Any]]) -> ModelScores:
         if r["annotation"] == "full" and r["false_positive_nodes"] is not None:
             fp_by_patient[r["patient_id"]] += int(r["false_positive_nodes"])
     fps = sum(fp_by_patient.values())
+    bias = [
+        float(r["prediction_volume_ml"]) - float(r["reference_volume_ml"])
+        for r in scored
+        if r["prediction_volume_ml"] is not None and r["reference_volume_ml"] is not None
+    ]
     return ModelScores(
         n_scored=len(scored),
         aggregate=aggregate,
@@ -203,6 +245,11 @@ def _scores(rows: list[dict[str, Any]]) -> ModelScores:
         n_full_patients=len(fp_by_patient),
         false_positives=fps,
         false_positives_per_full_patient=fps / len(fp_by_patient) if fp_by_patient else None,
+        volume_bias_ml_mean=float(np.mean(bias)) if bias else None,
+        volume_bias_ml_median=float(np.median(bias)) if bias else None,
+        iou_thresholds=tuple(
+            sorted({float(r["detection_iou_threshold"]) for r in scored if r["detection_iou_threshold"]})
+        ),
     )
 
 

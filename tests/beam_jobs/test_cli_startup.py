@@ -56,3 +56,12 @@ def test_the_launcher_leaves_the_decoders_to_the_fork_server() -> None:
     probe = f"import sys, beam_jobs.launch; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_detection_threshold_out_of_range_is_a_usage_error(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from beam_jobs.cli import main
+
+    code = main(["run", "--output", str(tmp_path / "out"), "--iou-threshold", "1.5"])
+    assert code == 2
+    assert "--iou-threshold 1.5: expected an IoU in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

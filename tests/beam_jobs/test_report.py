@@ -18,7 +18,7 @@ from tests.pipeline.report.synthetic import phantom_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
-SCREENSHOT = os.environ.get("LNQ_REPORT_SCREENSHOT")  # set to save the screenshot (docs/report.png)
+SCREENSHOT = os.environ.get("LNQ_REPORT_SCREENSHOT")  # set to keep the screenshot (not docs/, from lnq demo)
 
 
 class _Tables(HTMLParser):

@@ -67,3 +67,12 @@ def frozen_objects(*, report: StageReporter) -> int:
 
     report(Stage.MEASURE)
     return gc.get_freeze_count()
+
+
+def warns_like_highdicom(*, report: StageReporter) -> str:
+    """Make highdicom warn, as it does for every one-component patient name of IDC's LNQ series."""
+    from highdicom.valuerep import check_person_name
+
+    report(Stage.SEG_WRITE)
+    check_person_name("case_0002")
+    return "written"

@@ -7,23 +7,16 @@ from pathlib import Path
 
 import torch
 
+from pipeline.demo.model import HuWindow, save_torchscript
 
-class HuWindow(torch.nn.Module):
-    """Logits that are positive where HU lies within ``center +- half_width``: a content-only model,
-    so its prediction lines up with the phantom's nodes only if geometry is handled right."""
-
-    def __init__(self, center: float, half_width: float, gain: float = 4.0, channels: int = 1):
-        super().__init__()
-        self.center = center
-        self.half_width = half_width
-        self.gain = gain
-        self.channels = channels
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        foreground = self.gain * (self.half_width - torch.abs(x - self.center))
-        if self.channels == 1:
-            return foreground
-        return torch.cat([torch.zeros_like(foreground), foreground], dim=1)
+__all__ = [
+    "NNUNET_CT_FULLRES_PATCH",
+    "NNUNET_CT_FULLRES_STAGES",
+    "HuWindow",
+    "TinyConvNet",
+    "make_nnunet_folder",
+    "save_torchscript",
+]
 
 
 class TinyConvNet(torch.nn.Module):
@@ -41,31 +34,6 @@ class TinyConvNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(torch.clamp(x, -1000.0, 1000.0) / 500.0)
-
-
-def save_torchscript(
-    module: torch.nn.Module,
-    path: Path,
-    *,
-    name: str = "tiny",
-    version: str = "1",
-    spacing_mm: list[float] | None = None,
-    patch_size: tuple[int, int, int] = (16, 48, 48),
-    overlap: float = 0.5,
-    output: str = "sigmoid",
-) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(module.eval()).save(str(path))
-    sidecar = {
-        "name": name,
-        "version": version,
-        "spacing_mm": spacing_mm,
-        "patch_size": list(patch_size),
-        "overlap": overlap,
-        "output": output,
-    }
-    path.with_suffix(".json").write_text(json.dumps(sidecar))
-    return path
 
 
 NNUNET_CT_FULLRES_STAGES = {

@@ -34,6 +34,7 @@ def synthetic_outcome(i: int, *, n_nodes: int = 9, status: str = "ok") -> Outcom
             node_index=k + 1,
             voxel_count=100 + k,
             recist_category="normal",
+            quality_flag="ok",
             tracking_uid=f"2.25.{i}{k}",
         )
         nodes.append(node)

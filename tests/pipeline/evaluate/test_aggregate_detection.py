@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.errors import ScoreError
 from pipeline.evaluate.aggregate import aggregate_scores
-from pipeline.evaluate.detection import detect, overlapping_pairs
+from pipeline.evaluate.detection import detect, match_nodes, overlapping_pairs
 
 
 def test_aggregates_and_ranking_convention() -> None:
@@ -67,23 +67,47 @@ def straightforward_pairs(pred: np.ndarray, ref: np.ndarray) -> set[tuple[int, i
     return {(int(p), int(r)) for p, r in zip(pred[both], ref[both], strict=True)}
 
 
+def straightforward_matches(pred: np.ndarray, ref: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+    """The one-to-one rule written out: IoU of every pair of labels, greedy from the highest."""
+    candidates = []
+    for p in range(1, int(pred.max()) + 1):
+        for r in range(1, int(ref.max()) + 1):
+            inter = int(np.count_nonzero((pred == p) & (ref == r)))
+            union = int(np.count_nonzero((pred == p) | (ref == r)))
+            if inter and inter / union >= threshold:
+                candidates.append((-inter / union, r, p))
+    used_p: set[int] = set()
+    used_r: set[int] = set()
+    matches = []
+    for _, r, p in sorted(candidates):
+        if p not in used_p and r not in used_r:
+            used_p.add(p)
+            used_r.add(r)
+            matches.append((p, r))
+    return matches
+
+
 @pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.uint8])
-def test_overlapping_pairs_and_detection_equal_straightforward(dtype: type) -> None:
+@pytest.mark.parametrize("threshold", [0.1, 0.3, 1e-9])
+def test_overlapping_pairs_and_detection_equal_straightforward(dtype: type, threshold: float) -> None:
     rng = np.random.default_rng(5)
     for _ in range(20):
         shape = tuple(int(v) for v in rng.integers(3, 20, 3))
         ref = (rng.integers(0, 6, shape) * (rng.random(shape) < 0.3)).astype(dtype)
         pred = (rng.integers(0, 9, shape) * (rng.random(shape) < 0.3)).astype(dtype)
         pred[..., 0] = 8  # label 8 exists whatever the overlap
-        pairs = straightforward_pairs(pred, ref)
-        assert overlapping_pairs(pred, ref) == pairs
+        assert overlapping_pairs(pred, ref) == straightforward_pairs(pred, ref)
+        expected = straightforward_matches(pred, ref, threshold)
+        got_matches = match_nodes(pred, ref, iou_threshold=threshold)
+        assert [(m.pred_label, m.ref_label) for m in got_matches] == expected
         short = {r: float(rng.choice([5.0, 12.0])) for r in range(1, 6)}
-        got = detect(pred, ref, ref_short_axis_mm=short, fully_annotated=True)
+        got = detect(pred, ref, ref_short_axis_mm=short, fully_annotated=True, iou_threshold=threshold)
         pathological = {r for r, s in short.items() if s >= 10.0}
-        hit = {r for _, r in pairs}
+        hit = {r for _, r in expected}
         assert got.n_reference_short_axis_ge_10mm == len(pathological)
         assert got.n_detected_short_axis_ge_10mm == len(pathological & hit)
-        assert got.n_false_positive_nodes == len(set(range(1, int(pred.max()) + 1)) - {p for p, _ in pairs})
+        present = {int(v) for v in np.unique(pred) if v > 0}
+        assert got.n_false_positive_nodes == len(present) - len(expected)
 
 
 def test_no_overlap_at_all() -> None:

@@ -15,11 +15,15 @@ from scipy import ndimage
 
 from beam_jobs.cli import main as cli_main
 from pipeline.dicom.ct import decode_ct_series
+from pipeline.dicom.seg_writer import nodes_seg
 from pipeline.dicom.volume import mask_to_sitk
 from pipeline.errors import ScoreError
 from pipeline.evaluate.case import case_name, evaluate_files, evaluate_folders, evaluate_masks
-from pipeline.evaluate.images import read_on_ct
+from pipeline.evaluate.images import ct_ends, read_on_ct
 from pipeline.evaluate.lnq2023 import score_case
+from pipeline.measure.components import label_nodes
+from pipeline.measure.nodes import measure_labelled
+from tests.conftest import REAL_CT
 from tests.support.phantoms import ct_datasets, write_seg
 
 
@@ -47,6 +51,84 @@ def test_seg_against_seg_on_union_grid_equals_ct_grid(phantom, prediction) -> No
     assert on_ct["false_positive_nodes"] == 1
     assert on_ct["n_reference_nodes_ge_10mm_detected"] == 2
     assert on_ct["sensitivity_short_axis_ge_10mm"] == pytest.approx(1.0)
+
+
+def _within(shape: tuple[int, ...], depth: int, faces: str) -> np.ndarray:
+    """Voxels within ``depth`` voxels of the named faces: ``z0 z1 y0 y1 x0 x1`` (first, last)."""
+    mask = np.zeros(shape, dtype=bool)
+    for face in faces.split():
+        axis, end = "zyx".index(face[0]), face[1] == "1"
+        index = [slice(None)] * 3
+        index[axis] = slice(shape[axis] - depth, None) if end else slice(0, depth)
+        mask[tuple(index)] = True
+    return mask
+
+
+def _pipeline_seg(mask: np.ndarray, ct_dir: Path, path: Path) -> Path:
+    """The mask as this pipeline writes a prediction: one segment per node, highdicom."""
+    ct = decode_ct_series(str(ct_dir))
+    labels = label_nodes(mask, ct.geometry)
+    nodes = measure_labelled(labels, ct.geometry)
+    nodes_seg(labels, ct, nodes, model_name="test", model_version="1").save_as(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "pred_faces, ref_faces, pred_by",
+    [
+        ("z0 y0 x0", "z1 y1 x1", "pipeline"),  # between them the masks touch all six faces of the CT
+        ("z0 z1 y0 y1 x0 x1", "y1 x0", "pipeline"),  # the prediction touches every face (every slice)
+        ("z0", "x1", "pipeline"),  # the prediction touches the first slice, not the last
+        ("z1", "", "pipeline"),  # the last slice only
+        ("y0 x1", "y1 x0", "pipeline"),  # in plane only
+        ("y0 x1", "y1 x0", "dcmqi-like"),  # in plane only, neither SEG says where the CT ends
+    ],
+)
+def test_masks_touching_the_ct_border_score_the_same_on_union_and_ct_grid(
+    phantom, tmp_path: Path, pred_faces: str, ref_faces: str, pred_by: str
+) -> None:
+    """The union of SEG extents was padded by a voxel all round, making the CT's border
+    background (ASSD 30.23 mm on the union against 28.79 mm on the CT in one pair)."""
+    shape = phantom.mask.shape
+    pred = _within(shape, 2, pred_faces) | np.roll(phantom.mask, 2, axis=2)
+    ref = _within(shape, 3, ref_faces) | phantom.mask
+    for mask, faces in ((pred, pred_faces), (ref, ref_faces)):
+        if "z0" not in faces:
+            mask[:2] = False  # off the CT's first slices unless the case says otherwise
+        if "z1" not in faces:
+            mask[-2:] = False
+    if pred_by == "pipeline":
+        _pipeline_seg(pred, phantom.ct_dir, tmp_path / "pred.dcm")
+    else:
+        write_seg(ct_datasets(phantom), pred, tmp_path / "pred.dcm", algorithm_type="AUTOMATIC")
+    write_seg(ct_datasets(phantom), ref, tmp_path / "ref.dcm")
+    on_union = evaluate_files(str(tmp_path / "pred.dcm"), str(tmp_path / "ref.dcm"), fully_annotated=True)
+    on_ct = evaluate_files(
+        str(tmp_path / "pred.dcm"),
+        str(tmp_path / "ref.dcm"),
+        ct_dir=str(phantom.ct_dir),
+        fully_annotated=True,
+    )
+    ct = decode_ct_series(str(phantom.ct_dir))
+    direct = score_case(mask_to_sitk(pred, ct.geometry), mask_to_sitk(ref, ct.geometry))
+    assert on_ct["assd_mm"] == pytest.approx(direct.assd_mm, rel=1e-12)
+    assert on_ct["dsc"] == pytest.approx(direct.dsc, rel=1e-12)
+    for key, value in on_ct.items():
+        assert on_union[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_ct_ends_from_a_seg_that_lists_its_series(phantom, tmp_path: Path) -> None:
+    mask = np.zeros(phantom.mask.shape, dtype=bool)
+    mask[10:20] = phantom.mask[10:20]
+    ct = decode_ct_series(str(phantom.ct_dir))
+    first, last = ct.geometry.index_to_physical(np.array([[0, 0, 0], [mask.shape[0] - 1, 0, 0]], dtype=float))
+    ends = ct_ends(str(_pipeline_seg(mask, phantom.ct_dir, tmp_path / "ours.dcm")))
+    assert ends is not None
+    assert np.allclose(ends, [first, last], atol=1e-3)
+    # a SEG that lists only the instances of its own frames, as dcmqi writes them, says nothing
+    dcmqi = REAL_CT / "dcmqi-ct3slice"
+    if (dcmqi / "liver_seg.dcm").is_file():
+        assert ct_ends(str(dcmqi / "liver_seg.dcm")) is None
 
 
 def test_label_images_nrrd_and_nifti(phantom, prediction, tmp_path: Path) -> None:
@@ -253,9 +335,25 @@ def test_cli_threshold_and_option_pairs(phantom, tmp_path: Path, capsys: pytest.
     pair = ["evaluate", "--pred", str(tmp_path / "p.nrrd"), "--ref", str(phantom.seg_path)]
     assert cli_main([*pair, "--threshold", "0.5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["dsc"] == 1.0
+    # a prediction shifted by 3 voxels: its nodes match at IoU 0.1, not at 0.9
+    ct_mask = mask_to_sitk(np.roll(phantom.mask, 3, axis=2), ct.geometry)
+    sitk.WriteImage(ct_mask, str(tmp_path / "shifted.nrrd"))
+    shifted = ["evaluate", "--pred", str(tmp_path / "shifted.nrrd"), "--ref", str(phantom.seg_path)]
+    found = {}
+    for iou in ("0.1", "0.9"):
+        assert cli_main([*shifted, "--fully-annotated", "--iou-threshold", iou, "--json"]) == 0
+        found[iou] = json.loads(capsys.readouterr().out)
+    assert (
+        found["0.1"]["n_reference_nodes_ge_10mm_detected"] == 2 and found["0.1"]["false_positive_nodes"] == 0
+    )
+    assert (
+        found["0.9"]["n_reference_nodes_ge_10mm_detected"] == 0 and found["0.9"]["false_positive_nodes"] == 3
+    )
+    assert found["0.9"]["detection_iou_threshold"] == 0.9 and found["0.9"]["dsc"] == found["0.1"]["dsc"]
     for extra, message in (
         (["--threshold", "50"], "not a probability"),
         (["--ct-dir", str(tmp_path)], "--pred-dir and --ref-dir [--ct-dir]"),
+        (["--iou-threshold", "0"], "--iou-threshold 0.0 is not in (0, 1]"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             cli_main([*pair, *extra])

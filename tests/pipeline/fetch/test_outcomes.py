@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.bounded import BoundedResult
-from pipeline.fetch.outcomes import can_heal, is_empty_listing, summarize
+from pipeline.fetch.outcomes import can_heal, is_empty_listing, short_cause, summarize
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,20 @@ def test_summary_is_one_line_of_errors_without_the_local_folder() -> None:
     assert is_empty_listing("No object found")
     empty = BoundedResult(("s5cmd",), 2, "", "", False, False, 0.1)
     assert summarize(empty, "/x") == "s5cmd exit code 2"
+
+
+def test_short_cause_keeps_the_root_once() -> None:
+    """What `make run` printed offline: the s5cmd error twice, with a literal `<series>`."""
+    offline = (
+        "session: fetching region failed: RequestError: send request failed caused by: dial tcp: lookup "
+        "s3.amazonaws.com on 10.255.255.53:53: no such host; RequestError: send request failed caused by: "
+        'Get "https://s3.amazonaws.com/idc-open-data?list-type=2&prefix=abc%2F": dial tcp: lookup '
+        "s3.amazonaws.com on 10.255.255.53:53: no such host"
+    )
+    assert short_cause(offline) == "lookup s3.amazonaws.com on 10.255.255.53:53: no such host"
+    refused = (
+        'RequestError: send request failed caused by: Get "http://127.0.0.1:9/b?list-type=2": '
+        "dial tcp 127.0.0.1:9: connect: connection refused"
+    )
+    assert short_cause(refused) == "dial tcp 127.0.0.1:9: connect: connection refused"
+    assert short_cause("NoSuchBucket: the bucket does not exist") == "NoSuchBucket: the bucket does not exist"

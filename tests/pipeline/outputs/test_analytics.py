@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs.launch import run
-from pipeline.outputs.analytics import duckdb_sql, format_result, run_query
+from pipeline.outputs.analytics import decimals, duckdb_sql, format_result, run_query
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from tests.support.cohort import cohort_row
 from tests.support.models import HuWindow, save_torchscript
@@ -83,15 +83,17 @@ def test_node_burden_numbers(phantom_run) -> None:
 def test_recist_categories_and_model_agreement(phantom_run) -> None:
     output, _ = phantom_run
     categories = run_query(str(output), "recist_categories").to_pylist()
-    counts = {(r["source"], r["recist_category"]): r["n_nodes"] for r in categories}
+    counts = {(r["source"], r["recist_category"], r["quality_flag"]): r["n_nodes"] for r in categories}
     assert counts == {
-        (s, c): 2 for s in ("prediction", "reference") for c in ("non_target", "normal", "target")
+        (s, c, "ok"): 2 for s in ("prediction", "reference") for c in ("non_target", "normal", "target")
     }
     agreement = {r["annotation"]: r for r in run_query(str(output), "model_agreement").to_pylist()}
     assert agreement["full"]["dsc_mean"] == pytest.approx(1.0)
     assert agreement["full"]["false_positive_nodes"] == 0
     assert agreement["partial"]["false_positive_nodes"] is None  # not counted for partial annotations
     assert agreement["full"]["volume_bias_ml"] == pytest.approx(0.0, abs=1e-9)
+    assert agreement["full"]["sensitivity_short_axis_ge_10mm"] == 1.0  # pooled over nodes, as the report
+    assert agreement["full"]["detection_iou_threshold"] == 0.1
 
 
 def test_cli_json_is_one_array_of_row_objects(phantom_run) -> None:
@@ -180,12 +182,39 @@ def test_format_result_keeps_integers_integers_and_nulls_null(phantom_run) -> No
         r["n_nodes_short_axis_ge_10mm"] for r in csv.DictReader(io.StringIO(format_result(burden, "csv")))
     } == {"2"}
 
-    lines = format_result(agreement, "table").splitlines()
-    header = lines[0].split()
-    cells = {line.split()[1]: dict(zip(header, line.split(), strict=True)) for line in lines[1:]}
+    cells = {r["annotation"]: r for r in _table_rows(format_result(agreement, "table"))}
     assert cells["full"]["false_positive_nodes"] == "0" and cells["partial"]["false_positive_nodes"] == "null"
     with pytest.raises(ValueError, match="format 'xml' is not one of"):
         format_result(agreement, "xml")
+
+
+def _table_rows(text: str) -> list[dict[str, str]]:
+    """Rows of ``--format table`` output, whose columns may continue in blocks below each other."""
+    rows: list[dict[str, str]] = []
+    for block in text.strip("\n").split("\n\n"):
+        lines = [line.rstrip(" \\").split() for line in block.splitlines()]
+        rows = rows or [{} for _ in lines[1:]]
+        for row, cells in zip(rows, lines[1:], strict=True):
+            row.update(zip(lines[0], cells, strict=True))
+    return rows
+
+
+def test_table_format_is_readable_in_120_columns_with_rounded_floats(phantom_run) -> None:
+    """model_agreement was 230 characters wide, with floats such as 0.9999999999999998."""
+    output, _ = phantom_run
+    agreement = run_query(str(output), "model_agreement")
+    text = format_result(agreement, "table")
+    assert max(len(line) for line in text.splitlines()) <= 120
+    rows = _table_rows(text)
+    assert [r["annotation"] for r in rows] == ["full", "partial"]
+    assert set(rows[0]) == set(agreement.column_names)
+    exact = {r["annotation"]: r for r in agreement.to_pylist()}
+    for row in rows:
+        assert row["dsc_mean"] == f"{exact[row['annotation']]['dsc_mean']:.3f}"
+        assert row["volume_bias_ml"] == f"{exact[row['annotation']]['volume_bias_ml']:.2f}"
+        assert row["detection_iou_threshold"] == "0.10"
+    assert rows[0]["assd_mm_mean"] == f"{exact['full']['assd_mm_mean']:.2f}"
+    assert decimals("max_short_axis_mm") == 1 and decimals("sum_short_axis_pathological_mm") == 1
 
 
 def test_translation_and_unknown_query(tmp_path: Path) -> None:

@@ -51,7 +51,9 @@ def test_contract_columns_present() -> None:
         "mean_hu",
         "std_hu",
         "recist_category",
+        "quality_flag",
     } <= set(TABLES["nodes"].names)
+    assert "detection_iou_threshold" in TABLES["series"].names
     assert {
         "n_reference_nodes_short_axis_ge_10mm",
         "reference_sum_short_axis_pathological_mm",

@@ -167,3 +167,37 @@ def test_mismatched_shapes_are_refused(series) -> None:  # type: ignore[no-untyp
     phantom, geometry, labels, rows = series
     with pytest.raises(ValueError, match=r"reference labels shape \(40, 128, 127\) does not match HU"):
         render_qc(phantom.hu, geometry, reference_labels=labels[..., :-1], prediction_labels=None, nodes=rows)
+
+
+def test_both_outlines_stay_visible_where_they_agree(series) -> None:  # type: ignore[no-untyped-def]
+    """The model's outline hid the expert's where they agreed (21 orange pixels against 917 blue)."""
+    phantom, geometry, labels, rows = series
+    picture = render_qc(phantom.hu, geometry, reference_labels=labels, prediction_labels=labels, nodes=rows)
+    for panel in picture.panels:
+        orange = len(_pixels_of(picture.png, REFERENCE_COLOUR, panel.box_png))
+        blue = len(_pixels_of(picture.png, PREDICTION_COLOUR, panel.box_png))
+        assert orange >= blue / 3 and blue >= orange / 3, (panel.node_index, orange, blue)
+        worst, covered = _outline_matches(picture.png, panel, labels[panel.slice_index] > 0, REFERENCE_COLOUR)
+        assert worst <= _tolerance_px(panel) and covered >= 0.9
+    # the legend, under the panels, names both outlines in their colours
+    width, height = picture.size_px
+    legend = (0.0, max(p.box_png[3] for p in picture.panels) + 1, float(width), float(height))
+    assert len(_pixels_of(picture.png, REFERENCE_COLOUR, legend)) > 10
+    assert len(_pixels_of(picture.png, PREDICTION_COLOUR, legend)) > 10
+
+
+def test_specks_get_no_panel_and_are_counted(series) -> None:  # type: ignore[no-untyped-def]
+    phantom, geometry, labels, rows = series
+    flagged = [dict(r, quality_flag="speck") if r["node_index"] == 1 else r for r in rows]
+    picture = render_qc(phantom.hu, geometry, reference_labels=labels, prediction_labels=None, nodes=flagged)
+    assert [p.node_index for p in picture.panels] == [2, 3]
+    only_specks = [dict(r, quality_flag="speck") for r in rows]
+    picture = render_qc(
+        phantom.hu, geometry, reference_labels=labels, prediction_labels=None, nodes=only_specks
+    )
+    assert picture.panels == ()
+
+
+def test_measured_nodes_hand_their_flag_to_the_picture(series) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, rows = series
+    assert {r["quality_flag"] for r in rows} == {"ok"}

@@ -82,6 +82,11 @@ def random_tables(
             count = rng.randint(1, 12 if row["annotation"] == "full" else 2)
             shorts = sorted((rng.lognormvariate(2.0, 0.5) for _ in range(count)), reverse=True)
             for k, short in enumerate(shorts, start=1):
+                flag = "ok"
+                if rng.random() < 0.08:  # a model's specks and, rarely, a blob no node can be
+                    short, flag = rng.uniform(0.3, 0.7), "speck"
+                elif rng.random() < 0.02:
+                    short, flag = rng.uniform(101.0, 140.0), "implausible"
                 long = short * rng.uniform(1.0, 2.0)
                 node = dict.fromkeys(NODES_SCHEMA.names)
                 node.update(
@@ -95,6 +100,7 @@ def random_tables(
                     long_axis_mm=long,
                     short_axis_mm=short,
                     recist_category=recist_category(short).value,
+                    quality_flag=flag,
                 )
                 nodes.append(node)
             mine = [n for n in nodes if n["ct_series_instance_uid"] == uid and n["source"] == source]
@@ -111,6 +117,7 @@ def random_tables(
                 row["n_reference_nodes_ge_10mm_detected"] / n_big if n_big else None
             )
             row["false_positive_nodes"] = rng.randint(0, 4) if row["annotation"] == "full" else None
+            row["detection_iou_threshold"] = 0.1
         series.append(row)
     return to_table(series, "series"), to_table(nodes, "nodes"), to_table(errors, "errors")
 
@@ -133,6 +140,7 @@ def _node_rows(
             short_axis_mm=m.short_axis_mm,
             measurement_slice_z_mm=m.measurement_slice_z_mm,
             recist_category=m.recist_category,
+            quality_flag=m.quality_flag.value,
         )
         row.update(dict(zip(("centroid_x_mm", "centroid_y_mm", "centroid_z_mm"), m.centroid_mm, strict=True)))
         rows.append(row)

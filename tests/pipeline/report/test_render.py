@@ -26,6 +26,14 @@ def test_page_is_self_contained_escaped_and_names_only_written_files() -> None:
     assert {p.split("/")[-1] for p in sources} >= MODEL_PLOTS
     for path in sources:
         assert Image.open(io.BytesIO(files[path])).format == "PNG"
+    # volume bias stands next to sensitivity, with its sign
+    facts = re.findall(
+        r'<div class="fact"[^>]*><div class="value">([^<]*)</div>\s*<div class="label">([^<]*)', html
+    )
+    labels = [label for _, label in facts]
+    at = next(i for i, label in enumerate(labels) if label.startswith("sensitivity"))
+    assert labels[at + 1].startswith("volume bias") and re.fullmatch(r"[+-][\d,]+\.\d\d mL", facts[at + 1][0])
+    assert "IoU &ge; 0.1" in labels[at]
 
 
 def test_reference_mode_has_no_model_plots_and_the_same_bytes_twice() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
@@ -54,6 +55,10 @@ def test_model_scores_median_mean_sensitivity_and_false_positives() -> None:
     assert scores.false_positives_per_full_patient == pytest.approx(
         sum(r["false_positive_nodes"] for r in full) / len(full)
     )
+    bias = [r["prediction_volume_ml"] - r["reference_volume_ml"] for r in rows]
+    assert scores.volume_bias_ml_mean == pytest.approx(statistics.mean(bias))
+    assert scores.volume_bias_ml_median == pytest.approx(statistics.median(bias))
+    assert scores.iou_thresholds == (0.1,)
 
 
 def test_series_table_worst_dsc_first_and_qc_links_only_where_pictures_exist() -> None:
@@ -67,3 +72,18 @@ def test_series_table_worst_dsc_first_and_qc_links_only_where_pictures_exist() -
     assert all(r["qc_href"] == f"../qc/{r['ct_series_instance_uid']}.png" for r in rows if r["qc_href"])
     assert all(r["error"] for r in rows if r["status"] == "error")
     assert not any(math.isnan(r["dsc"]) for r in rows if r["dsc"] is not None)
+
+
+def test_series_table_says_which_series_have_flagged_nodes() -> None:
+    series, nodes, errors = random_tables(60, model="torchscript:m.pt", seed=4)
+    rows = {r["ct_series_instance_uid"]: r for r in summarise(series, errors, nodes=nodes).series_rows}
+    flags: dict[str, list[str]] = {}
+    for n in nodes.to_pylist():
+        flags.setdefault(n["ct_series_instance_uid"], []).append(n["quality_flag"])
+    assert any(rows[u]["flagged"] for u in flags)
+    for uid, row in rows.items():
+        specks, implausible = flags.get(uid, []).count("speck"), flags.get(uid, []).count("implausible")
+        expected = ([f"{implausible} implausible"] if implausible else []) + (
+            [f"{specks} speck{'s' if specks != 1 else ''}"] if specks else []
+        )
+        assert row["flagged"] == (", ".join(expected) or None), uid
