@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 OUTPUT ?= results
 LIMIT ?= 3
 
-.PHONY: run test lint venv clean tools airflow-venv
+.PHONY: run test test-fast lint venv clean tools viewer-tools airflow-venv
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -34,13 +34,32 @@ tools:
 	@(command -v dciodvfy >/dev/null && command -v chromium >/dev/null) || \
 		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dicom3tools chromium)
 
+# The viewer test (tests/pipeline/dicom/test_viewer.py, marker `viewer`): our SEG and SR in OHIF v3,
+# the viewer IDC uses, served by a throwaway Orthanc. Debian's orthanc and orthanc-dicomweb, and
+# the prebuilt viewer (the dist/ of npm @ohif/app, pinned) unpacked into the git-ignored .tools/.
+OHIF_VERSION ?= 3.13.2
+OHIF_DIR := .tools/ohif-app-$(OHIF_VERSION)
+$(OHIF_DIR)/dist/index.html:
+	rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR)
+	cd $(OHIF_DIR) && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null && \
+		tar xzf ohif-app-$(OHIF_VERSION).tgz --strip-components=1 && rm ohif-app-$(OHIF_VERSION).tgz
+	test -f $@
+
+viewer-tools: tools $(OHIF_DIR)/dist/index.html
+	@(test -x /usr/sbin/Orthanc && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so) || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq orthanc orthanc-dicomweb)
+
 venv: $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/lnq run --limit $(LIMIT) --output $(OUTPUT)/
 
-test: lint tools airflow-venv
+test: lint tools viewer-tools airflow-venv
 	LNQ_AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) -m pytest
+
+# everything but the browser test of the viewer (and so without Orthanc, OHIF or npm)
+test-fast: lint tools airflow-venv
+	LNQ_AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) -m pytest -m "not viewer"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline beam_jobs queries tests bench infra setup.py
@@ -48,7 +67,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy pipeline
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) *.egg-info .tools
 
 .PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-gpu
 bench-accuracy: $(STAMP)
