@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 OUTPUT ?= results
 LIMIT ?= 3
 
-.PHONY: run test test-fast lint venv clean tools viewer-tools airflow-venv
+.PHONY: run test test-fast lint venv clean tools viewer-tools view airflow-venv
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -48,6 +48,12 @@ $(OHIF_DIR)/dist/index.html:
 viewer-tools: tools $(OHIF_DIR)/dist/index.html
 	@(test -x /usr/sbin/Orthanc && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so) || \
 		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq orthanc orthanc-dicomweb)
+
+# Look at a run's SEG and SR in OHIF, with the CT they were made from (README "Look at the SEG and SR
+# in OHIF"): make view CT=<folder of the CT series> [OUTPUT=results]; Ctrl-C stops it.
+view: viewer-tools $(STAMP)
+	@test -n "$(CT)" || (echo "make view CT=<folder of the CT series> [OUTPUT=$(OUTPUT)]" >&2; exit 2)
+	$(PY) -m tests.support.view $(OUTPUT)/seg $(OUTPUT)/sr $(CT)
 
 venv: $(STAMP)
 

@@ -149,7 +149,8 @@ def drawn_lines(b: Browser, viewport_id: str, tracking_uid: str) -> list[dict[st
 
     A line belongs to the measurement when its two ends are where Cornerstone projects the
     measurement's points (within a pixel); each comes back with its length in mm, measured
-    back through the viewport (canvas to patient coordinates) from the SVG's own end points.
+    back through the viewport (canvas to patient coordinates) from the SVG's own end points,
+    and with the patient coordinates (LPS mm) OHIF placed the measurement's points at.
     """
     return list(
         b.evaluate(
@@ -172,7 +173,8 @@ def drawn_lines(b: Browser, viewport_id: str, tracking_uid: str) -> list[dict[st
                         if ((near(s, p) && near(e, q)) || (near(s, q) && near(e, p))) {{
                             const [ws, we] = [vp.canvasToWorld(s), vp.canvasToWorld(e)];
                             out.push({{ length_mm: Math.hypot(...[0, 1, 2].map(i => ws[i] - we[i])),
-                                       colour: l.getAttribute('stroke'), ends: [s, e] }});
+                                       colour: l.getAttribute('stroke'), ends: [s, e],
+                                       points_mm: points.map(w => Array.from(w)) }});
                         }}
                     }}
                 }}

@@ -33,6 +33,9 @@ from tests.support.phantoms import Phantom, make_phantom
 
 LENGTH_TOLERANCE_MM = 0.005
 """OHIF prints lengths with 2 decimals; a drawn line must measure the same to that precision."""
+POSITION_TOLERANCE_MM = 0.001
+"""OHIF's end points against the nodes table's: float32 image coordinates, far below a pixel (the
+DICOM half-pixel convention wrong would be 0.8 mm off on the phantom's 1.6 mm pixels)."""
 
 
 @dataclass
@@ -67,6 +70,27 @@ def test_a_missing_part_fails_the_viewer_test_naming_how_to_install_it(monkeypat
     assert f"{tmp_path / 'ohif' / 'dist'} (make viewer-tools (npm pack @ohif/app@3.13.2" in message
     assert f"{tmp_path / 'Orthanc'} (make viewer-tools (Debian packages orthanc" in message
     assert "chromium (make viewer-tools (Debian package chromium" in message
+
+
+def test_make_view_finds_the_dicom_files_and_says_when_there_are_none(
+    monkeypatch, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.support import view
+
+    (tmp_path / "run" / "seg").mkdir(parents=True)
+    (tmp_path / "run" / "seg" / "a.dcm").write_bytes(b"")
+    (tmp_path / "ct" / "study" / "series").mkdir(parents=True)
+    (tmp_path / "ct" / "study" / "series" / "b.dcm").write_bytes(b"")
+    (tmp_path / "ct" / "notes.txt").write_text("")
+    found = view.dicom_files([tmp_path / "run" / "seg", tmp_path / "ct"])
+    assert [p.name for p in found] == ["a.dcm", "b.dcm"]
+    monkeypatch.setattr(orthanc, "missing", lambda: [])
+    monkeypatch.setattr(ohif, "missing", lambda: [])
+    assert view.main([str(tmp_path / "ct"), str(tmp_path / "nowhere")]) == 2
+    assert f"not found: {tmp_path / 'nowhere'}" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert view.main([str(tmp_path / "empty")]) == 2
+    assert f"no .dcm file under {tmp_path / 'empty'}" in capsys.readouterr().err
 
 
 def test_the_makefile_installs_the_ohif_release_the_test_looks_for() -> None:
@@ -220,6 +244,9 @@ def test_ohif_shows_the_study_ct_seg_and_sr_axes(viewer, run: Run, tmp_path: Pat
         assert len(long_lines) == len(short_lines) == 1, (long_lines, short_lines)
         assert long_lines[0]["length_mm"] == pytest.approx(node["long_axis_mm"], abs=LENGTH_TOLERANCE_MM)
         assert short_lines[0]["length_mm"] == pytest.approx(node["short_axis_mm"], abs=LENGTH_TOLERANCE_MM)
+        for axis, line in (("long", long_lines[0]), ("short", short_lines[0])):  # where, not only how long
+            ends = [[node[f"{axis}_axis_{end}_{c}_mm"] for c in "xyz"] for end in ("start", "end")]
+            np.testing.assert_allclose(line["points_mm"], ends, rtol=0, atol=POSITION_TOLERANCE_MM)
         shown = dict(_label(line) for line in page.text_box(b, node["tracking_uid"]))
         assert shown == {
             "Volume": f"{node['volume_ml']:.2f} mL",
