@@ -8,7 +8,7 @@ OUTPUT ?= results
 DEMO_OUTPUT ?= results-demo
 LIMIT ?= 3
 
-.PHONY: demo run test lint venv clean tools airflow-venv
+.PHONY: demo run test test-fast lint venv clean tools viewer-tools view airflow-venv
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -35,6 +35,27 @@ tools:
 	@(command -v dciodvfy >/dev/null && command -v chromium >/dev/null) || \
 		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dicom3tools chromium)
 
+# The viewer test (tests/pipeline/dicom/test_viewer.py, marker `viewer`): our SEG and SR in OHIF v3,
+# the viewer IDC uses, served by a throwaway Orthanc. Debian's orthanc and orthanc-dicomweb, and
+# the prebuilt viewer (the dist/ of npm @ohif/app, pinned) unpacked into the git-ignored .tools/.
+OHIF_VERSION ?= 3.13.2
+OHIF_DIR := .tools/ohif-app-$(OHIF_VERSION)
+$(OHIF_DIR)/dist/index.html:
+	rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR)
+	cd $(OHIF_DIR) && npm pack --silent @ohif/app@$(OHIF_VERSION) >/dev/null && \
+		tar xzf ohif-app-$(OHIF_VERSION).tgz --strip-components=1 && rm ohif-app-$(OHIF_VERSION).tgz
+	test -f $@
+
+viewer-tools: tools $(OHIF_DIR)/dist/index.html
+	@(test -x /usr/sbin/Orthanc && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so) || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq orthanc orthanc-dicomweb)
+
+# Look at a run's SEG and SR in OHIF, with the CT they were made from (README "Look at the SEG and SR
+# in OHIF"): make view CT=<folder of the CT series> [OUTPUT=results]; Ctrl-C stops it.
+view: viewer-tools $(STAMP)
+	@test -n "$(CT)" || (echo "make view CT=<folder of the CT series> [OUTPUT=$(OUTPUT)]" >&2; exit 2)
+	$(PY) -m tests.support.view $(OUTPUT)/seg $(OUTPUT)/sr $(CT)
+
 venv: $(STAMP)
 
 demo: $(STAMP)
@@ -43,8 +64,12 @@ demo: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/lnq run --limit $(LIMIT) --output $(OUTPUT)/
 
-test: lint tools airflow-venv
+test: lint tools viewer-tools airflow-venv
 	LNQ_AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) -m pytest
+
+# everything but the browser test of the viewer (and so without Orthanc, OHIF or npm)
+test-fast: lint tools airflow-venv
+	LNQ_AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) -m pytest -m "not viewer"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline beam_jobs queries tests bench infra setup.py
@@ -52,7 +77,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy pipeline
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) $(DEMO_OUTPUT) *.egg-info
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) $(DEMO_OUTPUT) *.egg-info .tools
 
 .PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-demo bench-gpu
 bench-accuracy: $(STAMP)

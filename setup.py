@@ -69,6 +69,8 @@ EXTRAS_REQUIRE = {
         # offline stand-ins and checks for the Google Cloud parts
         "gcp-storage-emulator>=2024.0",
         "python-hcl2>=4,<9",
+        # the viewer test drives headless chromium through the DevTools protocol
+        "websocket-client>=1.6,<2",
     ],
 }
 

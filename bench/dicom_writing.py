@@ -69,7 +69,7 @@ def one_size(work: Path, n_slices: int, repeat: int) -> dict[str, Any]:
     headers_s, headers = _best(repeat, lambda: source_headers(list(ct.source_files), ct))
     seg_s, seg_data = _best(repeat, lambda: seg_bytes(nodes_seg(labels, ct, nodes, headers=headers, **kw)))
     seg = nodes_seg(labels, ct, nodes, headers=headers, **kw)
-    sr_s, sr_data = _best(repeat, lambda: sr_bytes(nodes_sr(seg, nodes, **kw)))  # type: ignore[arg-type]
+    sr_s, sr_data = _best(repeat, lambda: sr_bytes(nodes_sr(seg, nodes, ct=ct, **kw)))  # type: ignore[arg-type]
     labelmap_s, labelmap_data = _best(
         repeat,
         lambda: seg_bytes(nodes_seg(labels, ct, nodes, headers=headers, segmentation_type="LABELMAP", **kw)),

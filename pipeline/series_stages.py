@@ -141,7 +141,7 @@ def measure_series(
         seg.save_as(files["seg"])
         in_seg = {n: t.uid for n, t in segment_tracking(seg).items()}
         reported = [n for n in nodes if n.node_index in in_seg]  # the largest: see MAX_NODE_SEGMENTS
-        sr = nodes_sr(seg, reported, model_name=name, model_version=version, source=writer.source)
+        sr = nodes_sr(seg, reported, ct=ct, model_name=name, model_version=version, source=writer.source)
         if sr is not None:
             files["sr"] = os.path.join(files_to, "sr.dcm")
             sr.save_as(files["sr"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 import highdicom as hd
 
 from pipeline.measure.categories import RecistCategory
+from pipeline.measure.quality import NodeQuality
 
 LYMPH_NODE = hd.sr.CodedConcept("59441001", "SCT", "Lymph node")
 ANATOMICAL_STRUCTURE = hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure")
@@ -56,3 +57,16 @@ RECIST_CATEGORY_CODES: dict[RecistCategory, hd.sr.CodedConcept] = {
 
 IMAGING_MEASUREMENT_REPORT = hd.sr.CodedConcept("126000", "DCM", "Imaging Measurement Report")
 CT_PROCEDURE = hd.sr.CodedConcept("25045-6", "LN", "CT unspecified body region")
+
+LNQ_SCHEME = "99LNQ"
+"""A local coding scheme (designators starting ``99`` are for local use, PS3.16 8.2): no standard
+code says "this segment is too small, or too large, to be read as a lymph node measurement"."""
+MEASUREMENT_QUALITY = hd.sr.CodedConcept("QF", LNQ_SCHEME, "LNQ measurement quality")
+QUALITY_CODES: dict[NodeQuality, hd.sr.CodedConcept] = {
+    NodeQuality.SPECK: hd.sr.CodedConcept("SPECK", LNQ_SCHEME, "Speck: below the node size measurable here"),
+    NodeQuality.IMPLAUSIBLE: hd.sr.CodedConcept(
+        "IMPLAUSIBLE", LNQ_SCHEME, "Implausible size for a lymph node"
+    ),
+}
+"""Answers of :data:`MEASUREMENT_QUALITY` for flagged nodes (``nodes.quality_flag``); an ``ok`` node
+carries no such evaluation."""

@@ -28,8 +28,11 @@ findingSite                 the group's Finding Site (SCT 363698007, CODE)
 
 Code columns are structs of CodeValue, CodingSchemeDesignator, CodeMeaning (IDC's also carry
 CodingSchemeVersion; IDC's view adds SeriesDescription and lateralityModifier, not kept here).
-Our planar axis groups have no referenced segment: their rows (long and short axis again) have
-null segmentation columns; ``segmentationInstanceUID IS NOT NULL`` keeps one row per quantity.
+Our planar groups (the axes as lines) have no referenced segment: their rows (the long axis
+again for its 2D line, both axes again for their 3D lines; the short axis' 2D line has no
+number, see ``sr.py``) have null segmentation columns; ``segmentationInstanceUID IS NOT NULL``
+keeps one row per quantity. Every row of a node but the short axis' 2D line carries the node's
+``trackingUniqueIdentifier``, the ``nodes`` table's ``tracking_uid``.
 """
 
 from __future__ import annotations

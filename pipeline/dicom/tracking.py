@@ -43,6 +43,16 @@ def node_tracking(
     return NodeTracking(identifier=node_label(node_index), uid=uid)
 
 
+def line_tracking(node: NodeTracking, line: str) -> NodeTracking:
+    """Tracking of one of a node's lines ("short axis") where a viewer needs it apart from the node's.
+
+    OHIF v3 merges the SR measurement groups that share a tracking UID and draws only the first
+    line among them, so the short axis carries its own tracking: identifier the node's plus the
+    line's name ("Lymph node 1 short axis"), UID derived from the node's UID and that name.
+    """
+    return NodeTracking(identifier=f"{node.identifier} {line}", uid=derived_uid("line", node.uid, line))
+
+
 def object_uids(
     kind: str, series_uid: str, *, model_name: str, model_version: str, source: NodeSource | str
 ) -> tuple[str, str]:

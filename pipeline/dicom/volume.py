@@ -54,6 +54,14 @@ class Geometry:
         scaled = ijk * np.asarray(self.spacing_mm)
         return np.asarray(self.origin_mm) + scaled @ self.direction_matrix.T
 
+    def physical_to_index(self, points_mm: np.ndarray) -> np.ndarray:
+        """Fractional ``[z, y, x]`` indices of patient LPS points, shape (N, 3): the inverse of
+        :meth:`index_to_physical`."""
+        points = np.atleast_2d(np.asarray(points_mm, dtype=float))
+        relative = points - np.asarray(self.origin_mm)
+        ijk = relative @ np.linalg.inv(self.direction_matrix).T / np.asarray(self.spacing_mm)
+        return ijk[:, ::-1]
+
     def empty_image(self, pixel_type: int = sitk.sitkUInt8) -> sitk.Image:
         """A zero SimpleITK image on this grid (for resampling onto it, or to fill)."""
         image = sitk.Image([int(s) for s in self.size_zyx[::-1]], pixel_type)

@@ -17,10 +17,7 @@ SECONDARY_COMPONENT = 0.25
 def physical_to_index(geometry: Geometry, points_mm: np.ndarray) -> np.ndarray:
     """Fractional ``[z, y, x]`` indices of patient LPS points, shape (N, 3): the inverse of
     :meth:`Geometry.index_to_physical`."""
-    points = np.atleast_2d(np.asarray(points_mm, dtype=float))
-    relative = points - np.asarray(geometry.origin_mm)
-    ijk = relative @ np.linalg.inv(geometry.direction_matrix).T / np.asarray(geometry.spacing_mm)
-    return ijk[:, ::-1]
+    return geometry.physical_to_index(points_mm)
 
 
 def direction_letters(vector: np.ndarray) -> str:

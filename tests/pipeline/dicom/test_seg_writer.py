@@ -339,8 +339,8 @@ def test_beyond_the_cap_smaller_nodes_share_one_untracked_segment(phantom, tmp_p
     from pipeline.dicom.sr import read_measurements, sr_bytes
 
     with pytest.raises(SegWriteError, match="segment"):  # every reported node needs its segment
-        nodes_sr(seg, nodes, model_name="noise", model_version="1")
-    report = nodes_sr(seg, nodes[:2], model_name="noise", model_version="1")
+        nodes_sr(seg, nodes, ct=ct, model_name="noise", model_version="1")
+    report = nodes_sr(seg, nodes[:2], ct=ct, model_name="noise", model_version="1")
     assert report is not None
     sr_path = tmp_path / "capped-sr.dcm"
     sr_path.write_bytes(sr_bytes(report))
