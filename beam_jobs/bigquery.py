@@ -7,14 +7,11 @@ by ``queries/sql_text.py`` only (the Composer DAG uses the same file).
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 import queries
 from pipeline.cohort.query import ANNOTATION_CHOICES, LNQ_COLLECTION, cohort_table
@@ -36,6 +33,10 @@ LAYOUT: dict[str, dict[str, Any]] = {
     "series": {"partition_field": "processed_at", "clustering": ["model", "status", "patient_id"]},
     "nodes": {"partition_field": None, "clustering": ["model", "source", "patient_id"]},
     "errors": {"partition_field": None, "clustering": ["model", "stage"]},
+    "measurements": {
+        "partition_field": None,
+        "clustering": ["sourceSegmentedSeriesUID", "trackingUniqueIdentifier"],
+    },
 }
 
 
@@ -79,13 +80,40 @@ def _cohort_columns() -> list[str]:
 
 
 def bigquery_schema(table: str) -> list[Any]:
-    """BigQuery SchemaFields from the table's pyarrow schema (one declaration of each table)."""
+    """BigQuery SchemaFields from the table's pyarrow schema (one declaration of each table); struct
+    columns (the measurements' codes) become RECORDs."""
     from google.cloud import bigquery
 
-    return [
-        bigquery.SchemaField(f.name, _BQ_TYPES[f.type], mode="NULLABLE" if f.nullable else "REQUIRED")
-        for f in TABLES[table]
-    ]
+    def field(f: pa.Field) -> Any:
+        mode = "NULLABLE" if f.nullable else "REQUIRED"
+        if pa.types.is_struct(f.type):
+            return bigquery.SchemaField(f.name, "RECORD", mode=mode, fields=[field(c) for c in f.type])
+        return bigquery.SchemaField(f.name, _BQ_TYPES[f.type], mode=mode)
+
+    return [field(f) for f in TABLES[table]]
+
+
+def terraform_schema(table: str) -> list[dict[str, Any]]:
+    """The table's schema in BigQuery's JSON form, as Terraform declares it (``schema = file(...)``)."""
+
+    def as_json(field: Any) -> dict[str, Any]:
+        out = {"name": field.name, "type": field.field_type, "mode": field.mode}
+        if field.fields:
+            out["fields"] = [as_json(f) for f in field.fields]
+        return out
+
+    return [as_json(f) for f in bigquery_schema(table)]
+
+
+def write_terraform_schemas(folder: str) -> None:
+    """``make schemas``: write ``<folder>/<table>.json`` for every table, from the one declaration."""
+    import json
+    import os
+
+    for table in TABLES:
+        with open(os.path.join(folder, f"{table}.json"), "w", encoding="utf-8") as f:
+            json.dump(terraform_schema(table), f, indent=2)
+            f.write("\n")
 
 
 def check_dataset(dataset: str) -> str:
@@ -106,57 +134,21 @@ def make_client(project: str, *, location: str | None = None, what: str) -> Any:
     return bigquery.Client(project=project, location=location)
 
 
-MEASUREMENTS = "measurements"
+MERGE_ORDER = ("measurements", "nodes", "errors", "series")
+"""The reload's merges, in order: ``measurements`` first, because it finds the SRs it replaces through
+the ``series`` rows the last merge replaces."""
 
 
-def write_measurements(output: str) -> tuple[str, int]:
-    """Flatten the SR of every published ``ok`` series into ``OUTPUT/measurements/`` (one Parquet
-    file in the column shape of IDC's ``quantitative_measurements`` view; see
-    ``pipeline/dicom/sr_rows.py`` for the mapping). Returns the file and its row count."""
-    import pydicom
+def load_results(client: Any, *, output: str, dataset: str) -> dict[str, int]:
+    """Load a run's tables from ``output`` (gs://) into ``dataset``; a reload replaces every row of
+    each reloaded (series, model).
 
-    from beam_jobs.publish import TABLE_FILE, add_to_manifest, read_table
-    from beam_jobs.store import write_atomically
-    from pipeline.dicom.sr_rows import quantitative_measurement_rows, quantitative_measurements_table
-
-    output = output.rstrip("/")
-    rows: list[dict[str, Any]] = []
-    for series in read_table(output, "series").to_pylist():
-        if series["status"] != "ok" or not series["sr_uri"]:
-            continue
-        with FileSystems.open(f"{output}/sr/{series['ct_series_instance_uid']}.dcm") as f:
-            rows.extend(quantitative_measurement_rows(pydicom.dcmread(io.BytesIO(f.read()))))
-    buffer = io.BytesIO()
-    pq.write_table(quantitative_measurements_table(rows), buffer)
-    path = f"{output}/{MEASUREMENTS}/{TABLE_FILE}"
-    write_atomically(path, buffer.getvalue())
-    add_to_manifest(output, [path])
-    return path, len(rows)
-
-
-def measurements_schema() -> list[Any]:
-    """BigQuery fields of the measurements table, code columns as RECORDs, from its Arrow schema."""
-    from google.cloud import bigquery
-
-    from pipeline.dicom.sr_rows import QUANTITATIVE_MEASUREMENTS_SCHEMA
-
-    def field(f: pa.Field) -> Any:
-        mode = "NULLABLE" if f.nullable else "REQUIRED"
-        if pa.types.is_struct(f.type):
-            return bigquery.SchemaField(f.name, "RECORD", mode=mode, fields=[field(c) for c in f.type])
-        return bigquery.SchemaField(f.name, _BQ_TYPES[f.type], mode=mode)
-
-    return [field(f) for f in QUANTITATIVE_MEASUREMENTS_SCHEMA]
-
-
-def load_results(client: Any, *, output: str, dataset: str, measurements: bool = True) -> dict[str, int]:
-    """Load a run's tables from ``output`` (gs://) into ``dataset``; a rerun replaces its rows.
-
-    Each table is loaded into ``<table>_staging`` (truncated), then a script deletes the
-    target's rows for the same series and model and inserts the staged ones. Target
-    tables are created when missing, partitioned and clustered as in ``LAYOUT``. With
-    ``measurements``, the run's SRs are flattened into ``OUTPUT/measurements/`` first and loaded
-    as the ``measurements`` table (IDC's ``quantitative_measurements`` shape, replaced by SR).
+    Each table is loaded into ``<table>_staging`` (truncated). Then, keyed by the run's series (the
+    rows of ``series_staging``, not each staging table's own rows, so that an error row left by an
+    earlier failure, or nodes of an earlier result, go too), each target table's rows of those
+    (series, model) are deleted and the staged ones inserted (``queries/bigquery/merge_*.sql``, the
+    SQL the Composer DAG runs). Target tables are created when missing, partitioned and clustered
+    as in ``LAYOUT`` (Terraform declares the same).
     """
     check_dataset(dataset)
     if not output.startswith("gs://"):
@@ -167,19 +159,9 @@ def load_results(client: Any, *, output: str, dataset: str, measurements: bool =
         target, staging = f"{dataset}.{table}", f"{dataset}.{table}_staging"
         client.create_table(_table_definition(target, table), exists_ok=True)
         loaded[table] = _load(client, f"{output}/{table}/*.parquet", staging, bigquery_schema(table))
-        client.query(merge_sql(target, staging)).result()
-        logger.info("loaded %d rows into %s", loaded[table], target)
-    if measurements:
-        write_measurements(output)
-        target, staging = f"{dataset}.{MEASUREMENTS}", f"{dataset}.{MEASUREMENTS}_staging"
-        client.create_table(_measurements_definition(target), exists_ok=True)
-        loaded[MEASUREMENTS] = _load(
-            client, f"{output}/{MEASUREMENTS}/*.parquet", staging, measurements_schema()
-        )
-        client.query(
-            fill_identifiers(queries.load("bigquery/merge_measurements"), target=target, staging=staging)
-        ).result()
-        logger.info("loaded %d rows into %s", loaded[MEASUREMENTS], target)
+    for table in MERGE_ORDER:
+        client.query(merge_sql(dataset, table)).result()
+        logger.info("replaced the run's rows of %s.%s (%d staged)", dataset, table, loaded[table])
     return loaded
 
 
@@ -199,17 +181,19 @@ def _load(client: Any, uri: str, staging: str, schema: list[Any]) -> int:
     return int(client.get_table(staging).num_rows)
 
 
-def _measurements_definition(table_id: str) -> Any:
-    from google.cloud import bigquery
-
-    definition = bigquery.Table(table_id, schema=measurements_schema())
-    definition.clustering_fields = ["sourceSegmentedSeriesUID", "trackingUniqueIdentifier"]
-    return definition
-
-
-def merge_sql(target: str, staging: str) -> str:
-    """``merge_results.sql`` for two ``PROJECT.DATASET.TABLE`` ids (validated, then filled in)."""
-    return fill_identifiers(queries.load("bigquery/merge_results"), target=target, staging=staging)
+def merge_sql(dataset: str, table: str) -> str:
+    """The merge of ``table`` from its staging copy into ``PROJECT.DATASET.table``, keyed by the run's
+    series (``series_staging``); identifiers validated, then filled in."""
+    keys = {
+        "target": f"{dataset}.{table}",
+        "staging": f"{dataset}.{table}_staging",
+        "keys": f"{dataset}.series_staging",
+    }
+    if table == "measurements":
+        return fill_identifiers(
+            queries.load("bigquery/merge_measurements"), series=f"{dataset}.series", **keys
+        )
+    return fill_identifiers(queries.load("bigquery/merge_results"), **keys)
 
 
 def _table_definition(table_id: str, table: str) -> Any:

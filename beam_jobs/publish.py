@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import io
 import json
 import logging
 import os
@@ -61,7 +62,7 @@ a noisy model's 3,000 nodes are about 150 MB of rows."""
 ROW_GROUP_ROWS = 32_768
 """Rows a table's writer buffers before writing them as one Parquet row group: what bounds the
 memory of a publish, whatever the cohort's size or a noisy model's thousands of nodes per series."""
-OUTPUT_FOLDERS = (WORK_AREA, *TABLES, *(a.folder for a in Artifact), "report", "measurements")
+OUTPUT_FOLDERS = (WORK_AREA, *TABLES, *(a.folder for a in Artifact), "report")
 """The output's own folders: none may be a symbolic link leading out of it."""
 
 
@@ -164,8 +165,9 @@ def _with_uris(series: dict[str, Any], output_as_given: str) -> dict[str, Any]:
 
 def publish(output: str, results: Iterable[KeptResult], *, output_as_given: str | None = None) -> Published:
     """Replace the published tables with ``results`` (one per cohort row, in any order given by a
-    list; an iterator must yield them in ``ct_series_instance_uid`` order, the tables' order), and
-    record the files they point to in the manifest as the project's."""
+    list; an iterator must yield them in ``ct_series_instance_uid`` order, the tables' order) and
+    the ``measurements`` flattened from their SRs, and record the files they point to in the
+    manifest as the project's."""
     if isinstance(results, list):
         results = sorted(results, key=lambda r: r.uid)
     as_given = output_as_given or output
@@ -187,7 +189,14 @@ def publish(output: str, results: Iterable[KeptResult], *, output_as_given: str 
                     raise ValueError(f"results out of order or repeated: {uid} after {previous}")
                 previous = uid
                 rows = result.rows
-                writers["series"].add([_with_uris(rows.series, as_given)])
+                series = _with_uris(rows.series, as_given)
+                report = next(
+                    (r.path for r in result.files if r.path.startswith(f"{Artifact.SR.folder}/")), None
+                )
+                if report is not None:  # the SR flattened: measurements, and its UID on the series row
+                    series["sr_instance_uid"], measured = _measurement_rows(output, report)
+                    writers["measurements"].add(measured)
+                writers["series"].add([series])
                 writers["nodes"].add(rows.nodes)
                 writers["errors"].add(rows.errors)
                 n_ok += rows.series["status"] == SeriesStatus.OK.value
@@ -213,6 +222,21 @@ def publish(output: str, results: Iterable[KeptResult], *, output_as_given: str 
     return Published(
         rows={t: w.count for t, w in writers.items()}, n_ok=n_ok, nodes_by_source=nodes_by_source
     )
+
+
+def _measurement_rows(output: str, relative: str) -> tuple[str, list[dict[str, Any]]]:
+    """One SR of the run: its SOP instance UID and its ``measurements`` rows (IDC's
+    quantitative_measurements shape)."""
+    import pydicom
+
+    from pipeline.dicom.sr_rows import quantitative_measurement_rows
+
+    data = read_bytes(confined(output, relative))
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data))
+        return str(dataset.SOPInstanceUID), quantitative_measurement_rows(dataset)
+    except Exception as exc:  # a file that is not the SR this run wrote: the publish must not go on
+        raise OSError(f"{relative} does not read as the run's SR ({type(exc).__name__}: {exc})") from exc
 
 
 def _journal(output: str) -> str:

@@ -40,7 +40,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.enums import SeriesStatus
 from pipeline.outputs.rows import OutcomeRows
-from pipeline.outputs.schemas import TABLES, to_table
+from pipeline.outputs.schemas import SERIES_TABLES, to_table
 from pipeline.uids import uid_problem
 
 logger = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def decode_result(data: bytes) -> KeptResult:
         series = dict(raw["series"])
         series["processed_at"] = dt.datetime.fromisoformat(series["processed_at"])
         rows = OutcomeRows(series=series, nodes=list(raw["nodes"]), errors=list(raw["errors"]))
-        for table in TABLES:
+        for table in SERIES_TABLES:
             to_table(getattr(rows, table) if table != "series" else [rows.series], table)
         files = tuple(FileRecord.from_json(f) for f in raw.get("files", []))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

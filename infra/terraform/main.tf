@@ -4,7 +4,27 @@ locals {
     temp    = "${var.project_id}-${var.name_prefix}-temp"
     staging = "${var.project_id}-${var.name_prefix}-staging"
   }
-  tables = ["series", "nodes", "errors"]
+  # Every published table (pipeline/outputs/schemas.py; schemas/*.json written by `make schemas`) and
+  # how it is laid out, as `lnq load-bigquery` creates it when missing (beam_jobs/bigquery.py LAYOUT).
+  tables = {
+    series       = { clustering = ["model", "status", "patient_id"], partition_field = "processed_at" }
+    nodes        = { clustering = ["model", "source", "patient_id"], partition_field = null }
+    errors       = { clustering = ["model", "stage"], partition_field = null }
+    measurements = { clustering = ["sourceSegmentedSeriesUID", "trackingUniqueIdentifier"], partition_field = null }
+  }
+  # The flex template's object in the staging bucket, declared once for the Makefile and the DAG.
+  template_object = regex("LNQ_TEMPLATE_OBJECT=(\\S+)", file("${path.module}/../dataflow/template.env"))[0]
+}
+
+locals {
+  worker_image = coalesce(
+    var.worker_image,
+    "${var.region}-docker.pkg.dev/${var.project_id}/${var.name_prefix}/lnq-worker:latest"
+  )
+}
+
+data "google_project" "this" {
+  project_id = var.project_id
 }
 
 # ---- Cloud Storage: results kept (then Nearline), temp and staging expire ----
@@ -27,7 +47,9 @@ resource "google_storage_bucket" "results" {
   }
 }
 
-# Dataflow temp files and staged packages/templates: both expire.
+# Dataflow temp files and staged packages expire; flex templates (templates/ in the staging bucket)
+# are kept: the monthly DAG launches the one `make template` wrote. No soft delete on either bucket:
+# their objects are temporary (Beam warns at every launch otherwise, and soft-deleted objects bill).
 resource "google_storage_bucket" "scratch" {
   for_each                    = { temp = local.buckets.temp, staging = local.buckets.staging }
   name                        = each.value
@@ -35,9 +57,13 @@ resource "google_storage_bucket" "scratch" {
   uniform_bucket_level_access = true
   public_access_prevention    = "enforced"
   force_destroy               = true
+  soft_delete_policy {
+    retention_duration_seconds = 0
+  }
   lifecycle_rule {
     condition {
-      age = var.temp_retention_days
+      age            = var.temp_retention_days
+      matches_prefix = each.key == "staging" ? ["staging/"] : []
     }
     action {
       type = "Delete"
@@ -53,18 +79,18 @@ resource "google_bigquery_dataset" "results" {
 }
 
 resource "google_bigquery_table" "results" {
-  for_each            = toset(local.tables)
+  for_each            = local.tables
   dataset_id          = google_bigquery_dataset.results.dataset_id
   table_id            = each.key
   schema              = file("${path.module}/schemas/${each.key}.json")
   deletion_protection = true
-  clustering          = each.key == "series" ? ["model", "status", "patient_id"] : (each.key == "nodes" ? ["model", "source", "patient_id"] : ["model", "stage"])
+  clustering          = each.value.clustering
 
   dynamic "time_partitioning" {
-    for_each = each.key == "series" ? [1] : []
+    for_each = each.value.partition_field == null ? [] : [each.value.partition_field]
     content {
       type  = "DAY"
-      field = "processed_at"
+      field = time_partitioning.value
     }
   }
 }
@@ -172,6 +198,15 @@ resource "google_storage_bucket_iam_member" "composer_buckets" {
   member = "serviceAccount:${google_service_account.composer[0].email}"
 }
 
+# Composer 3 with a user-managed service account: the Composer service agent must be allowed to act
+# for it (roles/composer.ServiceAgentV2Ext on that account), or the environment does not create.
+resource "google_service_account_iam_member" "composer_service_agent" {
+  count              = var.enable_composer ? 1 : 0
+  service_account_id = google_service_account.composer[0].name
+  role               = "roles/composer.ServiceAgentV2Ext"
+  member             = "serviceAccount:service-${data.google_project.this.number}@cloudcomposer-accounts.iam.gserviceaccount.com"
+}
+
 resource "google_composer_environment" "lnq" {
   count  = var.enable_composer ? 1 : 0
   name   = "${var.name_prefix}-composer"
@@ -187,11 +222,12 @@ resource "google_composer_environment" "lnq" {
         LNQ_TEMP_BUCKET     = google_storage_bucket.scratch["temp"].name
         LNQ_DATASET         = "${var.project_id}.${google_bigquery_dataset.results.dataset_id}"
         LNQ_SERVICE_ACCOUNT = google_service_account.pipeline.email
+        LNQ_WORKER_IMAGE    = local.worker_image
       }
     }
     node_config {
       service_account = google_service_account.composer[0].email
     }
   }
-  depends_on = [google_project_iam_member.composer_worker]
+  depends_on = [google_project_iam_member.composer_worker, google_service_account_iam_member.composer_service_agent]
 }

@@ -9,7 +9,7 @@ output "temp_location" {
 }
 
 output "staging_location" {
-  description = "Dataflow --staging_location; flex templates are stored under templates/."
+  description = "Dataflow --staging_location (expires); flex templates are kept under templates/ of the same bucket."
   value       = "gs://${google_storage_bucket.scratch["staging"].name}/staging"
 }
 
@@ -31,4 +31,14 @@ output "service_account" {
 output "composer_dag_folder" {
   description = "Where to copy infra/composer/dags/ (null without Composer)."
   value       = var.enable_composer ? google_composer_environment.lnq[0].config[0].dag_gcs_prefix : null
+}
+
+output "flex_template" {
+  description = "Where `make template` writes the flex template and the DAG launches it from."
+  value       = "gs://${google_storage_bucket.scratch["staging"].name}/${local.template_object}"
+}
+
+output "worker_image" {
+  description = "The worker image the scheduled DAG passes to Dataflow."
+  value       = local.worker_image
 }

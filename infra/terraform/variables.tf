@@ -22,7 +22,7 @@ variable "bigquery_location" {
 }
 
 variable "temp_retention_days" {
-  description = "Days before Dataflow temp and staging objects are deleted."
+  description = "Days before Dataflow temp objects and staged packages are deleted (flex templates are kept)."
   type        = number
   default     = 7
 }
@@ -43,4 +43,10 @@ variable "composer_image_version" {
   description = "Cloud Composer image (Composer 3 with the Airflow version the DAG is tested against)."
   type        = string
   default     = "composer-3-airflow-2.10.5"
+}
+
+variable "worker_image" {
+  description = "Worker and flex-template image the scheduled DAG passes to Dataflow (default: lnq-worker:latest in this project's Artifact Registry, which `make image` pushes)."
+  type        = string
+  default     = null
 }

@@ -44,33 +44,11 @@ from typing import Any
 import pyarrow as pa
 import pydicom
 
-_CODE = pa.struct(
-    [
-        pa.field("CodeValue", pa.string()),
-        pa.field("CodingSchemeDesignator", pa.string()),
-        pa.field("CodeMeaning", pa.string()),
-    ]
-)
+from pipeline.outputs.schemas import MEASUREMENTS_SCHEMA
 
-QUANTITATIVE_MEASUREMENTS_SCHEMA = pa.schema(
-    [
-        pa.field("PatientID", pa.string()),
-        pa.field("SOPInstanceUID", pa.string(), nullable=False),
-        pa.field("measurementGroup_number", pa.int64(), nullable=False),
-        pa.field("segmentationInstanceUID", pa.string()),
-        pa.field("segmentationSegmentNumber", pa.int64()),
-        pa.field("sourceSegmentedSeriesUID", pa.string()),
-        pa.field("trackingIdentifier", pa.string()),
-        pa.field("trackingUniqueIdentifier", pa.string()),
-        pa.field("Quantity", _CODE, nullable=False),
-        pa.field("Value", pa.float64()),
-        pa.field("Units", _CODE),
-        pa.field("derivationModifier", _CODE),
-        pa.field("finding", _CODE),
-        pa.field("findingSite", _CODE),
-    ]
-)
-"""Columns of the ``measurements`` table: IDC's ``quantitative_measurements`` shape."""
+QUANTITATIVE_MEASUREMENTS_SCHEMA = MEASUREMENTS_SCHEMA
+"""Columns of the ``measurements`` table: IDC's ``quantitative_measurements`` shape (declared with
+the other tables in ``pipeline/outputs/schemas.py``)."""
 
 _MEASUREMENT_GROUP = ("125007", "DCM")
 _IMAGING_MEASUREMENTS = ("126010", "DCM")

@@ -3,8 +3,10 @@
 from pipeline.outputs.schemas import (
     COHORT_SCHEMA,
     ERRORS_SCHEMA,
+    MEASUREMENTS_SCHEMA,
     NODES_SCHEMA,
     SERIES_SCHEMA,
+    SERIES_TABLES,
     TABLES,
     conform,
     sort_rows,
@@ -14,8 +16,10 @@ from pipeline.outputs.schemas import (
 __all__ = [
     "COHORT_SCHEMA",
     "ERRORS_SCHEMA",
+    "MEASUREMENTS_SCHEMA",
     "NODES_SCHEMA",
     "SERIES_SCHEMA",
+    "SERIES_TABLES",
     "TABLES",
     "conform",
     "sort_rows",

@@ -81,6 +81,7 @@ SERIES_SCHEMA = pa.schema(
         pa.field("total_s", pa.float64()),
         # added after the first release: at the end, where BigQuery lets a table grow a column
         pa.field("detection_iou_threshold", pa.float64()),
+        pa.field("sr_instance_uid", pa.string()),
     ]
 )
 
@@ -131,16 +132,51 @@ ERRORS_SCHEMA = pa.schema(
     ]
 )
 
+_CODE = pa.struct(
+    [
+        pa.field("CodeValue", pa.string()),
+        pa.field("CodingSchemeDesignator", pa.string()),
+        pa.field("CodeMeaning", pa.string()),
+    ]
+)
+
+MEASUREMENTS_SCHEMA = pa.schema(
+    [
+        pa.field("PatientID", pa.string()),
+        pa.field("SOPInstanceUID", pa.string(), nullable=False),
+        pa.field("measurementGroup_number", pa.int64(), nullable=False),
+        pa.field("segmentationInstanceUID", pa.string()),
+        pa.field("segmentationSegmentNumber", pa.int64()),
+        pa.field("sourceSegmentedSeriesUID", pa.string()),
+        pa.field("trackingIdentifier", pa.string()),
+        pa.field("trackingUniqueIdentifier", pa.string()),
+        pa.field("Quantity", _CODE, nullable=False),
+        pa.field("Value", pa.float64()),
+        pa.field("Units", _CODE),
+        pa.field("derivationModifier", _CODE),
+        pa.field("finding", _CODE),
+        pa.field("findingSite", _CODE),
+    ]
+)
+"""The run's SRs flattened in the shape of IDC's ``quantitative_measurements`` view (one row per
+numeric measurement; ``pipeline/dicom/sr_rows.py``), so our nodes join IDC's own measurements."""
+
 TABLES: dict[str, pa.Schema] = {
     "series": SERIES_SCHEMA,
     "nodes": NODES_SCHEMA,
     "errors": ERRORS_SCHEMA,
+    "measurements": MEASUREMENTS_SCHEMA,
 }
+"""Every published table, by name (the folder under the output and the BigQuery table)."""
+SERIES_TABLES = ("series", "nodes", "errors")
+"""The tables whose rows each series' outcome gives (kept as the series finishes); ``measurements``
+is flattened from the published SRs when the tables are published."""
 
 SORT_KEYS: dict[str, tuple[str, ...]] = {
     "series": ("ct_series_instance_uid",),
     "nodes": ("ct_series_instance_uid", "source", "node_index"),
     "errors": ("ct_series_instance_uid", "stage", "error_type", "message"),
+    "measurements": ("SOPInstanceUID", "measurementGroup_number"),  # in report order within a group
 }
 
 

@@ -177,13 +177,12 @@ def test_bigquery_schema_from_the_one_declaration() -> None:
 
 def test_load_results_stages_then_replaces_the_runs_rows() -> None:
     client = FakeClient()
-    loaded = load_results(client, output="gs://bucket/runs/r1/", dataset="proj.lnq", measurements=False)
-    assert loaded == {"series": 7, "nodes": 7, "errors": 7}
+    loaded = load_results(client, output="gs://bucket/runs/r1/", dataset="proj.lnq")
+    assert loaded == {"series": 7, "nodes": 7, "errors": 7, "measurements": 7}
     loads = [c for c in client.calls if c[0] == "load"]
     assert [c[1] for c in loads] == [
-        ("gs://bucket/runs/r1/series/*.parquet", "proj.lnq.series_staging"),
-        ("gs://bucket/runs/r1/nodes/*.parquet", "proj.lnq.nodes_staging"),
-        ("gs://bucket/runs/r1/errors/*.parquet", "proj.lnq.errors_staging"),
+        (f"gs://bucket/runs/r1/{t}/*.parquet", f"proj.lnq.{t}_staging")
+        for t in ("series", "nodes", "errors", "measurements")
     ]
     for _, _, config in loads:
         assert config.source_format == bigquery.SourceFormat.PARQUET
@@ -191,8 +190,12 @@ def test_load_results_stages_then_replaces_the_runs_rows() -> None:
     created = {c[1].table_id: c[1] for c in client.calls if c[0] == "create_table"}
     assert created["series"].time_partitioning.field == "processed_at"
     assert created["nodes"].clustering_fields == LAYOUT["nodes"]["clustering"]
+    assert created["measurements"].clustering_fields == LAYOUT["measurements"]["clustering"]
     merges = [c[1] for c in client.calls if c[0] == "query"]
-    assert merges[0] == merge_sql("proj.lnq.series", "proj.lnq.series_staging")
+    # measurements first (they find the SRs they replace through the old series rows), series last
+    assert merges == [merge_sql("proj.lnq", t) for t in ("measurements", "nodes", "errors", "series")]
+    for merge in merges:
+        assert "`proj.lnq.series_staging` AS k" in merge  # keyed by the run's series
 
 
 def test_scheduling_sql_parses_as_bigquery() -> None:
@@ -204,10 +207,11 @@ def test_scheduling_sql_parses_as_bigquery() -> None:
 
 
 def test_merge_sql_parses_and_refuses_odd_identifiers() -> None:
-    statements = sqlglot.parse(merge_sql("p.d.nodes", "p.d.nodes_staging"), read="bigquery")
-    assert [type(s).__name__ for s in statements] == ["Delete", "Insert"]
+    for table in TABLES:
+        statements = sqlglot.parse(merge_sql("p.d", table), read="bigquery")
+        assert [type(s).__name__ for s in statements] == ["Delete", "Insert"]
     with pytest.raises(ValueError, match="PROJECT.DATASET.TABLE"):
-        merge_sql("p.d.nodes`; DROP TABLE x; --", "p.d.s")
+        merge_sql("p.d`; DROP TABLE x; --", "nodes")
     with pytest.raises(ValueError, match="PROJECT.DATASET"):
         load_results(FakeClient(), output="gs://b/r", dataset="not a dataset")
     with pytest.raises(ValueError, match="Cloud Storage"):
@@ -270,20 +274,8 @@ def test_analytics_queries_parse_as_bigquery_and_run_with_default_dataset() -> N
     assert config.default_dataset.dataset_id == "lnq" and config.default_dataset.project == "proj"
 
 
-def test_measurements_are_loaded_and_replaced_by_sr(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    import beam_jobs.bigquery as bq
-
-    written = []
-    monkeypatch.setattr(bq, "write_measurements", lambda output: written.append(output) or (output, 0))
-    client = FakeClient()
-    loaded = load_results(client, output="gs://bucket/runs/r1", dataset="proj.lnq")
-    assert written == ["gs://bucket/runs/r1"] and set(loaded) == {"series", "nodes", "errors", "measurements"}
-    load = [c for c in client.calls if c[0] == "load"][-1]
-    assert load[1] == ("gs://bucket/runs/r1/measurements/*.parquet", "proj.lnq.measurements_staging")
-    merge = [c for c in client.calls if c[0] == "query"][-1][1]
-    assert "DELETE FROM `proj.lnq.measurements`" in merge and "s.SOPInstanceUID = t.SOPInstanceUID" in merge
-    sqlglot.parse(merge, read="bigquery")
-    fields = {f.name: f for f in bq.measurements_schema()}
+def test_measurements_are_loaded_with_records() -> None:
+    fields = {f.name: f for f in bigquery_schema("measurements")}
     assert fields["Quantity"].field_type == "RECORD" and fields["Value"].field_type == "FLOAT64"
     assert [c.name for c in fields["finding"].fields] == [
         "CodeValue",
@@ -293,12 +285,13 @@ def test_measurements_are_loaded_and_replaced_by_sr(monkeypatch) -> None:  # typ
 
 
 @pytest.mark.slow
-def test_write_measurements_flattens_the_runs_srs(phantom, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The measurements table in IDC's shape agrees with the nodes table, node for node."""
+def test_the_published_measurements_are_the_runs_srs_flattened(phantom, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The job publishes the measurements table in IDC's shape with the other tables; it agrees with
+    the nodes table node for node, and each series row names the SR its measurements come from."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import pydicom
 
-    from beam_jobs.bigquery import write_measurements
     from beam_jobs.cli import main
     from beam_jobs.publish import read_table
     from pipeline.outputs.schemas import COHORT_SCHEMA
@@ -309,9 +302,12 @@ def test_write_measurements_flattens_the_runs_srs(phantom, tmp_path) -> None:  #
     pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), cohort)
     out = tmp_path / "out"
     assert main(["run", "--cohort", str(cohort), "--output", str(out)]) == 0
-    path, n = write_measurements(str(out))
-    table = pq.read_table(path).to_pylist()
-    assert n == len(table) > 0
+    table = read_table(str(out), "measurements").to_pylist()
+    (series,) = read_table(str(out), "series").to_pylist()
+    assert (
+        series["sr_instance_uid"] == pydicom.dcmread(out / "sr" / f"{phantom.series_uid}.dcm").SOPInstanceUID
+    )
+    assert {r["SOPInstanceUID"] for r in table} == {series["sr_instance_uid"]}
     nodes = {r["tracking_uid"]: r for r in read_table(str(out), "nodes").to_pylist()}
     volumes = [r for r in table if r["Quantity"]["CodeValue"] == "118565006"]
     assert len(volumes) == len(nodes) == 3
@@ -319,3 +315,83 @@ def test_write_measurements_flattens_the_runs_srs(phantom, tmp_path) -> None:  #
         assert r["Value"] == pytest.approx(nodes[r["trackingUniqueIdentifier"]]["volume_ml"], rel=1e-9)
         assert r["sourceSegmentedSeriesUID"] == phantom.series_uid
         assert r["Units"]["CodeValue"] == "mL" and r["finding"]["CodeValue"] == "59441001"
+
+
+def _measurement(sr_uid: str, series_uid: str, value: float) -> dict[str, Any]:
+    code = {"CodeValue": "118565006", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Volume"}
+    row = dict.fromkeys(TABLES["measurements"].names)
+    row.update(
+        SOPInstanceUID=sr_uid,
+        measurementGroup_number=0,
+        sourceSegmentedSeriesUID=series_uid,
+        Quantity=code,
+        Value=value,
+    )
+    return row
+
+
+def _stage(engine: Any, tmp_path, run: str, tables: dict[str, list[dict[str, Any]]]) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.parquet as pq
+
+    from pipeline.outputs.schemas import to_table
+
+    for table, rows in tables.items():
+        path = tmp_path / f"{run}-{table}.parquet"
+        pq.write_table(to_table(rows, table), path)
+        engine.load_parquet(f"p.lnq.{table}_staging", [path])
+    for table in ("measurements", "nodes", "errors", "series"):
+        engine.query(merge_sql("p.lnq", table))
+
+
+def test_a_reload_replaces_every_row_of_each_reloaded_series(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The merge SQL on a real engine (DuckDB, through sqlglot): a series that goes from error to ok
+    leaves no error row; a result with no nodes (and no SR) leaves no node or measurement of the
+    earlier one; series not in the reload keep their rows; a reload of the same run duplicates nothing."""
+    from pathlib import Path
+
+    from tests.support.bq_duckdb import DuckBigQuery
+    from tests.support.results import synthetic_outcome
+
+    engine = DuckBigQuery(tmp_path / "bq")
+    engine.create_from_terraform("p.lnq", Path("infra/terraform/schemas"), TABLES)
+    a, b, c = (synthetic_outcome(i, n_nodes=n) for i, n in ((0, 2), (1, 0), (2, 1)))
+    uid = {name: r.series["ct_series_instance_uid"] for name, r in zip("abc", (a, b, c), strict=True)}
+    failed_b = {**b.series, "status": "error"}
+    error_b = {
+        "ct_series_instance_uid": uid["b"],
+        "model": "reference",
+        "stage": "fetch",
+        "error_type": "FetchError",
+        "message": "m",
+    }
+    first = {
+        "series": [
+            {**a.series, "sr_instance_uid": "2.25.1"},
+            failed_b,
+            {**c.series, "sr_instance_uid": "2.25.3"},
+        ],
+        "nodes": a.nodes + c.nodes,
+        "errors": [error_b],
+        "measurements": [_measurement("2.25.1", uid["a"], 1.0), _measurement("2.25.3", uid["c"], 3.0)],
+    }
+    _stage(engine, tmp_path, "first", first)
+    # the second run reloads a (now without nodes or SR) and b (now ok, with a node and an SR)
+    b_node = {**c.nodes[0], "ct_series_instance_uid": uid["b"]}
+    second = {
+        "series": [{**a.series, "n_slices": 99}, {**b.series, "sr_instance_uid": "2.25.2"}],
+        "nodes": [b_node],
+        "errors": [],
+        "measurements": [_measurement("2.25.2", uid["b"], 2.0)],
+    }
+    for _ in range(2):  # the same reload twice: nothing duplicates
+        _stage(engine, tmp_path, "second", second)
+        assert {(r["ct_series_instance_uid"], r["status"]) for r in engine.rows("p.lnq.series")} == {
+            (uid["a"], "ok"),
+            (uid["b"], "ok"),
+            (uid["c"], "ok"),
+        }
+        assert engine.rows("p.lnq.errors") == []  # b's old error row is gone
+        assert sorted(r["ct_series_instance_uid"] for r in engine.rows("p.lnq.nodes")) == sorted(
+            [uid["b"], uid["c"]]
+        )
+        assert sorted(r["SOPInstanceUID"] for r in engine.rows("p.lnq.measurements")) == ["2.25.2", "2.25.3"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from beam_jobs.bigquery import LAYOUT, bigquery_schema
+from beam_jobs.bigquery import LAYOUT, terraform_schema
+from pipeline.outputs.schemas import TABLES
 
 TF = Path(__file__).resolve().parents[2] / "infra" / "terraform"
 
@@ -41,7 +43,13 @@ def test_buckets_with_lifecycle_rules(resources) -> None:
     buckets = resources["google_storage_bucket"]
     assert set(buckets) == {"results", "scratch"}
     assert set(buckets["scratch"]["for_each"]) == {"temp", "staging"}
-    assert "Delete" in _text(buckets["scratch"]["lifecycle_rule"])
+    rule = buckets["scratch"]["lifecycle_rule"]
+    assert "Delete" in _text(rule)
+    # the staging bucket expires only staged packages: templates/ (the DAG's template) is kept
+    (condition,) = rule[0]["condition"]
+    assert "staging/" in _text(condition["matches_prefix"]) and "templates" not in _text(condition)
+    # temporary objects: no soft delete (Beam warns at every launch, and it bills)
+    assert buckets["scratch"]["soft_delete_policy"][0]["retention_duration_seconds"] == 0
     assert "NEARLINE" in _text(buckets["results"]["lifecycle_rule"])
     for body in buckets.values():
         assert body["uniform_bucket_level_access"] is True
@@ -51,13 +59,42 @@ def test_buckets_with_lifecycle_rules(resources) -> None:
 def test_dataset_tables_match_the_python_schemas(resources) -> None:
     assert "results" in resources["google_bigquery_dataset"]
     table = resources["google_bigquery_table"]["results"]
-    assert "time_partitioning" in _text(table) and "processed_at" in _text(table)
-    for name in ("series", "nodes", "errors"):
+    assert "time_partitioning" in _text(table) and "local.tables" in _text(table["for_each"])
+    declared = _locals()["tables"]
+    assert set(declared) == set(TABLES)  # measurements too
+    for name in TABLES:
         on_disk = json.loads((TF / "schemas" / f"{name}.json").read_text())
-        expected = [{"name": f.name, "type": f.field_type, "mode": f.mode} for f in bigquery_schema(name)]
-        assert on_disk == expected, f"regenerate infra/terraform/schemas/{name}.json"
-        for column in LAYOUT[name]["clustering"]:
-            assert column in _text(table["clustering"])
+        assert on_disk == terraform_schema(name), f"run `make schemas` (infra/terraform/schemas/{name}.json)"
+        assert [_s(c) for c in declared[name]["clustering"]] == LAYOUT[name]["clustering"]
+        partition = declared[name]["partition_field"]
+        assert (None if partition in (None, "null", "${null}") else _s(partition)) == LAYOUT[name][
+            "partition_field"
+        ]
+    assert [f["name"] for f in terraform_schema("measurements")][:2] == ["PatientID", "SOPInstanceUID"]
+
+
+def _locals() -> dict:
+    found: dict = {}
+    for path in sorted(TF.glob("*.tf")):
+        with path.open() as f:
+            for block in hcl2.load(f).get("locals", []):
+                found.update(block)
+    return found
+
+
+def test_the_template_path_is_declared_once() -> None:
+    """Terraform reads the template's object from the one file the Makefile and the DAG read."""
+    env = (TF.parent / "dataflow" / "template.env").read_text()
+    assert re.search(r"^LNQ_TEMPLATE_OBJECT=templates/\S+\.json$", env, re.M)
+    assert "template.env" in _text(_locals()["template_object"])
+
+
+def test_composer_service_agent_may_act_for_the_composer_account(resources) -> None:
+    grant = resources["google_service_account_iam_member"]["composer_service_agent"]
+    assert _s(grant["role"]) == "roles/composer.ServiceAgentV2Ext"
+    assert "cloudcomposer-accounts.iam.gserviceaccount.com" in _text(grant["member"])
+    assert "google_service_account.composer" in _text(grant["service_account_id"])
+    assert "composer_service_agent" in _text(resources["google_composer_environment"]["lnq"]["depends_on"])
 
 
 def test_least_privilege_grants(resources) -> None:
