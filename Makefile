@@ -124,16 +124,28 @@ PROJECT ?= $(shell gcloud config get-value project 2>/dev/null)
 REGION ?= us-central1
 AR_REPO ?= lnq
 BUCKET ?= $(PROJECT)-lnq-staging
-TAG ?= $(shell $(PYTHON) -c "import re;print(re.search(r'__version__ = \"(.+)\"', open('pipeline/__init__.py').read()).group(1))")
-IMAGE ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(AR_REPO)/lnq-worker:$(TAG)
-TEMPLATE ?= gs://$(BUCKET)/templates/lnq-$(TAG).json
+include infra/dataflow/template.env
+TAG ?= $(shell PYTHONPATH=. $(PYTHON) -c "from pipeline.provenance import build_version; print(build_version().replace('+', '-'))")
+IMAGE_REPO ?= $(REGION)-docker.pkg.dev/$(PROJECT)/$(AR_REPO)/lnq-worker
+IMAGE ?= $(IMAGE_REPO):$(TAG)
+TEMPLATE ?= gs://$(BUCKET)/$(LNQ_TEMPLATE_OBJECT)
 
-.PHONY: image template
-image:
-	docker build -f containers/worker/Dockerfile -t $(IMAGE) .
+.PHONY: image template schemas
+# The worker image carries the Beam SDK of the Beam that launches the job (and this Python): a
+# mismatch fails every worker. Tagged with the build version and `latest` (what the DAG runs).
+image: $(STAMP)
+	docker build -f containers/worker/Dockerfile \
+		--build-arg BEAM_VERSION=$$($(PY) -c "import apache_beam; print(apache_beam.__version__)") \
+		--build-arg PYTHON_VERSION=$$($(PY) -c "import sys; print('%d.%d' % sys.version_info[:2])") \
+		-t $(IMAGE) -t $(IMAGE_REPO):latest .
 	docker push $(IMAGE)
+	docker push $(IMAGE_REPO):latest
 
 template: image
 	gcloud dataflow flex-template build $(TEMPLATE) --image $(IMAGE) --sdk-language PYTHON \
 		--metadata-file infra/dataflow/metadata.json --project $(PROJECT)
-	@echo "template: $(TEMPLATE)"
+	@echo "template: $(TEMPLATE) (workers: --parameters sdk_container_image=$(IMAGE))"
+
+# Terraform's BigQuery schemas, from the one declaration of the tables (pipeline/outputs/schemas.py)
+schemas: $(STAMP)
+	$(PY) -c "from beam_jobs.bigquery import write_terraform_schemas as w; w('infra/terraform/schemas')"

@@ -38,7 +38,7 @@ def test_image_carries_the_beam_sdk_at_the_launching_version() -> None:
 def test_every_template_parameter_is_described_and_understood() -> None:
     names = [p["name"] for p in METADATA["parameters"]]
     assert len(names) == len(set(names))
-    assert set(names) == set(OWN_OPTIONS)
+    assert set(names) == {*OWN_OPTIONS, "sdk_container_image"}  # the worker image: a Beam option
     for p in METADATA["parameters"]:
         assert p["label"] and len(p["helpText"]) > 20 and "isOptional" in p, p["name"]
         for regex in p.get("regexes", []):
@@ -78,3 +78,34 @@ def test_switch_parameters_become_flags() -> None:
         "--output=gs://b/r",
         "--runner=FnApiRunner",
     ]
+
+
+def test_the_gpu_parameter_takes_every_supported_request_and_a_cpu_run() -> None:
+    from beam_jobs.dataflow import GPU_MACHINES
+
+    (gpu,) = [p for p in METADATA["parameters"] if p["name"] == "gpu"]
+    (regex,) = gpu["regexes"]
+    for kind, counts in GPU_MACHINES.items():
+        for count in counts:
+            assert re.fullmatch(regex, f"{kind}:{count}"), (kind, count)
+    assert re.fullmatch(regex, "")  # a CPU run: the DAG renders gpu=""
+    (image,) = [p for p in METADATA["parameters"] if p["name"] == "sdk_container_image"]
+    assert re.fullmatch(image["regexes"][0], "us-central1-docker.pkg.dev/p/lnq/lnq-worker:0.1.0-src.0b65f9c831c3")
+
+
+def test_the_image_is_built_with_the_launching_beam_and_a_small_context() -> None:
+    import subprocess
+
+    dry = subprocess.run(
+        ["make", "-n", "image", "PROJECT=p", f"PY={sys.executable}", "STAMP=Makefile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--build-arg BEAM_VERSION=$(" in dry and "apache_beam.__version__" in dry
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    assert {".venv/", ".venv-airflow/", ".tools/", ".git/"} <= set(ignored)
+    for copied in re.findall(r"^COPY (?!--)(\S+)", DOCKERFILE, re.M):
+        assert f"{copied}/" not in ignored and copied not in ignored, copied
