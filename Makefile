@@ -19,13 +19,14 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 # Airflow as Cloud Composer runs it (composer-3-airflow-2.10.5), in its own venv: its pins clash with Beam's.
+# DuckDB and sqlglot play BigQuery in the DAG's end-to-end test (tests/infra/test_composer_dag_run.py).
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
 $(AIRFLOW_STAMP):
 	$(PYTHON) -m venv $(AIRFLOW_VENV)
 	$(AIRFLOW_VENV)/bin/pip install -q --upgrade pip
 	$(AIRFLOW_VENV)/bin/pip install -q "apache-airflow==2.10.5" "apache-airflow-providers-google>=14,<17" \
-		"apache-airflow-providers-apache-beam>=5,<7"
+		"apache-airflow-providers-apache-beam>=5,<7" "duckdb>=1.5,<1.6" "sqlglot>=30,<31"
 	touch $(AIRFLOW_STAMP)
 
 airflow-venv: $(AIRFLOW_STAMP)

@@ -28,6 +28,8 @@ print(
                     "downstream": {t.task_id: sorted(t.downstream_task_ids) for t in dag.tasks},
                     "operators": {t.task_id: type(t).__name__ for t in dag.tasks},
                     "sql": {t.task_id: _sql(t) for t in dag.tasks if _sql(t) is not None},
+                    "params": {k: dag.params[k] for k in dag.params},
+                    "retries": {t.task_id: t.retries for t in dag.tasks},
                 }
                 for dag_id, dag in bag.dags.items()
             },

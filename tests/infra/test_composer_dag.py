@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,10 +28,15 @@ DATASET = "lnq-test-project.lnq_results"
 
 def deploy(dags: Path) -> Path:
     """README "Run on Google Cloud", step 7: the DAG, and ``lnq_sql/`` beside it holding
-    ``queries/sql_text.py`` and ``queries/bigquery/*.sql``."""
+    ``queries/sql_text.py``, ``queries/bigquery/*.sql`` and ``infra/dataflow/template.env``."""
     (dags / "lnq_sql").mkdir(parents=True)
     shutil.copy(REPO / "infra" / "composer" / "dags" / "lnq_reprocess.py", dags)
-    for path in [REPO / "queries" / "sql_text.py", *sorted((REPO / "queries" / "bigquery").glob("*.sql"))]:
+    deployed = [
+        REPO / "queries" / "sql_text.py",
+        *sorted((REPO / "queries" / "bigquery").glob("*.sql")),
+        REPO / "infra" / "dataflow" / "template.env",
+    ]
+    for path in deployed:
         shutil.copy(path, dags / "lnq_sql")
     return dags
 
@@ -61,7 +67,9 @@ def load_dagbag(home: Path, dags: Path, **environment: str) -> dict:
 @pytest.fixture(scope="module")
 def dagbag(tmp_path_factory: pytest.TempPathFactory) -> dict:
     dags = deploy(tmp_path_factory.mktemp("composer") / "dags")
-    return load_dagbag(tmp_path_factory.mktemp("airflow-home"), dags, LNQ_DATASET=DATASET)
+    return load_dagbag(
+        tmp_path_factory.mktemp("airflow-home"), dags, LNQ_DATASET=DATASET, LNQ_PROJECT="lnq-test-project"
+    )
 
 
 def test_no_import_errors(dagbag: dict) -> None:
@@ -76,16 +84,22 @@ def test_task_graph(dagbag: dict) -> None:
     assert down["select_pending"] == ["any_pending"]
     assert down["any_pending"] == ["export_cohort"]
     assert down["export_cohort"] == ["reprocess"]
-    assert down["reprocess"] == ["load_errors", "load_nodes", "load_series"]
-    for table in ("series", "nodes", "errors"):
-        assert down[f"load_{table}"] == [f"merge_{table}"]
-        assert down[f"merge_{table}"] == ["every_cohort_row_accounted_for"]
+    loads = [f"load_{t}" for t in ("errors", "measurements", "nodes", "series")]
+    assert down["reprocess"] == loads
+    for load in loads:
+        assert down[load] == ["merge_measurements"]
+    # measurements first (found through the old series rows), series last, then the check
+    assert down["merge_measurements"] == ["merge_nodes"]
+    assert down["merge_nodes"] == ["merge_errors"]
+    assert down["merge_errors"] == ["merge_series"]
+    assert down["merge_series"] == ["every_cohort_row_accounted_for"]
     assert down["every_cohort_row_accounted_for"] == []
     ops = dag["operators"]
     assert ops["reprocess"] == "DataflowStartFlexTemplateOperator"
     assert ops["every_cohort_row_accounted_for"] == "BigQueryCheckOperator"
     assert ops["any_pending"] == "ShortCircuitOperator"
     assert dag["schedule"] == "@monthly"
+    assert all(n >= 1 for n in dag["retries"].values())
 
 
 def test_the_dag_runs_the_sql_the_cli_runs(dagbag: dict) -> None:
@@ -93,11 +107,26 @@ def test_the_dag_runs_the_sql_the_cli_runs(dagbag: dict) -> None:
     sql = dagbag["dags"]["lnq_reprocess"]["sql"]
     assert sql["select_cohort"] == cohort_sql()
     assert sql["select_pending"] == queries.load("bigquery/pending_series")
-    for table in ("series", "nodes", "errors"):
-        assert sql[f"merge_{table}"] == merge_sql(f"{DATASET}.{table}", f"{DATASET}.{table}_staging")
+    for table in ("series", "nodes", "errors", "measurements"):
+        assert sql[f"merge_{table}"] == merge_sql(DATASET, table)
     check = fill_identifiers(queries.load("bigquery/check_run_complete"), dataset=DATASET)
     assert sql["every_cohort_row_accounted_for"] == check
     assert not any("{" in text for text in sql.values())  # every placeholder filled
+
+
+def test_the_dag_launches_the_template_make_template_writes(dagbag: dict) -> None:
+    params = dagbag["dags"]["lnq_reprocess"]["params"]
+    made = subprocess.run(
+        ["make", "-s", "-n", "template", "PROJECT=lnq-test-project", "BUCKET=lnq-test-project-lnq-staging"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    written = re.search(r"flex-template build (gs://\S+)", made).group(1)
+    assert params["template"] == written
+    assert params["gpu"] == ""  # CPU workers unless asked
+    assert params["worker_image"].endswith("/lnq-worker:latest")
 
 
 def test_a_malformed_dataset_is_refused_at_load(tmp_path: Path) -> None:

@@ -90,7 +90,9 @@ def test_the_gpu_parameter_takes_every_supported_request_and_a_cpu_run() -> None
             assert re.fullmatch(regex, f"{kind}:{count}"), (kind, count)
     assert re.fullmatch(regex, "")  # a CPU run: the DAG renders gpu=""
     (image,) = [p for p in METADATA["parameters"] if p["name"] == "sdk_container_image"]
-    assert re.fullmatch(image["regexes"][0], "us-central1-docker.pkg.dev/p/lnq/lnq-worker:0.1.0-src.0b65f9c831c3")
+    assert re.fullmatch(
+        image["regexes"][0], "us-central1-docker.pkg.dev/p/lnq/lnq-worker:0.1.0-src.0b65f9c831c3"
+    )
 
 
 def test_the_image_is_built_with_the_launching_beam_and_a_small_context() -> None:

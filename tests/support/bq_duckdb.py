@@ -65,9 +65,15 @@ class DuckBigQuery:
         self.con.execute(f'CREATE SCHEMA IF NOT EXISTS "{project}"."{dataset}"')
 
     def query(
-        self, sql: str, params: dict[str, Any] | None = None, *, default_dataset: str | None = None
+        self,
+        sql: str,
+        params: dict[str, Any] | None = None,
+        *,
+        default_dataset: str | None = None,
+        into: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Run a BigQuery script (one or more statements); the last statement's rows."""
+        """Run a BigQuery script (one or more statements); the last statement's rows. ``into``: a
+        query job's destination table, replaced by the query's rows (WRITE_TRUNCATE)."""
         for tree in sqlglot.parse(sql, read="bigquery"):
             for table in tree.find_all(sqlglot.exp.Table):
                 parts = [p.name for p in table.parts]
@@ -80,6 +86,8 @@ class DuckBigQuery:
         rows: list[dict[str, Any]] = []
         try:
             for statement in sqlglot.transpile(sql, read="bigquery", write="duckdb"):
+                if into is not None:
+                    statement = f"CREATE OR REPLACE TABLE {self._ident(into)} AS {statement}"
                 used = {k: v for k, v in (params or {}).items() if f"${k}" in statement}
                 result = self.con.execute(statement, used)
                 if result.description:
@@ -109,6 +117,9 @@ class DuckBigQuery:
 
     def extract_parquet(self, table_id: str, path: str | Path) -> None:
         self.con.execute(f"COPY (SELECT * FROM {self._ident(table_id)}) TO '{path}' (FORMAT parquet)")
+
+    def drop_table(self, table_id: str) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {self._ident(table_id)}")
 
     def count(self, table_id: str) -> int:
         return int(self.con.execute(f"SELECT COUNT(*) FROM {self._ident(table_id)}").fetchone()[0])
