@@ -234,7 +234,7 @@ def make_plan(argv: list[str]) -> RunPlan:
     try:
         spec = parse_model_spec(
             args.model,
-            device="cuda" if gpu and args.device == "auto" else args.device,
+            device=worker_device(args.device, gpu=gpu),
             checkpoint=args.checkpoint,
             step_size=args.step_size,
             tta=args.tta,
@@ -300,6 +300,12 @@ def make_plan(argv: list[str]) -> RunPlan:
         report=args.report,
         wait=args.wait,
     )
+
+
+def worker_device(device: str, *, gpu: str | None) -> str:
+    """The model's device on the workers: with ``--gpu``, ``auto`` means the GPU or a failed series
+    (a worker whose torch cannot see its GPU must not run on the CPU unnoticed)."""
+    return "cuda" if gpu and device == "auto" else device
 
 
 def normalise_output(output: str) -> str:
@@ -373,7 +379,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         key, _ = run_key(config)
         if plan.dry_run:  # nothing is submitted: the output is not locked, nor looked at
             return _dry_run(plan, config, key, started, test_pipeline, shared)
-        with lock.acquire(plan.output, job_state=_lock_job_state) as held:
+        with _take_lock(plan.output) as held:
             try:
                 check_bookkeeping(plan.output)
             except OutsideOutput as exc:
@@ -400,6 +406,16 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             if plan.is_local:
                 return _run_here(p, plan, request)
             return _submit(p, plan, request, held)
+
+
+def _take_lock(output: str) -> lock.OutputLock:
+    """The output's lock; a lock that cannot be written (a full disk, no permission) is one line."""
+    try:
+        return lock.acquire(output, job_state=_lock_job_state)
+    except OSError as exc:
+        raise RunFailed(
+            f"output {output}: its lock cannot be written ({exc.strerror or exc}); nothing was run"
+        ) from exc
 
 
 def _pending(plan: RunPlan, store: ResultStore) -> list[dict[str, Any]]:

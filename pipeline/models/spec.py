@@ -96,8 +96,22 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' was asked for, but torch sees no CUDA device")
+        cuda = torch.version.cuda or "none: a CPU build"
+        raise ModelError(
+            f"a GPU was asked for, but torch {torch.__version__} (CUDA {cuda}) sees no CUDA device "
+            f"({_driver()}); refusing to run on the CPU"
+        )
     return torch.device(name)
+
+
+def _driver() -> str:
+    """What this machine says of its NVIDIA driver, for the message of a GPU that torch cannot use."""
+    try:
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as f:
+            first = f.readline().strip()
+        return f"driver: {first}" if first else "driver: unreadable"
+    except OSError:
+        return "no NVIDIA driver loaded"
 
 
 def load_model(spec: ModelSpec) -> SegmentationModel:

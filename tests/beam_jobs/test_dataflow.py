@@ -50,3 +50,83 @@ def test_cpu_only_dataflow_and_bad_requests() -> None:
         GpuRequest.parse("l4")
     with pytest.raises(ValueError, match="locally use --device cuda"):
         pipeline_options([], workers=1, gpu="nvidia-l4:1")
+
+
+@pytest.mark.parametrize(
+    ("gpu", "machine"),
+    [
+        ("nvidia-l4", "g2-standard-8"),
+        ("nvidia-l4:2", "g2-standard-24"),
+        ("nvidia-l4:8", "g2-standard-96"),
+        ("nvidia-tesla-a100:1", "a2-highgpu-1g"),
+        ("nvidia-tesla-a100:4", "a2-highgpu-4g"),
+        ("nvidia-a100-80gb:2", "a2-ultragpu-2g"),
+        ("nvidia-h100-80gb:1", "a3-highgpu-1g"),
+        ("nvidia-h100-80gb:8", "a3-highgpu-8g"),
+        ("nvidia-tesla-t4:4", "n1-standard-32"),
+        ("nvidia-tesla-v100:1", "n1-standard-8"),
+    ],
+)
+def test_each_gpu_request_gets_a_machine_that_holds_it(gpu: str, machine: str) -> None:
+    options = pipeline_options(DATAFLOW, workers=1, gpu=gpu).get_all_options()
+    assert options["machine_type"] == machine
+    kind, _, count = gpu.partition(":")
+    assert options["dataflow_service_options"] == [
+        f"worker_accelerator=type:{kind};count:{count or 1};install-nvidia-driver"
+    ]
+
+
+@pytest.mark.parametrize(
+    "gpu", ["nvidia-l4:3", "nvidia-tesla-t4:8", "nvidia-rtx-4090", "nvidia-l4:0", "l4:1"]
+)
+def test_a_gpu_no_machine_holds_is_refused_naming_the_supported_ones(gpu: str) -> None:
+    with pytest.raises(ValueError, match=r"one of nvidia-l4:1\|2\|4\|8, .*nvidia-h100-80gb:1\|2\|4\|8"):
+        GpuRequest.parse(gpu)
+
+
+def test_with_a_gpu_a_worker_where_torch_sees_no_cuda_fails_its_series_at_inference(
+    tmp_path, phantom
+) -> None:  # type: ignore[no-untyped-def]
+    """--gpu makes --device auto strict: a worker whose torch sees no CUDA (this machine) fails every
+    series loudly, naming torch and the driver, instead of running on the CPU."""
+    import torch
+
+    from beam_jobs.launch import make_plan
+    from beam_jobs.store import ResultStore
+    from beam_jobs.transforms import ProcessSeriesFn
+    from pipeline.process import ProcessConfig
+    from tests.support.cohort import cohort_row
+    from tests.support.models import HuWindow, save_torchscript
+
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here")
+    model = save_torchscript(HuWindow(40.0, 70.0), tmp_path / "m.pt")
+    cohort = tmp_path / "cohort.parquet"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.outputs.schemas import COHORT_SCHEMA
+
+    row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
+    pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), cohort)
+    plan = make_plan(
+        ["--output", str(tmp_path / "out"), "--cohort", str(cohort), "--model", f"torchscript:{model}"]
+    )
+    assert plan.spec is not None and plan.spec.device == "auto"  # no GPU asked: auto may use the CPU
+    spec = plan.spec.__class__(**{**plan.spec.__dict__, "device": "cuda"})  # what --gpu makes of auto
+    store = ResultStore(str(tmp_path / "out"), "k")
+    fn = ProcessSeriesFn(ProcessConfig(model=spec), total=1, store=store)
+    fn.setup()
+    (done,) = list(fn.process(row))
+    assert done.status == "error" and done.errors == (("inference", "ModelError"),)
+    (error,) = store.read([phantom.series_uid])[phantom.series_uid].rows.errors
+    assert error["message"].startswith(f"series {phantom.series_uid}: a GPU was asked for, but torch ")
+    assert "sees no CUDA device" in error["message"] and "refusing to run on the CPU" in error["message"]
+
+
+def test_the_gpu_flag_makes_auto_strict() -> None:
+    from beam_jobs.launch import worker_device
+
+    assert worker_device("auto", gpu="nvidia-l4:1") == "cuda"  # never silently on the CPU
+    assert worker_device("auto", gpu=None) == "auto"
+    assert worker_device("cpu", gpu="nvidia-l4:1") == "cpu"  # said explicitly

@@ -284,3 +284,129 @@ def test_gcs_release_does_not_delete_someone_elses_lock(gcs_lock_bucket: str) ->
     _blob("theirs/_lnq/lock.json").upload_from_string(_record(host="elsewhere", pid=1).to_bytes())
     held.release()
     assert LockRecord.from_bytes(_blob("theirs/_lnq/lock.json").download_as_bytes()).host == "elsewhere"
+
+
+# --- a lock handed to a job that runs without its launcher (Dataflow, a flex template) --------------
+
+
+def test_a_lock_handed_to_a_job_outlives_its_launcher_and_its_last_step_releases_it(tmp_path: Path) -> None:
+    held = acquire(str(tmp_path), heartbeat_s=3600)
+    held.hand_to_job(lock.JobHandle(runner="DataflowRunner", handed_at=lock.utc_now(), job_id="2026-1"))
+    held.release()  # the launcher exits: the job holds on
+    record = LockRecord.from_bytes((tmp_path / lock.LOCK_NAME).read_bytes())
+    assert record.job is not None and record.job.job_id == "2026-1" and record.token == held.token
+    with pytest.raises(
+        OutputLocked, match=r"being written by DataflowRunner job 2026-1 \(launched from host"
+    ):
+        acquire(str(tmp_path))
+    # a worker beats, the last step checks the token, publishes, releases
+    assert lock.beat_for_job(str(tmp_path), held.token)
+    beaten = LockRecord.from_bytes((tmp_path / lock.LOCK_NAME).read_bytes())
+    assert beaten.job is not None and beaten.job.worker_heartbeat_at is not None
+    lock.ensure_token(str(tmp_path), held.token)
+    with pytest.raises(OutputLocked, match="no longer holds the lock"):
+        lock.ensure_token(str(tmp_path), "another-run")
+    assert not lock.release_token(str(tmp_path), "another-run")
+    assert lock.release_token(str(tmp_path), held.token)
+    assert not (tmp_path / lock.LOCK_NAME).exists()
+    assert not lock.beat_for_job(str(tmp_path), held.token)  # its workers stop beating
+
+
+def _job_record(*, handed_age_s: float, beat_age_s: float | None, job_id: str | None = "j1") -> LockRecord:
+    now = time.time()
+    return dataclasses.replace(
+        _record(pid=_dead_pid()),
+        job=lock.JobHandle(
+            runner="DataflowRunner",
+            handed_at=lock._utc(now - handed_age_s),
+            job_id=job_id,
+            project="p",
+            region="r",
+            worker_heartbeat_at=None if beat_age_s is None else lock._utc(now - beat_age_s),
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("record", "state", "stale"),
+    [
+        # the job's state, when it can be looked up, decides
+        (_job_record(handed_age_s=30, beat_age_s=None), "JOB_STATE_FAILED", "ended: JOB_STATE_FAILED"),
+        (_job_record(handed_age_s=30, beat_age_s=5), "JOB_STATE_CANCELLED", "ended: JOB_STATE_CANCELLED"),
+        (_job_record(handed_age_s=99_999, beat_age_s=9_999), "JOB_STATE_RUNNING", None),  # queued or slow
+        # else its workers' heartbeats: silent for longer than the stale time
+        (_job_record(handed_age_s=3000, beat_age_s=30), None, None),
+        (_job_record(handed_age_s=3000, beat_age_s=900), None, "no worker heartbeat for 9"),
+        # or none ever, for longer than the grace a job has to start
+        (_job_record(handed_age_s=1800, beat_age_s=None), None, None),
+        (_job_record(handed_age_s=7200, beat_age_s=None), None, "never started"),
+        (_job_record(handed_age_s=7200, beat_age_s=None, job_id=None), "JOB_STATE_RUNNING", "never started"),
+    ],
+)
+def test_a_job_held_lock_is_stale_only_when_its_job_is_known_to_be_over(
+    tmp_path: Path, record: LockRecord, state: str | None, stale: str | None
+) -> None:
+    """The dead launcher PID of a job-held lock never makes it stale: only the job's state (looked
+    up when its id is known), its workers' heartbeat, or the grace a job has to start."""
+    _plant(tmp_path, record)
+    asked: list[str] = []
+
+    def job_state(job: lock.JobHandle) -> str | None:
+        asked.append(job.job_id or "")
+        return state
+
+    if stale is None:
+        with pytest.raises(OutputLocked, match="being written by DataflowRunner job"):
+            acquire(str(tmp_path), stale_after_s=600, job_state=job_state)
+        return
+    reason = lock.stale_reason(record, stale_after_s=600, now=time.time(), job_state=job_state)
+    assert reason is not None and stale in reason
+    with acquire(str(tmp_path), stale_after_s=600, job_state=job_state):
+        pass
+
+
+def test_a_job_state_lookup_that_fails_falls_back_to_the_heartbeats(tmp_path: Path) -> None:
+    def unreachable(job: lock.JobHandle) -> str | None:
+        raise RuntimeError("no credentials")
+
+    fresh = _job_record(handed_age_s=60, beat_age_s=10)
+    assert lock.stale_reason(fresh, stale_after_s=600, now=time.time(), job_state=unreachable) is None
+    silent = _job_record(handed_age_s=9000, beat_age_s=5000)
+    assert "no worker heartbeat" in str(
+        lock.stale_reason(silent, stale_after_s=600, now=time.time(), job_state=unreachable)
+    )
+
+
+def test_the_local_runners_last_step_releases_the_launchers_lock_quietly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Locally the job's last step runs in the launcher: it releases by token; the launcher's
+    heartbeat and release then find the lock gone, and say nothing of a takeover."""
+    held = acquire(str(tmp_path), heartbeat_s=3600)
+    assert lock.release_token(str(tmp_path), held.token)
+    with caplog.at_level(logging.WARNING, logger="beam_jobs.lock"):
+        held.heartbeat()
+        held.release()
+    assert held.released_by_job and not held.lost
+    assert caplog.records == []
+
+
+def test_a_full_disk_leaves_no_lock_and_an_empty_one_is_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock is written whole before it appears: a write that fails leaves none (an empty
+    lock.json blocked every later run); an empty one left by an older version is taken over."""
+    real_write = os.write
+
+    def full(fd: int, data: Any) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lock.os, "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        acquire(str(tmp_path))
+    monkeypatch.setattr(lock.os, "write", real_write)
+    assert sorted(p.name for p in (tmp_path / "_lnq").iterdir()) == ["lock.guard"]
+    (tmp_path / lock.LOCK_NAME).write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="beam_jobs.lock"), acquire(str(tmp_path)):
+        pass
+    assert "taking over a stale lock (empty (left by a failed write))" in caplog.text
