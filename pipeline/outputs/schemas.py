@@ -168,6 +168,9 @@ TABLES: dict[str, pa.Schema] = {
     "measurements": MEASUREMENTS_SCHEMA,
 }
 """Every published table, by name (the folder under the output and the BigQuery table)."""
+PUBLISHED_SERIES_COLUMNS = ("sr_instance_uid",)
+"""``series`` columns the publishing step fills (from the SR it flattens into ``measurements``), not
+the series' outcome."""
 SERIES_TABLES = ("series", "nodes", "errors")
 """The tables whose rows each series' outcome gives (kept as the series finishes); ``measurements``
 is flattened from the published SRs when the tables are published."""

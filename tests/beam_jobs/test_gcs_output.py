@@ -66,6 +66,7 @@ def test_run_writes_tables_and_segs_to_gcs(gcs_bucket: str, tmp_path: Path) -> N
     assert [path for path in paths if path not in work and path not in report] == sorted(
         [
             f"{output}/errors/part-00000-of-00001.parquet",
+            f"{output}/measurements/part-00000-of-00001.parquet",
             f"{output}/nodes/part-00000-of-00001.parquet",
             f"{output}/series/part-00000-of-00001.parquet",
             f"{output}/seg/{p.series_uid}.dcm",

@@ -328,26 +328,27 @@ def _job_record(*, handed_age_s: float, beat_age_s: float | None, job_id: str | 
 
 
 @pytest.mark.parametrize(
-    ("record", "state", "stale"),
+    ("ages", "state", "stale"),
     [
         # the job's state, when it can be looked up, decides
-        (_job_record(handed_age_s=30, beat_age_s=None), "JOB_STATE_FAILED", "ended: JOB_STATE_FAILED"),
-        (_job_record(handed_age_s=30, beat_age_s=5), "JOB_STATE_CANCELLED", "ended: JOB_STATE_CANCELLED"),
-        (_job_record(handed_age_s=99_999, beat_age_s=9_999), "JOB_STATE_RUNNING", None),  # queued or slow
+        (dict(handed_age_s=30, beat_age_s=None), "JOB_STATE_FAILED", "ended: JOB_STATE_FAILED"),
+        (dict(handed_age_s=30, beat_age_s=5), "JOB_STATE_CANCELLED", "ended: JOB_STATE_CANCELLED"),
+        (dict(handed_age_s=99_999, beat_age_s=9_999), "JOB_STATE_RUNNING", None),  # queued or slow
         # else its workers' heartbeats: silent for longer than the stale time
-        (_job_record(handed_age_s=3000, beat_age_s=30), None, None),
-        (_job_record(handed_age_s=3000, beat_age_s=900), None, "no worker heartbeat for 9"),
+        (dict(handed_age_s=3000, beat_age_s=30), None, None),
+        (dict(handed_age_s=3000, beat_age_s=900), None, "no worker heartbeat for 9"),
         # or none ever, for longer than the grace a job has to start
-        (_job_record(handed_age_s=1800, beat_age_s=None), None, None),
-        (_job_record(handed_age_s=7200, beat_age_s=None), None, "never started"),
-        (_job_record(handed_age_s=7200, beat_age_s=None, job_id=None), "JOB_STATE_RUNNING", "never started"),
+        (dict(handed_age_s=1800, beat_age_s=None), None, None),
+        (dict(handed_age_s=7200, beat_age_s=None), None, "never started"),
+        (dict(handed_age_s=7200, beat_age_s=None, job_id=None), "JOB_STATE_RUNNING", "never started"),
     ],
 )
 def test_a_job_held_lock_is_stale_only_when_its_job_is_known_to_be_over(
-    tmp_path: Path, record: LockRecord, state: str | None, stale: str | None
+    tmp_path: Path, ages: dict, state: str | None, stale: str | None
 ) -> None:
     """The dead launcher PID of a job-held lock never makes it stale: only the job's state (looked
     up when its id is known), its workers' heartbeat, or the grace a job has to start."""
+    record = _job_record(**ages)  # made now: ages are counted from the test's own time
     _plant(tmp_path, record)
     asked: list[str] = []
 
