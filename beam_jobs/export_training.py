@@ -264,6 +264,14 @@ def _text(value: Any) -> str | None:
     return None if value is None or value != value else str(value)
 
 
+def keep(store: ResultStore, rows: OutcomeRows) -> None:
+    """Keep a case's result; a failure now also drops an earlier ``ok`` result of the case (a
+    ``--fresh`` export, or one whose files went missing), so the case leaves the dataset."""
+    store.write(rows)
+    if rows.series["status"] != SeriesStatus.OK.value:
+        delete_quietly([store.path(SeriesStatus.OK, str(rows.series["ct_series_instance_uid"]))])
+
+
 class ExportCaseFn(beam.DoFn):
     """(cohort row, planned case) in, :class:`CaseDone` out; the case's rows go to the store."""
 
@@ -285,7 +293,7 @@ class ExportCaseFn(beam.DoFn):
     def process(self, element: tuple[dict[str, Any], PlannedCase]) -> Iterator[CaseDone]:
         raw, planned = element
         outcome, exported = export_one(raw, planned, self._config)
-        self._store.write(case_rows(raw, planned, outcome, exported))  # kept now: a killed run keeps it
+        keep(self._store, case_rows(raw, planned, outcome, exported))  # kept now: a killed run keeps it
         report_progress(self._progress_dir, outcome, total=self._total, started=self._started)
         yield CaseDone(outcome.series_uid, outcome.status.value)
 
@@ -309,7 +317,7 @@ def dead_letter_to_case(
     outcome = SeriesOutcome.failed(
         identity, error, model=EXPORT_LABEL, pipeline_version=config.pipeline_version
     )
-    store.write(case_rows(raw, planned, outcome, None))
+    keep(store, case_rows(raw, planned, outcome, None))
     return CaseDone(outcome.series_uid, outcome.status.value)
 
 
