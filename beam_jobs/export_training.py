@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -77,10 +77,12 @@ from pipeline.training.dataset import (
     image_file,
     label_file,
 )
-from pipeline.training.export_case import ExportedCase, export_case
 from pipeline.training.provenance import SeriesSource, dataset_provenance, idc_release, series_sources
 from pipeline.training.settings import BackgroundRule, KnownBackground
 from pipeline.training.splits import fold_of, patient_folds
+
+if TYPE_CHECKING:
+    from pipeline.training.export_case import ExportedCase
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +154,10 @@ def export_one(
     grid = None
     try:
         row = validate_cohort_row(raw)
+        # the case runs in an isolated child forked from a server that has its modules loaded: this
+        # process imports them (pydicom, highdicom) only when it exports a case itself
+        from pipeline.training.export_case import export_case
+
         with tempfile.TemporaryDirectory(prefix="lnq-", dir=config.work_dir) as tmp:
             exported: ExportedCase = run_isolated(
                 functools.partial(

@@ -42,34 +42,43 @@ def series_sources(
     ct_series_uids: Iterable[str], *, index_path: str | None = None
 ) -> dict[str, SeriesSource]:
     """CT series UID -> its IDC source, for the series in idc-index's bundled index (others are
-    absent: a local or private series)."""
-    import pyarrow.parquet as pq
-
-    from pipeline.cohort.query import bundled_index_path
-
+    absent: a local or private series). Runs ``queries/bigquery/series_provenance.sql`` on DuckDB
+    (one thread, streaming the index: about 5 MB and 0.1 s for LNQ's 513 series, where reading the
+    index's columns with pyarrow held 340 MB)."""
     wanted = sorted({uid for uid in ct_series_uids if uid})
     if not wanted:
         return {}
-    table = pq.read_table(
-        index_path or bundled_index_path(),
-        columns=[
-            "SeriesInstanceUID",
-            "StudyInstanceUID",
-            "collection_id",
-            "source_DOI",
-            "license_short_name",
-        ],
-        filters=[("SeriesInstanceUID", "in", wanted)],
-    )
+    import duckdb
+
+    import queries
+    from queries.sql_text import SERIES_RELATION
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads = 1")
+        con.read_parquet(index_path or _bundled_index_path()).create_view(SERIES_RELATION)
+        rows = con.execute(
+            queries.load_duckdb("bigquery/series_provenance"), {"series_uids": wanted}
+        ).fetchall()
+    finally:
+        con.close()
     return {
-        row["SeriesInstanceUID"]: SeriesSource(
-            collection_id=row["collection_id"],
-            source_doi=row["source_DOI"] or None,
-            license=row["license_short_name"] or None,
-            idc_viewer_url=VIEWER_URL.format(study=row["StudyInstanceUID"], series=row["SeriesInstanceUID"]),
+        series: SeriesSource(
+            collection_id=collection,
+            source_doi=doi or None,
+            license=licence or None,
+            idc_viewer_url=VIEWER_URL.format(study=study, series=series),
         )
-        for row in table.to_pylist()
+        for series, study, collection, doi, licence in rows
     }
+
+
+def _bundled_index_path() -> str:
+    """idc-index's series index in the idc-index-data wheel (``pipeline.cohort.query`` reads it too;
+    named here without importing that module's pandas)."""
+    import idc_index_data
+
+    return str(idc_index_data.IDC_INDEX_PARQUET_FILEPATH)
 
 
 def dataset_provenance(sources: Iterable[SeriesSource | None], *, release: str) -> dict[str, Any]:

@@ -53,7 +53,8 @@ class KnownBackground:
             "rule": self.rule.value,
             "air_below_hu": self.air_below_hu,
             "bone_above_hu": self.bone_above_hu,
-            "outside_body": "voxels >= air_below_hu outside the largest 26-connected component of them",
+            "outside_body": "voxels >= air_below_hu outside the largest 26-connected component of them "
+            "(on a grid pooled 2 x 2 x 2)",
         }
 
 

@@ -93,15 +93,31 @@ def test_an_annotation_that_does_not_say_is_partial() -> None:
 
 
 def test_more_components_than_uint16_holds() -> None:
-    """70,000 isolated specks of soft tissue beside the body: the components no longer fit uint16,
-    and every speck is still outside the body."""
-    hu = np.full((84, 84, 84), -1000, dtype=np.int16)
-    hu[::2, ::2, ::2] = 40  # 42^3 = 74,088 specks, none touching another (26-connectivity)
-    hu[:, :, 80:] = 40  # the body: the largest component (it swallows the specks it touches)
+    """70,000 isolated specks of soft tissue beside the body, four voxels apart (two pooled voxels):
+    the components no longer fit uint16, and every speck is still outside the body."""
+    hu = np.full((168, 168, 168), -1000, dtype=np.int16)
+    hu[::4, ::4, ::4] = 40  # 42^3 = 74,088 specks, none touching another even when pooled
+    hu[:, :, 164:] = 40  # the body: the largest component (with the specks it touches)
     mask = np.zeros(hu.shape, dtype=bool)
     labels = training_labels(mask, hu, annotation="partial", background=HU)
-    assert (labels[:, :, 80:] == IGNORE).all()
-    assert (labels[:-2:2, ::2, :78:2] == BACKGROUND).all()
+    assert (labels[:, :, 164:] == IGNORE).all()
+    assert (labels[::4, ::4, :160:4] == BACKGROUND).all()
+
+
+def test_what_is_near_or_joined_to_the_body_is_body() -> None:
+    """The body is found on a pooled grid: that may join an object within two voxels of the body to
+    it (then ignored, not background), never split the body; a thin bridge joins as at full size."""
+    hu = np.full((8, 40, 40), -1000, dtype=np.int16)
+    hu[:, 4:20, 4:20] = 40  # the body
+    hu[:, 21:23, 4:8] = 40  # one voxel of air between it and the body
+    hu[:, 30:34, 4:8] = 40  # far from the body
+    hu[:, 10, 20:30] = 40  # a one-voxel bridge from the body ...
+    hu[:, 8:13, 30:36] = 40  # ... to a blob
+    labels = training_labels(np.zeros(hu.shape, dtype=bool), hu, annotation="partial", background=HU)
+    assert (labels[:, 4:20, 4:20] == IGNORE).all()
+    assert (labels[:, 21:23, 4:8] == IGNORE).all()  # near the body: counted with it
+    assert (labels[:, 30:34, 4:8] == BACKGROUND).all()  # outside the body
+    assert (labels[:, 8:13, 30:36] == IGNORE).all() and (labels[:, 10, 20:30] == IGNORE).all()
 
 
 def test_label_counts() -> None:
