@@ -50,7 +50,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) *.egg-info
 
-.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-gpu
+.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-export bench-gpu
 bench-accuracy: $(STAMP)
 	$(PY) bench/recist_accuracy.py
 
@@ -81,11 +81,14 @@ bench-sharing: $(STAMP)
 bench-store: $(STAMP)
 	$(PY) bench/store_speed.py
 
+bench-export: $(STAMP)
+	$(PY) bench/export_speed.py --sizes 108 556
+
 # needs a GPU (not part of `make bench`): utilisation, series per hour, cost per series
 bench-gpu: $(STAMP)
 	$(PY) bench/gpu_throughput.py --device cuda --price-per-hour $(or $(PRICE_PER_HOUR),1.00)
 
-bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store
+bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-export
 
 # ---- Google Cloud (see README "Run on Google Cloud"); needs gcloud and docker ----
 PROJECT ?= $(shell gcloud config get-value project 2>/dev/null)

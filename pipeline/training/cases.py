@@ -14,12 +14,21 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline.training.dataset import Split
+from pipeline.enums import SeriesStatus, Stage
+from pipeline.training.dataset import Split, image_file, label_file
 from pipeline.training.settings import TEST_ANNOTATION_CHOICES, is_partial
+
+if TYPE_CHECKING:
+    from pipeline.outcome import SeriesOutcome
+    from pipeline.training.export_case import ExportedCase
+    from pipeline.training.provenance import SeriesSource
+
+EXPORT_LABEL = "export-training"
+"""The ``model`` column of the export's error rows (the errors table is ``lnq run``'s)."""
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -170,6 +179,64 @@ CASE_ROW_FROM_WORKER = (
 )
 """The columns a case's own run fills (kept in its stored result); the rest (``fold``, provenance)
 are added when the dataset is finished, from what only the whole cohort knows."""
+TIMED_STAGES = (Stage.FETCH, Stage.DECODE, Stage.REFERENCE, Stage.EXPORT)
+"""The stages of a case, each with a ``<stage>_s`` column."""
+
+
+def case_row(
+    raw: Mapping[str, Any], planned: PlannedCase, outcome: SeriesOutcome, exported: ExportedCase | None
+) -> dict[str, Any]:
+    """A case's row of the case table as its own run knows it (:data:`CASE_ROW_FROM_WORKER`); the
+    files, grid and label counts only when it is ``ok``."""
+    row: dict[str, Any] = dict.fromkeys(CASE_ROW_FROM_WORKER)
+    row.update(
+        case_id=planned.case_id,
+        status=outcome.status.value,
+        split=planned.split.value,
+        patient_id=outcome.identity.patient_id,
+        study_instance_uid=outcome.identity.study_instance_uid,
+        ct_series_instance_uid=outcome.series_uid,
+        seg_series_instance_uid=_text(raw, "seg_series_instance_uid"),
+        annotation=outcome.identity.annotation,
+        labels="partial" if planned.partial else "full",
+        ct_series_url=_text(raw, "ct_series_url"),
+        seg_series_url=_text(raw, "seg_series_url"),
+        pipeline_version=outcome.pipeline_version,
+        processed_at=outcome.processed_at,
+        total_s=outcome.total_s,
+        **{f"{stage.value}_s": outcome.seconds.get(stage) for stage in TIMED_STAGES},
+    )
+    if outcome.status == SeriesStatus.OK and exported is not None:
+        z, y, x = exported.size_zyx
+        row.update(
+            image_file=image_file(planned.case_id, planned.split),
+            label_file=label_file(planned.case_id, planned.split),
+            n_slices=z,
+            n_rows=y,
+            n_columns=x,
+            spacing_x_mm=exported.spacing_mm[0],
+            spacing_y_mm=exported.spacing_mm[1],
+            spacing_z_mm=exported.spacing_mm[2],
+            lymph_node_voxels=exported.counts.lymph_node,
+            background_voxels=exported.counts.background,
+            ignore_voxels=exported.counts.ignore,
+        )
+    return row
+
+
+def finished_case_row(
+    row: Mapping[str, Any], *, fold: int | None, source: SeriesSource | None
+) -> dict[str, Any]:
+    """A stored case row completed with what the whole cohort decides: its cross-validation fold and
+    its IDC source (None: not in IDC's index)."""
+    return {
+        **row,
+        "fold": fold,
+        "idc_viewer_url": source.idc_viewer_url if source else None,
+        "collection_id": source.collection_id if source else None,
+        "source_doi": source.source_doi if source else None,
+        "license": source.license if source else None,
+    }
 
 
 def case_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:

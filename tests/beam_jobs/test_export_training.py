@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs import export_training
+from beam_jobs import export_cases, export_training
 from beam_jobs.cli import main
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from pipeline.training.nifti import read_nifti
@@ -191,14 +191,14 @@ def test_fresh_and_a_case_that_fails_later_leaves_the_dataset(cohort, tmp_path: 
 @pytest.mark.slow
 def test_a_failed_copy_leaves_no_half_case(cohort, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _, rows, _ = cohort
-    real = export_training.copy_atomically
+    real = export_cases.copy_atomically
 
     def full_disk(source: str, target: str) -> None:
         if "/labelsTr/" in target:
             raise OSError(28, "No space left on device")
         real(source, target)
 
-    monkeypatch.setattr(export_training, "copy_atomically", full_disk)
+    monkeypatch.setattr(export_cases, "copy_atomically", full_disk)
     assert (
         main(
             [
@@ -224,7 +224,7 @@ def test_a_crash_outside_the_case_handlers_is_an_error_row(
     cohort, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, rows, _ = cohort
-    real = export_training.export_one
+    real = export_cases.export_one
     crashing = rows[1]["ct_series_instance_uid"]
 
     def export_one(raw, planned, config):  # type: ignore[no-untyped-def]
@@ -232,7 +232,7 @@ def test_a_crash_outside_the_case_handlers_is_an_error_row(
             raise ZeroDivisionError("a bug")
         return real(raw, planned, config)
 
-    monkeypatch.setattr(export_training, "export_one", export_one)
+    monkeypatch.setattr(export_cases, "export_one", export_one)
     cohort_path = _write_cohort(tmp_path / "c.parquet", rows[:3])
     assert main(["export-training", "--output", str(tmp_path), "--cohort", str(cohort_path)]) == 3
     dataset = tmp_path / DATASET
@@ -251,14 +251,14 @@ def test_a_case_without_a_result_fails_the_job_and_finishes_nothing(
     cohort, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     _, rows, _ = cohort
-    real = export_training.ResultStore.write
+    real = export_cases.ResultStore.write
     lost = rows[1]["ct_series_instance_uid"]
 
     def write(self, rows):  # type: ignore[no-untyped-def]
         if rows.series["ct_series_instance_uid"] != lost:
             real(self, rows)
 
-    monkeypatch.setattr(export_training.ResultStore, "write", write)
+    monkeypatch.setattr(export_cases.ResultStore, "write", write)
     cohort_path = _write_cohort(tmp_path / "c.parquet", rows[:2])
     assert main(["export-training", "--output", str(tmp_path), "--cohort", str(cohort_path)]) == 1
     err = capsys.readouterr().err
