@@ -364,3 +364,24 @@ def test_export_to_cloud_storage(cohort, gcs_bucket: str, tmp_path: Path) -> Non
     labels, _ = read_nifti(str(local))
     partial = phantoms["partial"]
     np.testing.assert_array_equal(labels == LYMPH_NODE, partial.mask)
+
+
+def test_the_launcher_stays_light() -> None:
+    """``--help`` imports neither Beam nor numpy; the job's launcher leaves the decoders (and scipy,
+    used by the labels) to the cases' fork server, as ``lnq run`` does."""
+    helped = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from beam_jobs.cli import main; main(['export-training', '--help']);"
+            "print(sorted(m for m in ('apache_beam', 'numpy', 'pyarrow') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert helped.stdout.strip().splitlines()[-1] == "[]"
+    heavy = ("pydicom", "highdicom", "scipy", "matplotlib", "torch")
+    probe = f"import sys, beam_jobs.export_training; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
