@@ -385,3 +385,44 @@ def test_the_launcher_stays_light() -> None:
     probe = f"import sys, beam_jobs.export_training; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_job_is_built_for_remote_workers(cohort) -> None:  # type: ignore[no-untyped-def]
+    """On Dataflow every step, the finish included, is shipped to workers: the pipeline goes through
+    Beam's portable form and back (every function and setting pickled and restored), and the
+    finish is one of its steps (Dataflow's options are lnq run's: tests/beam_jobs/test_dataflow.py)."""
+    import apache_beam as beam
+
+    from beam_jobs.store import ResultStore
+    from pipeline.fetch.s5cmd import GCS_ENDPOINT, FetchConfig
+    from pipeline.isolation import Limits
+    from pipeline.training.cases import plan_cases
+    from pipeline.training.settings import KnownBackground
+
+    _, rows, _ = cohort
+    dataset = "gs://b/out/Dataset501_LNQ"
+    config = export_training.ExportConfig(
+        dataset=dataset,
+        fetch=FetchConfig(endpoint_url=GCS_ENDPOINT),
+        background=KnownBackground(),
+        limits=Limits(),
+        work_dir=None,
+        test_annotation="full",
+    )
+    plan = plan_cases(rows, test_annotation="full")
+    p = beam.Pipeline()
+    export_training.build(
+        p,
+        list(zip(rows, plan, strict=True)),
+        config=config,
+        plan=plan,
+        store=ResultStore(dataset, config.key()),
+        sources={},
+        dataset_name="LNQ",
+        progress_dir=None,
+    )
+    proto = p.to_runner_api()
+    names = {t.unique_name.split("/")[0] for t in proto.components.transforms.values()}
+    assert {"Cases", "Spread", "Export", "DeadLetters", "AllCases", "Finish"} <= names
+    restored = beam.Pipeline.from_runner_api(proto, p.runner, p._options)
+    assert restored.to_runner_api().components.transforms.keys() == proto.components.transforms.keys()
