@@ -80,7 +80,7 @@ lint: $(STAMP)
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) $(DEMO_OUTPUT) *.egg-info .tools
 
-.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-demo bench-gpu
+.PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-demo bench-export bench-gpu
 bench-accuracy: $(STAMP)
 	$(PY) bench/recist_accuracy.py
 
@@ -114,11 +114,14 @@ bench-store: $(STAMP)
 bench-demo: $(STAMP)
 	$(PY) bench/demo_speed.py
 
+bench-export: $(STAMP)
+	$(PY) bench/export_speed.py --sizes 108 556
+
 # needs a GPU (not part of `make bench`): utilisation, series per hour, cost per series
 bench-gpu: $(STAMP)
 	$(PY) bench/gpu_throughput.py --device cuda --price-per-hour $(or $(PRICE_PER_HOUR),1.00)
 
-bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-demo
+bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-demo bench-export
 
 # ---- Google Cloud (see README "Run on Google Cloud"); needs gcloud and docker ----
 PROJECT ?= $(shell gcloud config get-value project 2>/dev/null)

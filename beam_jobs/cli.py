@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
         help="run the job (see 'lnq run --help'); options it does not know go to Beam",
     )
+    sub.add_parser(
+        "export-training",
+        add_help=False,
+        help="export the cohort as an nnU-Net v2 raw dataset (see 'lnq export-training --help')",
+    )
 
     level, argv = _take_log_level(argv)
     args, rest = parser.parse_known_args(argv)
@@ -259,6 +264,7 @@ _RESUME_HINT = {
     "run": "finished series are kept; run the same command again to resume "
     "(the published tables are unchanged)",
     "demo": "run it again to start over",
+    "export-training": "finished cases are kept; run the same command again to resume",
 }
 
 
@@ -272,7 +278,7 @@ def _exit_code(exc: Exception, command: str) -> int | None:
 
     if isinstance(exc, (UsageError, FileNotFoundError, NotADirectoryError, PipelineError)):
         return EXIT_USAGE
-    if isinstance(exc, ValueError) and command != "run":
+    if isinstance(exc, ValueError) and command not in ("run", "export-training"):
         return EXIT_USAGE
     if isinstance(exc, (RunFailed, OutsideOutput)) or type(exc).__name__ == "OutputLocked":
         return EXIT_FAILED
@@ -315,6 +321,8 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
             prepare_credentials(what=f"the report of {args.output}")
         print(write_run_report(normalise_output(args.output)))
         return EXIT_OK
+    if args.command == "export-training":
+        return _export_training(rest)
     if "-h" in rest or "--help" in rest:  # answered without importing Beam, numpy or torch
         from beam_jobs.run_args import make_parser
 
@@ -332,6 +340,29 @@ def _command(args: argparse.Namespace, rest: list[str], parser: argparse.Argumen
     if isinstance(outcome, Submitted):
         return EXIT_OK
     return EXIT_OK if outcome.n_failed == 0 else EXIT_SERIES_FAILED
+
+
+def _export_training(rest: list[str]) -> int:
+    """``lnq export-training``: the job of ``beam_jobs.export_training``, run as ``lnq run`` is (help
+    without Beam, the fork server started early, signals stopping the cases' children)."""
+    if "-h" in rest or "--help" in rest:
+        from beam_jobs.export_args import make_parser
+
+        make_parser().print_help()
+        return EXIT_OK
+    if _series_run_in_this_process(rest):
+        from pipeline.isolation import start_fork_server
+
+        start_fork_server()
+    from beam_jobs.export_training import run as export
+
+    with _stop_children_on_signals():
+        summary = export(rest)
+    print(
+        f"{summary.n_ok} ok, {summary.n_failed} failed of {summary.n_cohort} cases; "
+        f"{summary.n_training} training, {summary.n_test} test; dataset in {summary.dataset}"
+    )
+    return EXIT_OK if summary.n_failed == 0 else EXIT_SERIES_FAILED
 
 
 def _series_run_in_this_process(rest: list[str]) -> bool:

@@ -30,7 +30,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -253,16 +253,23 @@ class CorruptResult(ValueError):
     """A kept result that does not decode, or no longer fits the tables' schemas."""
 
 
-def decode_result(data: bytes) -> KeptResult:
-    """A kept result, checked against the tables' schemas (a result kept by an older version whose
-    columns differ is corrupt: the series is redone rather than crashing every publish)."""
+def fits_series_tables(rows: OutcomeRows) -> None:
+    """Raise unless ``rows`` fit the ``series``, ``nodes`` and ``errors`` schemas."""
+    for table in SERIES_TABLES:
+        to_table(getattr(rows, table) if table != "series" else [rows.series], table)
+
+
+def decode_result(data: bytes, check: Callable[[OutcomeRows], None] = fits_series_tables) -> KeptResult:
+    """A kept result, checked by ``check`` against the tables it will be published in (a result kept
+    by an older version whose columns differ is corrupt: the series is redone rather than crashing
+    every publish)."""
     try:
         raw = json.loads(data)
         series = dict(raw["series"])
-        series["processed_at"] = dt.datetime.fromisoformat(series["processed_at"])
+        if "processed_at" in series:
+            series["processed_at"] = dt.datetime.fromisoformat(series["processed_at"])
         rows = OutcomeRows(series=series, nodes=list(raw["nodes"]), errors=list(raw["errors"]))
-        for table in SERIES_TABLES:
-            to_table(getattr(rows, table) if table != "series" else [rows.series], table)
+        check(rows)
         files = tuple(FileRecord.from_json(f) for f in raw.get("files", []))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptResult(f"{type(exc).__name__}: {exc}") from exc
@@ -273,10 +280,13 @@ def decode_result(data: bytes) -> KeptResult:
 
 @dataclass(frozen=True)
 class ResultStore:
-    """Finished series of one run configuration, under ``OUTPUT/_lnq/results/<key>/``."""
+    """Finished series of one run configuration, under ``OUTPUT/_lnq/results/<key>/``. ``check``
+    says what a kept result must fit (by default the ``series``, ``nodes`` and ``errors`` tables; the
+    training export keeps case rows)."""
 
     output: str
     key: str
+    check: Callable[[OutcomeRows], None] = fits_series_tables
 
     @property
     def root(self) -> str:
@@ -316,7 +326,7 @@ class ResultStore:
 
         def check(uid: str) -> tuple[str, str | None]:
             try:
-                result = decode_result(read_bytes(self.path(SeriesStatus.OK, uid)))
+                result = decode_result(read_bytes(self.path(SeriesStatus.OK, uid)), self.check)
             except (OSError, CorruptResult) as exc:
                 return uid, f"its kept result is unreadable ({exc})"
             if result.uid != uid:
@@ -358,7 +368,7 @@ class ResultStore:
             except OSError:
                 continue
             try:
-                ok = decode_result(data).uid == uid
+                ok = decode_result(data, self.check).uid == uid
             except CorruptResult:
                 ok = False
             if not ok:
@@ -389,7 +399,7 @@ class ResultStore:
                 if os.path.basename(path) not in names:
                     continue
                 try:
-                    return uid, decode_result(read_bytes(path))
+                    return uid, decode_result(read_bytes(path), self.check)
                 except OSError as exc:
                     problem = CorruptResult(f"unreadable: {exc}")
                 except CorruptResult as exc:

@@ -22,6 +22,8 @@ class Stage(str, enum.Enum):
     SEG_WRITE = "seg_write"
     SCORE = "score"
     QC = "qc"
+    EXPORT = "export"
+    """Training export (``lnq export-training``): labels built, NIfTI written and copied."""
     UNEXPECTED = "unexpected"
 
     def __str__(self) -> str:

@@ -71,6 +71,27 @@ class Phantom:
     nodes: list[Ellipsoid]
     sop_instance_uids: list[str] = field(default_factory=list)
     annotation: str = "full"
+    z_descending: bool = False
+    """Rows run to the patient's right (ImageOrientationPatient -1,0,0,0,1,0), so the slice normal
+    points to the feet: decoded, slices run from head to feet and columns from left to right."""
+
+    def as_decoded(self, array: np.ndarray) -> np.ndarray:
+        """A truth array (``hu``, ``mask``: slices by increasing z, columns by increasing x) in the
+        order the CT decoder gives the series (slices along the normal, columns along the rows)."""
+        return array[::-1, :, ::-1] if self.z_descending else array
+
+    @property
+    def decoded_geometry(self):  # type: ignore[no-untyped-def]
+        """The grid the CT decoder gives the series (``pipeline.dicom.volume.Geometry``)."""
+        from pipeline.dicom.volume import Geometry
+
+        nz, ny, nx = self.hu.shape
+        if not self.z_descending:
+            return Geometry((nz, ny, nx), self.origin_mm, self.spacing_mm, (1, 0, 0, 0, 1, 0, 0, 0, 1))
+        x0, y0, z0 = self.origin_mm
+        dx, _, dz = self.spacing_mm
+        origin = (x0 + (nx - 1) * dx, y0, z0 + (nz - 1) * dz)
+        return Geometry((nz, ny, nx), origin, self.spacing_mm, (-1, 0, 0, 0, 1, 0, 0, 0, -1))
 
 
 def default_nodes(z_center_mm: float) -> list[Ellipsoid]:
@@ -102,10 +123,13 @@ def make_phantom(
     noise_sd: float = 8.0,
     anatomy: bool = True,
     patient_name: str | None = None,
+    z_descending: bool = False,
 ) -> Phantom:
     """Write a phantom CT series (one file per slice, shuffled names) and its SEG.
 
-    ``patient_name``: the CT's PatientName (default ``<patient_id>^``, a family name)."""
+    ``patient_name``: the CT's PatientName (default ``<patient_id>^``, a family name).
+    ``z_descending``: rows run to the patient's right, so the decoded slices run from head to feet
+    (see :attr:`Phantom.z_descending`); ``hu`` and ``mask`` stay in increasing z and x."""
     rng = random.Random(seed)
     np_rng = np.random.default_rng(seed)
     out = Path(out_dir)
@@ -134,7 +158,7 @@ def make_phantom(
     rng.shuffle(order)  # instance numbers and file names do not follow position
     for k in range(nz):
         ds = _ct_slice(
-            hu[k],
+            hu[k][:, ::-1] if z_descending else hu[k],
             k=k,
             instance_number=order[k] + 1,
             rng=rng,
@@ -143,10 +167,15 @@ def make_phantom(
             study_uid=study_uid,
             series_uid=series_uid,
             for_uid=for_uid,
-            position=(origin[0], origin[1], origin[2] + k * slice_spacing_mm),
+            position=(
+                origin[0] + (nx - 1) * col_mm if z_descending else origin[0],
+                origin[1],
+                origin[2] + k * slice_spacing_mm,
+            ),
             pixel_spacing_mm=pixel_spacing_mm,
             slice_spacing_mm=slice_spacing_mm,
             signed=signed,
+            row_cosine_x=-1 if z_descending else 1,
         )
         datasets.append(ds)
     for ds in datasets:
@@ -167,6 +196,7 @@ def make_phantom(
         nodes=nodes,
         sop_instance_uids=[d.SOPInstanceUID for d in datasets],
         annotation=annotation,
+        z_descending=z_descending,
     )
     if write_seg:
         write_reference_seg(phantom, datasets, rng=rng)
@@ -208,6 +238,7 @@ def _ct_slice(
     pixel_spacing_mm: tuple[float, float],
     slice_spacing_mm: float,
     signed: bool,
+    row_cosine_x: int = 1,
 ) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
@@ -238,7 +269,7 @@ def _ct_slice(
     ds.PositionReferenceIndicator = ""
     ds.PatientPosition = "FFS"
     ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.ImageOrientationPatient = [row_cosine_x, 0, 0, 0, 1, 0]
     ds.SliceLocation = f"{position[2]:.4f}"
     ds.SliceThickness = f"{slice_spacing_mm:.4f}"
     ds.PixelSpacing = [f"{v:.4f}" for v in pixel_spacing_mm]
@@ -315,7 +346,7 @@ def write_reference_seg(phantom: Phantom, datasets: list[Dataset], *, rng: rando
     """An expert-style SEG of the phantom's nodes: one segment, MANUAL, BINARY, empty frames omitted."""
     return write_seg(
         datasets,
-        phantom.mask,
+        phantom.mask[:, :, ::-1] if phantom.z_descending else phantom.mask,  # as the slices' pixels lie
         phantom.seg_path,
         series_uid=phantom.seg_series_uid,
         rng=rng,

@@ -1,0 +1,210 @@
+"""The training export job: cohort rows in, an nnU-Net v2 raw dataset out.
+
+Like ``lnq run``: the cohort is read and checked first, one writer holds the output (the lock of
+``beam_jobs.lock``, on the dataset folder), each case runs in an isolated child
+(:func:`pipeline.training.export_case.export_case`) and its result is kept in the result store as
+it finishes, so a rerun skips finished cases (``--fresh`` redoes them); a crash outside the case's
+handlers is a dead letter and an error row.
+
+The last step of the pipeline, fed by every case's result through a global combine, finishes the
+dataset (``beam_jobs.export_finish``): it writes ``dataset.json`` (which lists only ``ok`` cases), the
+splits and the case table inside the job, not after ``wait_until_finish()``, so a Dataflow job
+finishes its dataset itself. One case's work is ``beam_jobs.export_cases``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import StandardOptions
+
+from beam_jobs import lock
+from beam_jobs.dataflow import is_dataflow
+from beam_jobs.export_args import make_parser
+from beam_jobs.export_cases import ExportCaseFn, ExportConfig, case_store, dead_letter_to_case
+from beam_jobs.export_finish import ExportSummary, finish_export, listed_case_files, read_summary
+from beam_jobs.launch import check_reachable, load_cohort_rows, normalise_output, pipeline_options
+from beam_jobs.options import INTERRUPTED, UsageError, split_beam_args
+from beam_jobs.publish import RunFailed
+from beam_jobs.store import ResultStore, is_remote
+from beam_jobs.work_folder import run_folder
+from pipeline.errors import PipelineError
+from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
+from pipeline.fetch.s5cmd import check_config as check_fetch_config
+from pipeline.isolation import GIB, Limits
+from pipeline.training.cases import PlannedCase, plan_cases
+from pipeline.training.dataset import dataset_folder_name, image_file, label_file
+from pipeline.training.provenance import SeriesSource, idc_release, series_sources
+from pipeline.training.settings import BackgroundRule, KnownBackground
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ExportConfig", "ExportSummary", "build", "run"]
+
+
+def build(
+    p: beam.Pipeline,
+    pending: Sequence[tuple[dict[str, Any], PlannedCase]],
+    *,
+    config: ExportConfig,
+    plan: Sequence[PlannedCase],
+    store: ResultStore,
+    sources: Mapping[str, SeriesSource],
+    dataset_name: str,
+    progress_dir: str | None,
+) -> beam.PCollection:
+    """Wire the export into ``p``; returns the finished dataset's summary (one element)."""
+    fn = ExportCaseFn(config, store=store, total=len(pending), progress_dir=progress_dir, started=time.time())
+    done, crashed = (
+        p
+        | "Cases" >> beam.Create(list(pending), reshuffle=False)
+        | "Spread" >> beam.Reshuffle()
+        | "Export" >> beam.ParDo(fn).with_exception_handling()
+    )
+    recovered = crashed | "DeadLetters" >> beam.Map(dead_letter_to_case, config, store)
+    return (
+        (done, recovered)
+        | "Merge" >> beam.Flatten()
+        | "AllCases" >> beam.combiners.Count.Globally()
+        | "Finish"
+        >> beam.Map(
+            finish_export,
+            config=config,
+            plan=list(plan),
+            store=store,
+            sources=dict(sources),
+            release=idc_release(),
+            dataset_name=dataset_name,
+        )
+    )
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> ExportSummary:
+    """Export the cohort; return the summary of the finished dataset."""
+    args, beam_args = split_beam_args(make_parser(), list(argv or []))
+    try:
+        name = dataset_folder_name(args.dataset_id, args.dataset_name)
+        background = KnownBackground(args.partial_background, args.air_below_hu, args.bone_above_hu)
+        options = pipeline_options(beam_args, workers=args.workers, series_per_worker=args.series_per_worker)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.series_timeout <= 0 or args.series_memory_gb < 0 or args.workers < 1:
+        raise UsageError(
+            f"--series-timeout {args.series_timeout:g}, --series-memory-gb {args.series_memory_gb:g}, "
+            f"--workers {args.workers}: expected a positive time, a memory limit >= 0 and >= 1 worker"
+        )
+    rows = load_cohort_rows(args.cohort, annotation=args.annotation, limit=args.limit)
+    try:
+        plan = plan_cases(rows, test_annotation=args.test_annotation)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    dataset = f"{normalise_output(args.output)}/{name}"
+    _check_no_other_dataset_with_id(normalise_output(args.output), args.dataset_id, name)
+    endpoint = args.s3_endpoint or (GCS_ENDPOINT if is_dataflow(options) else AWS_ENDPOINT)
+    fetch = FetchConfig(
+        endpoint_url=endpoint, timeout_s=args.fetch_timeout, extra_buckets=tuple(args.allow_bucket)
+    )
+    try:
+        check_fetch_config(fetch)
+    except PipelineError as exc:
+        raise UsageError(exc.detail) from exc
+    if background.rule == BackgroundRule.NONE and args.test_annotation == "full":
+        logger.warning(
+            "--partial-background none with --test-annotation full: the training cases have no "
+            "background label at all (only full cases do, and they are the test set)"
+        )
+    is_local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
+    sources = series_sources(p.ct_series_instance_uid for p in plan)
+    with run_folder(args.work_dir if is_local or args.work_dir else None) as work:
+        config = ExportConfig(
+            dataset=dataset,
+            fetch=fetch,
+            background=background,
+            limits=Limits(
+                timeout_s=args.series_timeout,
+                memory_bytes=int(args.series_memory_gb * GIB) if args.series_memory_gb > 0 else None,
+            ),
+            work_dir=work if is_local else args.work_dir,
+            test_annotation=args.test_annotation,
+        )
+        with lock.acquire(dataset):
+            store = case_store(dataset, config.key())
+            done = set() if args.fresh else _finished(store, dataset, plan)
+            pending = [
+                (row, p) for row, p in zip(rows, plan, strict=True) if p.ct_series_instance_uid not in done
+            ]
+            logger.info(
+                "cohort: %d cases, %d already exported with these settings (skipped), %d to export; "
+                "dataset: %s; settings %s",
+                len(plan),
+                len(plan) - len(pending),
+                len(pending),
+                dataset,
+                config.key(),
+            )
+            if pending:
+                check_reachable([row for row, _ in pending], fetch)
+            progress = os.path.join(work, "progress") if is_local else None
+            if progress:
+                os.makedirs(progress)
+            p = test_pipeline or beam.Pipeline(options=options)
+            build(
+                p,
+                pending,
+                config=config,
+                plan=plan,
+                store=store,
+                sources=sources,
+                dataset_name=args.dataset_name,
+                progress_dir=progress,
+            )
+            try:
+                p.run().wait_until_finish()
+            except Exception as exc:  # the runner's own failure (or the finish step's), not a case's
+                if INTERRUPTED.is_set():
+                    raise KeyboardInterrupt from exc
+                raise RunFailed(
+                    f"the export failed: {_first_line(exc)}; finished cases are kept, run again to resume"
+                ) from exc
+            return read_summary(dataset, len(plan))
+
+
+def _finished(store: ResultStore, dataset: str, plan: Sequence[PlannedCase]) -> set[str]:
+    """Cases with an ``ok`` result for these settings whose two files are in the dataset (a case
+    whose files were removed since is exported again)."""
+    done = store.done()
+    present = listed_case_files(dataset)
+    return {
+        p.ct_series_instance_uid
+        for p in plan
+        if p.ct_series_instance_uid in done
+        and image_file(p.case_id, p.split) in present
+        and label_file(p.case_id, p.split) in present
+    }
+
+
+def _check_no_other_dataset_with_id(output: str, dataset_id: int, name: str) -> None:
+    """nnU-Net refuses an id shared by two dataset folders: say so before anything is written."""
+    prefix = f"Dataset{dataset_id:03d}_"
+    if is_remote(output):
+        paths = [m.path for m in FileSystems.match([f"{output}/{prefix}*/**"])[0].metadata_list]
+        folders = {path[len(output) + 1 :].split("/", 1)[0] for path in paths}
+    else:
+        folders = set(os.listdir(output)) if os.path.isdir(output) else set()
+    others = sorted(f for f in folders if f.startswith(prefix) and f != name)
+    if others:
+        raise UsageError(
+            f"{output} already holds {others[0]} with dataset id {dataset_id}; nnU-Net needs one folder "
+            "per id: choose another --dataset-id or --output"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
