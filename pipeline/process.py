@@ -31,7 +31,7 @@ from pipeline.enums import Stage
 from pipeline.errors import IsolatedFailure, ModelError, PipelineError
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.isolation import Limits, run_isolated
-from pipeline.models.base import SavedPrediction, SegmentationModel
+from pipeline.models.base import SavedPrediction, SegmentationModel, check_finite
 from pipeline.models.spec import ModelSpec, model_label
 from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome
 
@@ -230,6 +230,9 @@ def _predict(model: SegmentationModel, ct: CtVolume, clock: StageClock, path: st
                 f"for a grid of shape {tuple(expected)} [z, y, x]",
                 series_uid=ct.series_uid or None,
             )
+        if predicted.saved_to is None:  # a model that writes its output checks it as it writes it
+            output = predicted.mask if predicted.mask is not None else predicted.probabilities
+            check_finite(output, what=what.removeprefix("a "), series_uid=ct.series_uid or None)
         saved = SavedPrediction.save(predicted, path)
     # the model times its own steps: its resampling back to the CT grid is post-processing
     clock.seconds[Stage.INFERENCE] = predicted.inference_s

@@ -31,7 +31,7 @@ import torch
 
 from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ModelError
-from pipeline.models.base import Prediction, model_grid_shape
+from pipeline.models.base import Prediction, check_finite, model_grid_shape
 
 # The axes each nnU-Net image reader gives a volume, as a DICOM orientation code to turn the CT
 # to before prediction (None: the CT's own axes, SimpleITK's array order).
@@ -157,7 +157,7 @@ class NnUNetModel:
             self._predictor.configuration_manager.spacing,
             series_uid=ct.series_uid or None,
         )
-        segmentation = self._predict_array(image, spacing_zyx)
+        segmentation = self._predict_array(image, spacing_zyx, series_uid=ct.series_uid or None)
         inference_s = time.perf_counter() - start
         start = time.perf_counter()
         mask = back(np.asarray(segmentation) > 0).astype(bool, copy=False)
@@ -168,7 +168,9 @@ class NnUNetModel:
             )
         return Prediction(mask=mask, inference_s=inference_s, postprocess_s=time.perf_counter() - start)
 
-    def _predict_array(self, image: np.ndarray, spacing_zyx: list[float]) -> np.ndarray:
+    def _predict_array(
+        self, image: np.ndarray, spacing_zyx: list[float], *, series_uid: str | None = None
+    ) -> np.ndarray:
         """nnunetv2's ``predict_single_npy_array``, its three steps called as it calls them, with
         only the sliding windows under the lock: they load each fold's weights into the one
         network, while preprocessing and the resampling back are pure CPU work of the plans
@@ -192,8 +194,17 @@ class NnUNetModel:
                 verbose=False,
             )
         )
-        with self._lock:
-            logits = predictor.predict_logits_from_preprocessed_data(preprocessed["data"]).cpu()
+        try:
+            with self._lock:
+                logits = predictor.predict_logits_from_preprocessed_data(preprocessed["data"]).cpu()
+        except RuntimeError as exc:  # nnunetv2 checks for infinities itself (not for NaN)
+            if "Encountered inf" not in str(exc):
+                raise
+            raise ModelError(
+                "the model returned non-finite logits: infinite values from nnU-Net's sliding windows",
+                series_uid=series_uid,
+            ) from exc
+        check_finite(logits, what="logits", series_uid=series_uid, where="from nnU-Net's sliding windows")
         return convert_predicted_logits_to_segmentation_with_correct_shape(
             logits,
             predictor.plans_manager,

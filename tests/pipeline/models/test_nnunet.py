@@ -85,7 +85,7 @@ def test_prediction_lands_on_the_ct_axes(reader: str, nnunet_folder: Path, tmp_p
     model = NnUNetModel(str(folder), device=torch.device("cpu"), folds=(0,), tta=False)
     calls = []
 
-    def predict_array(image, spacing_zyx):
+    def predict_array(image, spacing_zyx, series_uid=None):
         calls.append((image, spacing_zyx))
         return (image[0] > 100).astype(np.uint8) * 2  # any label other than background is a node
 
