@@ -230,6 +230,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             step_size=args.step_size,
             tta=args.tta,
             folds=tuple(int(f) if f.isdigit() else f for f in (args.folds or ())),
+            trust_code=args.trust_model_code,
         )
         options = pipeline_options(
             beam_args, workers=args.workers, gpu=args.gpu, series_per_worker=args.series_per_worker

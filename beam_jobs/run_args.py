@@ -111,3 +111,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="nnU-Net test-time mirroring (--no-tta is faster)",
     )
+    model.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="load nnU-Net checkpoints as nnunetv2 does, letting their pickles run code, and any network "
+        "class plans.json names: only for a model whose source you trust (default: weights only, and a "
+        "checkpoint that needs more is refused)",
+    )

@@ -32,6 +32,7 @@ import torch
 from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ModelError
 from pipeline.models.base import Prediction, check_finite, model_grid_shape
+from pipeline.models.nnunet_loading import initialize_predictor
 
 # The axes each nnU-Net image reader gives a volume, as a DICOM orientation code to turn the CT
 # to before prediction (None: the CT's own axes, SimpleITK's array order).
@@ -92,6 +93,7 @@ class NnUNetModel:
         checkpoint: str = "checkpoint_final.pth",
         step_size: float = 0.5,
         tta: bool = True,
+        trust_code: bool = False,
     ):
         for required in ("dataset.json", "plans.json"):
             if not os.path.isfile(os.path.join(folder, required)):
@@ -133,10 +135,10 @@ class NnUNetModel:
             verbose_preprocessing=False,
             allow_tqdm=False,
         )
-        try:
-            self._predictor.initialize_from_trained_model_folder(
-                folder, use_folds=tuple(chosen), checkpoint_name=checkpoint
-            )
+        try:  # the checkpoints' pickles never run code unless the user trusts them (nnunet_loading)
+            initialize_predictor(self._predictor, folder, chosen, checkpoint, trust_code=trust_code)
+        except ModelError:
+            raise
         except Exception as exc:
             raise ModelError(
                 f"nnU-Net folder {folder} cannot be loaded: {type(exc).__name__}: {exc}"
