@@ -20,8 +20,8 @@ from apache_beam.utils.shared import Shared
 from beam_jobs.store import ResultStore, copy_atomically
 from pipeline.enums import SeriesStatus, Stage
 from pipeline.errors import ModelError
-from pipeline.models.base import SegmentationModel
-from pipeline.models.spec import ModelSpec, load_model
+from pipeline.model_host import ModelHost, open_model
+from pipeline.models.spec import ModelSpec
 from pipeline.outcome import SeriesError, SeriesIdentity, SeriesOutcome
 from pipeline.outputs.rows import OutcomeRows, outcome_rows
 from pipeline.process import ProcessConfig, process_series
@@ -74,10 +74,10 @@ def check_model_reachable(spec: ModelSpec, shared: Shared) -> None:
         if not FileSystems.match([spec.path.rstrip("/") + "*"])[0].metadata_list:
             raise ModelError(f"model {spec.path} does not exist")
         return
-    _LAUNCHER_MODELS.append(shared.acquire(lambda: load_model(spec)))
+    _LAUNCHER_MODELS[:] = [shared.acquire(lambda: open_model(spec))]  # the last run's only
 
 
-_LAUNCHER_MODELS: list[SegmentationModel] = []  # keeps the launcher's model alive for the run
+_LAUNCHER_MODELS: list[ModelHost] = []  # keeps the launcher's model alive for the run
 
 
 class OutputFileSink:
@@ -129,8 +129,9 @@ class SeriesDone:
 class ProcessSeriesFn(beam.DoFn):
     """Cohort row in, :class:`SeriesDone` out (the rows go to the result store); failures too.
 
-    The model is loaded in ``setup()`` once per worker process and shared by its
-    threads through Beam's ``Shared`` handle, never once per series.
+    The model is loaded in ``setup()`` once per worker process, in its model host
+    (``pipeline.model_host``: its own process, held to the series' limits), and shared by the
+    worker's threads through Beam's ``Shared`` handle, never once per series.
     """
 
     def __init__(
@@ -151,14 +152,14 @@ class ProcessSeriesFn(beam.DoFn):
         self._progress_dir = progress_dir
         self._sink = sink
         self._shared = shared or Shared()
-        self._model: SegmentationModel | None = None
+        self._model: ModelHost | None = None
         self._ok = Metrics.counter("lnq", "series_ok")
         self._failed = Metrics.counter("lnq", "series_failed")
 
     def setup(self) -> None:
         spec = self._config.model
         if spec is not None:
-            self._model = self._shared.acquire(lambda: load_model(localized_spec(spec)))
+            self._model = self._shared.acquire(lambda: open_model(localized_spec(spec)))
 
     def process(self, raw: dict[str, Any]) -> Iterator[SeriesDone]:
         outcome = process_series(raw, config=self._config, model=self._model, sink=self._sink)

@@ -50,6 +50,8 @@ RECORD_TYPES: frozenset[tuple[str, str]] = frozenset(
         ("pipeline.evaluate.lnq2023", "CaseScore"),
         ("pipeline.evaluate.detection", "Detection"),
         ("pipeline.models.base", "SavedPrediction"),
+        ("pipeline.model_host", "InferenceRequest"),
+        ("pipeline.model_host", "InferenceDone"),
     }
 )
 """The pipeline's records a child may send (frozen dataclasses and enums: unpickling builds them

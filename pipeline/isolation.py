@@ -119,6 +119,35 @@ def kill_all() -> None:
         _kill_group(group)
 
 
+def track_group(group: int) -> None:
+    """Count a process group started elsewhere (the model host) among the children
+    :func:`kill_all` kills."""
+    with _LIVE_LOCK:
+        _LIVE.add(group)
+
+
+def untrack_group(group: int) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(group)
+
+
+def kill_group(group: int) -> None:
+    """SIGKILL a child's whole process group (gone already: nothing to do)."""
+    _kill_group(group)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent (the fork server, which goes with
+    the job) dies, so that a child of a killed job does not live on (Linux; elsewhere a no-op)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _kill_group(group: int) -> None:
     try:
         os.killpg(group, signal.SIGKILL)

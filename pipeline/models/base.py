@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,7 +15,12 @@ from pipeline.dicom.volume import CtVolume, Geometry, float3, int3
 from pipeline.errors import ModelError
 from pipeline.models.slabs import resample_by_slabs, slab_grid
 
+ForwardLock = AbstractContextManager[Any]
+"""What a model holds while its network runs (a ``threading.Lock``, or the model host's wrapper
+of one that counts how long each series waits for it)."""
+
 __all__ = [
+    "ForwardLock",
     "ModelError",
     "Prediction",
     "SavedPrediction",

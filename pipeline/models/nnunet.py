@@ -31,7 +31,7 @@ import torch
 
 from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ModelError
-from pipeline.models.base import Prediction, check_finite, model_grid_shape
+from pipeline.models.base import ForwardLock, Prediction, check_finite, model_grid_shape
 from pipeline.models.nnunet_loading import initialize_predictor
 
 # The axes each nnU-Net image reader gives a volume, as a DICOM orientation code to turn the CT
@@ -143,7 +143,9 @@ class NnUNetModel:
             raise ModelError(
                 f"nnU-Net folder {folder} cannot be loaded: {type(exc).__name__}: {exc}"
             ) from exc
-        self._lock = threading.Lock()
+        self.forward_lock: ForwardLock = threading.Lock()
+        """One series' sliding windows at a time (the model host counts the time a series waits
+        for it, which is not that series' own)."""
         # The windows and the resampling back both set torch's (process-wide) thread count and
         # restore it after; unlocked, they interleave, so both must set the windows' own value.
         self._threads = min(default_num_processes, torch.get_num_threads())
@@ -197,7 +199,7 @@ class NnUNetModel:
             )
         )
         try:
-            with self._lock:
+            with self.forward_lock:
                 logits = predictor.predict_logits_from_preprocessed_data(preprocessed["data"]).cpu()
         except RuntimeError as exc:  # nnunetv2 checks for infinities itself (not for NaN)
             if "Encountered inf" not in str(exc):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.dicom.volume import CtVolume, float3, int3
-from pipeline.models.base import ModelError, Prediction, ct_rows, model_grid
+from pipeline.models.base import ForwardLock, ModelError, Prediction, ct_rows, model_grid
 from pipeline.models.windows import ArraySink, NpySink, sliding_window_probabilities
 
 OUTPUTS = ("sigmoid", "softmax")
@@ -123,7 +123,9 @@ class TorchScriptModel:
             self.module = torch.jit.load(path, map_location=device).eval()
         except Exception as exc:
             raise ModelError(f"TorchScript model {path} cannot be loaded: {exc}") from exc
-        self._lock = threading.Lock()  # one batch of windows at a time per model copy
+        self.forward_lock: ForwardLock = threading.Lock()
+        """One batch of windows at a time per model copy (the model host counts the time a series
+        waits for it, which is not that series' own)."""
 
     def predict(self, ct: CtVolume, *, save_to: str | None = None) -> Prediction:
         """Foreground probabilities on the model's grid: in memory, or written to ``save_to`` (a
@@ -161,7 +163,7 @@ class TorchScriptModel:
     def _forward(self, windows: torch.Tensor) -> torch.Tensor:
         # one batch of windows at a time on the model: bounds device memory by the batch, and lets
         # another series make its input and blend its output meanwhile
-        with self._lock:
+        with self.forward_lock:
             return self.module(windows)
 
     def _foreground_probability(self, logits: torch.Tensor, *, series_uid: str) -> np.ndarray:

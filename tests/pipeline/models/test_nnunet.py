@@ -136,7 +136,7 @@ def test_only_the_windows_wait_for_the_model(nnunet_folder: Path, monkeypatch: p
             self.inner.release()
 
     lock = RecordingLock()
-    model._lock = lock  # type: ignore[assignment]
+    model.forward_lock = lock  # type: ignore[assignment]
     windows = model._predictor.predict_logits_from_preprocessed_data
 
     def recorded_windows(data):
