@@ -44,6 +44,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,8 @@ LOAD_TIMEOUT_S = 1800.0
 """The longest a host may take to load its model (a first CUDA start and a large checkpoint take
 tens of seconds)."""
 GIB = 1024**3
+MAX_REQUESTS = 64
+"""Requests a host runs at once (a worker sends as many as it has series in flight)."""
 
 
 @dataclass(frozen=True)
@@ -538,14 +541,16 @@ def _serve(conn: Connection, key: bytes, spec: ModelSpec) -> None:
         reporter = threading.Thread(target=_report_waits, args=(accounted, reply), daemon=True)
         reporter.start()
     channel.send(conn, key, ("ready", (str(model.name), str(model.version))))
+    # long-lived request threads, reused from one series to the next (as the worker's own threads
+    # were): torch's OpenMP keeps a team of threads for each thread that calls it
+    pool = ThreadPoolExecutor(max_workers=MAX_REQUESTS, thread_name_prefix="model-request")
     while True:
         try:
             kind, request = channel.receive(conn, key)
         except (EOFError, OSError):
             os._exit(0)  # the worker is gone
         if kind == "predict" and isinstance(request, InferenceRequest):
-            args = (model, request, reply, accounted)
-            threading.Thread(target=_answer, args=args, daemon=True).start()
+            pool.submit(_answer, model, request, reply, accounted)
 
 
 class _AccountedLock:
