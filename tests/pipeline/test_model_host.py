@@ -76,16 +76,6 @@ class Slowly(torch.nn.Module):
         return self.inner(x) + 0.0 * busy[0]
 
 
-class Slow(torch.nn.Module):
-    """A HU window that takes about a second per window batch (a busy GPU, a large model)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x
-        for _ in range(400):
-            y = torch.sin(y) + y
-        return 4.0 * (70.0 - torch.abs(x - 40.0)) + 0.0 * y
-
-
 def _with_metal(phantom: Phantom) -> Phantom:
     """The phantom with a few voxels of metal in one slice (rewritten in place)."""
     path = sorted(phantom.ct_dir.iterdir())[len(list(phantom.ct_dir.iterdir())) // 2]
@@ -254,7 +244,7 @@ def test_a_memory_explosion_is_a_memory_error_and_the_series_beside_it_finishes(
     from pipeline.model_host import InferenceDone
     from pipeline.outcome import SeriesError
 
-    host = ModelHost(_spec(tmp_path, Slowly(BalloonsOnBright())))
+    host = ModelHost(_spec(tmp_path, Slowly(BalloonsOnBright(), work=600)))  # the healthy one stays a while
     try:
         healthy, metal = _predict_at_once(host, [series["healthy"], series["metal"]], tmp_path, memory_gb=0.3)
         assert isinstance(metal, SeriesError), metal
@@ -272,14 +262,18 @@ def test_a_host_killed_from_outside_while_alone_blames_its_series_and_serves_the
     series: dict[str, Phantom], tmp_path: Path
 ) -> None:
     """The kernel's OOM killer (the host is its first choice) looks like this: a SIGKILL."""
-    spec = _spec(tmp_path, Slow())
+    from tests.support.models import HuWindow
+
+    spec = _spec(tmp_path, Slowly(HuWindow(40.0, 70.0), work=600))
     host = ModelHost(spec)
     try:
-        pid = host._host.pid  # type: ignore[union-attr]
+        serving = host._host  # type: ignore[union-attr]
 
-        def kill_soon() -> None:
-            time.sleep(1.5)
-            os.kill(pid, signal.SIGKILL)
+        def kill_soon() -> None:  # once the series is in the host
+            while not serving.attempts:
+                time.sleep(0.02)
+            time.sleep(0.5)
+            os.kill(serving.pid, signal.SIGKILL)
 
         killer = threading.Thread(target=kill_soon)
         killer.start()
