@@ -239,6 +239,7 @@ def make_plan(argv: list[str]) -> RunPlan:
             step_size=args.step_size,
             tta=args.tta,
             folds=tuple(int(f) if f.isdigit() else f for f in (args.folds or ())),
+            trust_code=args.trust_model_code,
         )
         options = pipeline_options(
             beam_args, workers=args.workers, gpu=gpu, series_per_worker=args.series_per_worker

@@ -63,14 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Limits.timeout_s,
         metavar="SECONDS",
         help="wall-clock limit of each isolated process of one series: fetch and decode, measure "
-        "and write (default %(default)g s)",
+        "and write, and of its inference in the model host (default %(default)g s)",
     )
     limits.add_argument(
         "--series-memory-gb",
         type=float,
         default=Limits.memory_bytes / GIB if Limits.memory_bytes else 0,
         metavar="GB",
-        help="address-space limit of each isolated process of one series (default %(default)g GB; 0: none)",
+        help="address-space limit of each isolated process of one series, and the memory the model "
+        "host may hold per series above its own (default %(default)g GB; 0: none)",
     )
     limits.add_argument(
         "--fetch-timeout",
@@ -125,4 +126,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="nnU-Net test-time mirroring (--no-tta is faster)",
+    )
+    model.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="load nnU-Net checkpoints as nnunetv2 does, letting their pickles run code, and any network "
+        "class plans.json names: only for a model whose source you trust (default: weights only, and a "
+        "checkpoint that needs more is refused)",
     )

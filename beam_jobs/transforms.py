@@ -21,8 +21,8 @@ from beam_jobs.lock import JobHeartbeat
 from beam_jobs.store import FileRecord, KeptResult, ResultStore, copy_atomically
 from pipeline.enums import SeriesStatus, Stage
 from pipeline.errors import ModelError
-from pipeline.models.base import SegmentationModel
-from pipeline.models.spec import ModelSpec, load_model
+from pipeline.model_host import ModelHost, open_model
+from pipeline.models.spec import ModelSpec
 from pipeline.outcome import SeriesError, SeriesIdentity, SeriesOutcome
 from pipeline.outputs.layout import Artifact
 from pipeline.outputs.rows import OutcomeRows, outcome_rows
@@ -76,10 +76,10 @@ def check_model_reachable(spec: ModelSpec, shared: Shared) -> None:
         if not FileSystems.match([spec.path.rstrip("/") + "*"])[0].metadata_list:
             raise ModelError(f"model {spec.path} does not exist")
         return
-    _LAUNCHER_MODELS.append(shared.acquire(lambda: load_model(spec)))
+    _LAUNCHER_MODELS[:] = [shared.acquire(lambda: open_model(spec))]  # the last run's only
 
 
-_LAUNCHER_MODELS: list[SegmentationModel] = []  # keeps the launcher's model alive for the run
+_LAUNCHER_MODELS: list[ModelHost] = []  # keeps the launcher's model alive for the run
 
 
 class OutputFileSink:
@@ -136,12 +136,13 @@ class SeriesDone:
 class ProcessSeriesFn(beam.DoFn):
     """Cohort row in, :class:`SeriesDone` out (the rows go to the result store); failures too.
 
-    The model is loaded in ``setup()`` once per worker process and shared by its threads through
-    Beam's ``Shared`` handle, never once per series. A model that cannot be loaded on a worker (a
-    GPU asked for that torch cannot see) fails every series of that worker at ``inference``,
-    naming the cause, rather than crashing the worker (Dataflow would retry it and fail the job
-    with no rows). Where the job runs without its launcher, the worker keeps the output's lock
-    alive (:class:`~beam_jobs.lock.JobHeartbeat`).
+    The model is loaded in ``setup()`` once per worker process, in its model host
+    (``pipeline.model_host``: its own process, held to the series' limits), and shared by the
+    worker's threads through Beam's ``Shared`` handle, never once per series. A model that cannot be
+    loaded on a worker (a GPU asked for that torch cannot see) fails every series of that worker at
+    ``inference``, naming the cause, rather than crashing the worker (Dataflow would retry it and fail
+    the job with no rows). Where the job runs without its launcher, the worker keeps the output's
+    lock alive (:class:`~beam_jobs.lock.JobHeartbeat`).
     """
 
     def __init__(
@@ -164,7 +165,7 @@ class ProcessSeriesFn(beam.DoFn):
         self._sink = sink
         self._shared = shared or Shared()
         self._lock_token = lock_token
-        self._model: SegmentationModel | None = None
+        self._model: ModelHost | None = None
         self._model_error: str | None = None
         self._ok = Metrics.counter("lnq", "series_ok")
         self._failed = Metrics.counter("lnq", "series_failed")
@@ -175,7 +176,7 @@ class ProcessSeriesFn(beam.DoFn):
         spec = self._config.model
         if spec is not None:
             try:
-                self._model = self._shared.acquire(lambda: load_model(localized_spec(spec)))
+                self._model = self._shared.acquire(lambda: open_model(localized_spec(spec)))
             except ModelError as exc:
                 logger.error("model %s cannot be loaded on this worker: %s", spec.label, exc)
                 self._model_error = str(exc)

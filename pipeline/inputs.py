@@ -34,7 +34,8 @@ class SeriesInputs:
     """The decoded CT and the reference mask, seconds per stage.
 
     For another process, the voxels are in ``hu_path`` and the mask in ``reference_path``
-    (``.npy``) and ``ct`` carries no voxels; for this process (``in_memory``), both are here.
+    (``.npy``) and ``ct`` carries no voxels and no headers (the SEG writer reads those from
+    ``ct.source_files``); for this process (``in_memory``), all are here.
     """
 
     ct: CtVolume
@@ -114,8 +115,9 @@ def load_series_inputs(
         )
     if in_memory:
         return SeriesInputs(ct=ct, hu_path=None, reference_path=None, seconds=seconds, reference=mask)
-    return SeriesInputs(
-        ct=dataclasses.replace(ct, hu=_NO_PIXELS),
+    return SeriesInputs(  # no headers: the measuring child reads them from the files again, which
+        # is quicker than pickling them there and back, and leaves the parent nothing of pydicom's
+        ct=dataclasses.replace(ct, hu=_NO_PIXELS, headers=()),
         hu_path=hu_path,
         reference_path=reference_path,
         seconds=seconds,

@@ -10,7 +10,9 @@ limit. The parent kills the child's whole process group (s5cmd included) when th
 is up, and reports a crash by its signal, at the stage the child last announced.
 
 The child announces each stage it enters (:class:`StageReporter`), returns a small
-picklable result, and leaves large arrays in files of the series' work folder.
+picklable result, and leaves large arrays in files of the series' work folder. What it sends
+back is signed with a key of its own and read as data only (:mod:`pipeline.channel`): the
+parent never runs code that a child, or anything else that can reach its pipe, sends.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
+from pipeline import channel
 from pipeline.enums import Stage
 from pipeline.errors import IsolatedFailure
 from pipeline.outcome import SeriesError
@@ -117,6 +120,35 @@ def kill_all() -> None:
         _kill_group(group)
 
 
+def track_group(group: int) -> None:
+    """Count a process group started elsewhere (the model host) among the children
+    :func:`kill_all` kills."""
+    with _LIVE_LOCK:
+        _LIVE.add(group)
+
+
+def untrack_group(group: int) -> None:
+    with _LIVE_LOCK:
+        _LIVE.discard(group)
+
+
+def kill_group(group: int) -> None:
+    """SIGKILL a child's whole process group (gone already: nothing to do)."""
+    _kill_group(group)
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent (the fork server, which goes with
+    the job) dies, so that a child of a killed job does not live on (Linux; elsewhere a no-op)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _kill_group(group: int) -> None:
     try:
         os.killpg(group, signal.SIGKILL)
@@ -135,10 +167,11 @@ def run_isolated(
     """``fn(report=..., **kwargs)`` in a limited child process; its return value, or
     :class:`IsolatedFailure` carrying the series' error (raised inside, crash, timeout)."""
     parent_end, child_end = _context().Pipe(duplex=False)
+    key = channel.new_key()
     log_level = logging.getLogger().getEffectiveLevel()  # the child logs warnings as this process would
     process = _context().Process(
         target=_child_main,
-        args=(child_end, fn, kwargs, limits.memory_bytes, series_uid, log_level),
+        args=(child_end, key, fn, kwargs, limits.memory_bytes, series_uid, log_level),
         daemon=True,
     )
     process.start()
@@ -166,9 +199,13 @@ def run_isolated(
                     continue
                 break
             try:
-                kind, payload = parent_end.recv()
+                kind, payload = _message(channel.receive(parent_end, key))
             except (EOFError, OSError):
                 break  # the child died before it could say why
+            except channel.ChannelError as exc:
+                raise _failure(
+                    series_uid, stage, "IsolationError", f"the isolated process' channel carried {exc}"
+                ) from exc
             if kind == "stage":
                 stage = payload
             elif kind == "result":
@@ -183,6 +220,19 @@ def run_isolated(
         with _LIVE_LOCK:
             _LIVE.discard(pid)
         parent_end.close()
+
+
+def _message(message: object) -> tuple[str, Any]:
+    """``(kind, payload)`` of a message: a stage entered, the result, or the series' error."""
+    if isinstance(message, tuple) and len(message) == 2:
+        kind, payload = message
+        if (
+            (kind == "stage" and isinstance(payload, Stage))
+            or (kind == "error" and isinstance(payload, SeriesError))
+            or kind == "result"
+        ):
+            return kind, payload
+    raise channel.ChannelError(f"a message of the wrong shape ({type(message).__name__})")
 
 
 def _death(exitcode: int | None, limits: Limits) -> tuple[str, str]:
@@ -204,6 +254,7 @@ def _failure(series_uid: str, stage: Stage, error_type: str, message: str) -> Is
 
 def _child_main(
     conn: Connection,
+    key: bytes,
     fn: Callable[..., Any],
     kwargs: dict[str, Any],
     memory_bytes: int | None,
@@ -222,7 +273,7 @@ def _child_main(
 
     def report(current: Stage) -> None:
         stage[0] = current
-        conn.send(("stage", current))
+        channel.send(conn, key, ("stage", current))
 
     try:
         result = fn(report=report, **kwargs)
@@ -233,10 +284,11 @@ def _child_main(
             error_type="MemoryError",
             message=f"series {series_uid}: ran out of memory: exceeded the series memory limit{limit}",
         )
-        conn.send(("error", error))
+        channel.send(conn, key, ("error", error))
     except BaseException as exc:  # a Rust panic is a BaseException: it is this series' error too
-        conn.send(("error", SeriesError.from_exception(exc, stage=stage[0], series_uid=series_uid)))
+        error = SeriesError.from_exception(exc, stage=stage[0], series_uid=series_uid)
+        channel.send(conn, key, ("error", error))
     else:
-        conn.send(("result", result))
+        channel.send(conn, key, ("result", result))
     finally:
         conn.close()

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
-from pipeline.dicom.volume import CtVolume
 from pipeline.enums import DEFAULT_IOU_THRESHOLD, Stage
 from pipeline.errors import IsolatedFailure, ModelError, PipelineError
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.isolation import Limits, run_isolated
+from pipeline.model_host import ModelHost, predict_to_file
 from pipeline.models.base import SavedPrediction, SegmentationModel
 from pipeline.models.spec import ModelSpec, model_label
 from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome
@@ -93,12 +93,14 @@ def process_series(
     raw: Mapping[str, Any],
     *,
     config: ProcessConfig = ProcessConfig(),
-    model: SegmentationModel | None = None,
+    model: SegmentationModel | ModelHost | None = None,
     sink: ArtifactSink | None = None,
 ) -> SeriesOutcome:
     """Run every stage for one cohort row and return its outcome.
 
-    ``model`` is the loaded model of ``config.model`` (None in reference mode); ``sink`` stores
+    ``model`` is the loaded model of ``config.model`` (None in reference mode): a :class:`ModelHost`
+    (the model in a process of its own, held to the series' limits: what the Beam job passes) or a
+    model object run in this process; ``sink`` stores
     the per-node SEG and SR of the run's nodes (the prediction's, or the expert's in reference
     mode) and the QC picture (None: nothing is written).
     """
@@ -155,11 +157,11 @@ def _run_stages(
     clock: StageClock,
     *,
     config: ProcessConfig,
-    model: SegmentationModel | None,
+    model: SegmentationModel | ModelHost | None,
     sink: ArtifactSink | None,
 ) -> tuple[MeasuredSeries, dict[str, str]]:
-    """Reference mode: the whole series in one isolated child. Model mode: decode in a child,
-    infer here (the model is loaded once per worker), measure and write in a second child.
+    """Reference mode: the whole series in one isolated child. Model mode: decode in a child, infer
+    in the model host (the model is loaded once per worker), measure and write in a second child.
     Returns what was measured and where the sink stored each file (by kind)."""
     # the stages run in isolated children, forked from a server that has these loaded already: the
     # worker imports them (pydicom, highdicom, scipy: 0.5 s) only when it runs a series itself
@@ -188,10 +190,9 @@ def _run_stages(
         )
         for stage, seconds in inputs.seconds.items():
             clock.add(stage, seconds)
-        ct, _ = inputs.load()
-        clock.grid = GridSummary(n_slices=ct.geometry.size_zyx[0], slice_spacing_mm=ct.geometry.spacing_mm[2])
-        prediction = _predict(model, ct, clock, os.path.join(tmp, "prediction.npy"))
-        del ct
+        geometry = inputs.ct.geometry
+        clock.grid = GridSummary(n_slices=geometry.size_zyx[0], slice_spacing_mm=geometry.spacing_mm[2])
+        prediction = _predict(model, inputs, clock, os.path.join(tmp, "prediction.npy"), limits=config.limits)
         measured = _isolated(
             functools.partial(
                 measure_series,
@@ -218,27 +219,35 @@ def _run_stages(
     return measured, uris
 
 
-def _predict(model: SegmentationModel, ct: CtVolume, clock: StageClock, path: str) -> SavedPrediction:
-    """Run the model on ``ct`` and leave its answer in ``path`` for the measuring child: a mask on
-    the CT grid, or probabilities on the model's grid, which that child brings to the CT grid."""
+def _predict(
+    model: SegmentationModel | ModelHost,
+    inputs: SeriesInputs,
+    clock: StageClock,
+    path: str,
+    *,
+    limits: Limits,
+) -> SavedPrediction:
+    """Run the model on the series' CT and leave its answer in ``path`` for the measuring child: a
+    mask on the CT grid, or probabilities on the model's grid, which that child brings to the CT grid.
+    A :class:`ModelHost` runs it in its process, within the series' time and memory limits (see
+    :mod:`pipeline.model_host`); a model object given directly runs here (tests, notebooks)."""
     with clock.stage(Stage.INFERENCE):
-        predicted = model.predict(ct, save_to=path)
-        if predicted.mask is not None:
-            shape, expected, what = predicted.mask.shape, ct.hu.shape, "a mask"
-        else:
-            assert predicted.probabilities is not None and predicted.grid is not None
-            shape, expected, what = predicted.probabilities.shape, predicted.grid.size_zyx, "probabilities"
-        if tuple(shape) != tuple(expected):
-            raise ModelError(
-                f"model {model.name} returned {what} of shape {tuple(shape)} "
-                f"for a grid of shape {tuple(expected)} [z, y, x]",
-                series_uid=ct.series_uid or None,
+        if isinstance(model, ModelHost):
+            assert inputs.hu_path is not None
+            done = model.predict(
+                inputs.ct,
+                hu_path=inputs.hu_path,
+                save_to=path,
+                timeout_s=limits.timeout_s,
+                memory_bytes=limits.memory_bytes,
             )
-        saved = SavedPrediction.save(predicted, path)
+        else:
+            ct, _ = inputs.load()
+            done = predict_to_file(model, ct, path)
     # the model times its own steps: its resampling back to the CT grid is post-processing
-    clock.seconds[Stage.INFERENCE] = predicted.inference_s
-    clock.add(Stage.POSTPROCESS, predicted.postprocess_s)
-    return saved
+    clock.seconds[Stage.INFERENCE] = done.inference_s
+    clock.add(Stage.POSTPROCESS, done.postprocess_s)
+    return done.prediction
 
 
 def _isolated(

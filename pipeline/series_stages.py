@@ -154,7 +154,7 @@ def measure_series(
         start = time.perf_counter()
         files["qc"] = os.path.join(files_to, "qc.png")
         with open(files["qc"], "wb") as f:
-            f.write(_qc_picture(ct, labels, sources, title=f"{row.patient_id}  {row.ct_series_instance_uid}"))
+            f.write(_qc_picture(ct, labels, sources, title=_qc_title(row)))
         seconds[Stage.QC] = time.perf_counter() - start
     grid = GridSummary(n_slices=ct.geometry.size_zyx[0], slice_spacing_mm=ct.geometry.spacing_mm[2])
     return MeasuredSeries(
@@ -178,6 +178,14 @@ def _tracked(entry: SourceNodes, in_seg: Mapping[int, str], series_uid: str, wri
         ).uid
 
     return dataclasses.replace(entry, tracking_uids=tuple(uid_of(n.node_index) for n in entry.nodes))
+
+
+def _qc_title(row: CohortRow) -> str:
+    """The patient and series a QC picture shows; the patient ID is the cohort's text, drawn as it
+    is (never as markup) and cut short enough to leave room for the UID."""
+    from pipeline.qc.text import plain
+
+    return f"{plain(row.patient_id, max_chars=64)}  {row.ct_series_instance_uid}"
 
 
 def _qc_picture(

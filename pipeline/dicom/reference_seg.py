@@ -4,7 +4,9 @@ LNQ reference SEGs are single dcmqi instances with one segment and frames only
 where nodes are. Frames are placed by the CT instance each one references;
 a SEG whose frames carry no such references is placed by its frame positions
 (highdicom builds the volume, SimpleITK resamples it by nearest neighbour).
-The SEG must reference the CT series and share its frame of reference.
+The SEG must reference the CT series and share its frame of reference, and every frame must lie
+on its CT slice's plane (orientation, pixel spacing, position: ``pipeline.dicom.seg_planes``), or
+placing it by index would put it somewhere else than where it was drawn.
 
 Before highdicom sees the file (it builds per-frame tables from NumberOfFrames
 first), its header is read with pydicom and every frame claim is checked
@@ -25,6 +27,7 @@ import pydicom
 import SimpleITK as sitk
 
 from pipeline.dicom.header_checks import Fail, check_seg_header, get_value, read_header
+from pipeline.dicom.seg_planes import check_seg_planes
 from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ReferenceSegError
 
@@ -37,7 +40,8 @@ def read_reference_seg(path: str, ct: CtVolume) -> np.ndarray:
     """The union of all segments of the SEG at ``path`` as a bool ``[z, y, x]`` mask on ``ct``."""
     label = ct.series_uid or os.path.basename(path)
     fail = partial(ReferenceSegError, series_uid=label)
-    frame_sources = _checked_header(path, ct, fail)
+    header, frame_sources = _checked_header(path, ct, fail)
+    check_seg_planes(header, ct, frame_sources, fail, name=os.path.basename(path))
     seg = _read(path, label)
     _check_references(seg, ct, label)
     _check_frames_reference_the_ct(frame_sources, ct, fail)
@@ -50,8 +54,9 @@ def read_reference_seg(path: str, ct: CtVolume) -> np.ndarray:
     return _by_frame_positions(seg, ct.geometry, label)
 
 
-def _checked_header(path: str, ct: CtVolume, fail: Fail) -> list[set[str]]:
-    """Check the SEG's header before highdicom parses it; the CT instances each frame references."""
+def _checked_header(path: str, ct: CtVolume, fail: Fail) -> tuple[pydicom.Dataset, list[set[str]]]:
+    """Check the SEG's header before highdicom parses it; the header and the CT instances each
+    frame references."""
     name = os.path.basename(path)
     ds, size = read_header(path, fail, what="reference SEG ")
     sop_class = str(get_value(ds, "SOPClassUID", name, fail) or "")
@@ -60,7 +65,7 @@ def _checked_header(path: str, ct: CtVolume, fail: Fail) -> list[set[str]]:
     slices, rows, columns = ct.geometry.size_zyx
     check_seg_header(path, ds, size, fail, ct_slices=slices, ct_rows=rows, ct_columns=columns)
     try:
-        return [_source_instances(item) for item in ds.PerFrameFunctionalGroupsSequence]
+        return ds, [_source_instances(item) for item in ds.PerFrameFunctionalGroupsSequence]
     except Exception as exc:  # a garbled per-frame item
         raise fail(
             f"{name}: per-frame source references cannot be read: {type(exc).__name__}: {exc}"

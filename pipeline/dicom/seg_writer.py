@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -264,6 +265,8 @@ def _segmentation(
     model_version: str,
     segmentation_type: hd.seg.SegmentationTypeValues,
 ) -> hd.seg.Segmentation:
+    for ds in sources:
+        _complete_from_geometry(ds, ct)
     try:
         seg = hd.seg.Segmentation(
             source_images=sources,
@@ -352,6 +355,55 @@ def source_headers(files: list[str], ct: CtVolume) -> list[pydicom.Dataset]:
             missing,
         )
     return headers
+
+
+COPIED_TYPE_2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+"""Type 2 attributes of the CT's Patient and General Study modules that highdicom copies into the
+SEG (and from there into the SR) by reading them: a CT may leave them out, though the standard
+says present, empty when unknown. Absent, they are added empty: the SEG's own are Type 2 too."""
+
+
+LOSSY_FLAGS = ("00", "01")
+"""The values of ``LossyImageCompression``, which highdicom copies into the SEG, where it is Type 1."""
+
+
+def _complete_from_geometry(ds: pydicom.Dataset, ct: CtVolume) -> None:
+    """Give ``ds`` what the SEG writer reads from it and an archive may leave out or empty.
+
+    Type 2 attributes copied as they are (:data:`COPIED_TYPE_2`) are added empty; the slice
+    thickness (Type 2, which highdicom copies into the SEG's pixel measures, where a volume
+    needs it) is taken from the decoded geometry, the slice spacing, when it is absent, empty
+    or not one positive number; an empty or garbled ``LossyImageCompression`` (Type 3, copied into
+    a Type 1 of the SEG) is left out, as highdicom reads an absent one. Everything else the writer
+    needs (position, orientation, pixel spacing, size, UIDs) is Type 1 and checked when the CT is
+    decoded."""
+    for keyword in COPIED_TYPE_2:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    if _positive_number(ds, "SliceThickness") is None:
+        ds.SliceThickness = pydicom.valuerep.DSfloat(float(ct.geometry.spacing_mm[2]), auto_format=True)
+    if "LossyImageCompression" in ds and ds.get("LossyImageCompression") not in LOSSY_FLAGS:
+        del ds.LossyImageCompression  # empty or garbled (Type 3): highdicom takes absent as '00'
+
+
+def _positive_number(ds: pydicom.Dataset, keyword: str) -> float | None:
+    """The one positive, finite number ``keyword`` holds, or None (absent, empty, garbled)."""
+    try:
+        value = ds.get(keyword)
+        number = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):  # several values, or not a number
+        return None
+    return number if number is not None and math.isfinite(number) and number > 0 else None
 
 
 def seg_bytes(seg: hd.seg.Segmentation) -> bytes:

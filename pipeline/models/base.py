@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import SimpleITK as sitk
@@ -14,11 +15,17 @@ from pipeline.dicom.volume import CtVolume, Geometry, float3, int3
 from pipeline.errors import ModelError
 from pipeline.models.slabs import resample_by_slabs, slab_grid
 
+ForwardLock = AbstractContextManager[Any]
+"""What a model holds while its network runs (a ``threading.Lock``, or the model host's wrapper
+of one that counts how long each series waits for it)."""
+
 __all__ = [
+    "ForwardLock",
     "ModelError",
     "Prediction",
     "SavedPrediction",
     "SegmentationModel",
+    "check_finite",
     "ct_rows",
     "model_grid",
     "probabilities_to_ct_grid",
@@ -94,6 +101,42 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except FileNotFoundError:
         return False
+
+
+def check_finite(values: Any, *, what: str, series_uid: str | None, where: str = "") -> None:
+    """A :class:`ModelError` naming the series when a model's output (a numpy array or a torch
+    tensor) holds NaN or infinities.
+
+    Caught where they appear: a NaN is thresholded to background (an empty prediction: the
+    series would be ``ok`` with no nodes and DSC 0), NaN logits make an argmax pick a label
+    at random, and an infinite logit, which a sigmoid hides, turns into NaN once windows are
+    blended."""
+    if not hasattr(values, "is_floating_point"):  # not a torch tensor: a numpy array or scalar
+        values = np.asarray(values)
+        if values.dtype.kind not in "fc":
+            return
+        n_nan = n_inf = 0
+        rows = values if values.ndim > 1 else values.reshape(1, -1)
+        step = max(1, _CHECK_ELEMENTS // max(1, rows[0].size))
+        for start in range(0, len(rows), step):  # a bool copy of a few slices at a time, not of all
+            chunk = rows[start : start + step]
+            if not np.isfinite(chunk).all():
+                n_nan += int(np.isnan(chunk).sum())
+                n_inf += int(np.isinf(chunk).sum())
+        total = values.size
+    else:  # a torch tensor (torch is imported only by the models, never here)
+        if not values.is_floating_point() or bool(values.isfinite().all()):
+            return
+        n_nan, n_inf, total = int(values.isnan().sum()), int(values.isinf().sum()), values.numel()
+    if n_nan or n_inf:
+        raise ModelError(
+            f"the model returned non-finite {what}: {n_nan:,} NaN and {n_inf:,} infinite of "
+            f"{total:,} values{' ' + where if where else ''}",
+            series_uid=series_uid,
+        )
+
+
+_CHECK_ELEMENTS = 1 << 22
 
 
 class SegmentationModel(Protocol):

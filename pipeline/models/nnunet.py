@@ -31,7 +31,8 @@ import torch
 
 from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ModelError
-from pipeline.models.base import Prediction, model_grid_shape
+from pipeline.models.base import ForwardLock, Prediction, check_finite, model_grid_shape
+from pipeline.models.nnunet_loading import initialize_predictor
 
 # The axes each nnU-Net image reader gives a volume, as a DICOM orientation code to turn the CT
 # to before prediction (None: the CT's own axes, SimpleITK's array order).
@@ -92,6 +93,7 @@ class NnUNetModel:
         checkpoint: str = "checkpoint_final.pth",
         step_size: float = 0.5,
         tta: bool = True,
+        trust_code: bool = False,
     ):
         for required in ("dataset.json", "plans.json"):
             if not os.path.isfile(os.path.join(folder, required)):
@@ -133,15 +135,17 @@ class NnUNetModel:
             verbose_preprocessing=False,
             allow_tqdm=False,
         )
-        try:
-            self._predictor.initialize_from_trained_model_folder(
-                folder, use_folds=tuple(chosen), checkpoint_name=checkpoint
-            )
+        try:  # the checkpoints' pickles never run code unless the user trusts them (nnunet_loading)
+            initialize_predictor(self._predictor, folder, chosen, checkpoint, trust_code=trust_code)
+        except ModelError:
+            raise
         except Exception as exc:
             raise ModelError(
                 f"nnU-Net folder {folder} cannot be loaded: {type(exc).__name__}: {exc}"
             ) from exc
-        self._lock = threading.Lock()
+        self.forward_lock: ForwardLock = threading.Lock()
+        """One series' sliding windows at a time (the model host counts the time a series waits
+        for it, which is not that series' own)."""
         # The windows and the resampling back both set torch's (process-wide) thread count and
         # restore it after; unlocked, they interleave, so both must set the windows' own value.
         self._threads = min(default_num_processes, torch.get_num_threads())
@@ -157,7 +161,7 @@ class NnUNetModel:
             self._predictor.configuration_manager.spacing,
             series_uid=ct.series_uid or None,
         )
-        segmentation = self._predict_array(image, spacing_zyx)
+        segmentation = self._predict_array(image, spacing_zyx, series_uid=ct.series_uid or None)
         inference_s = time.perf_counter() - start
         start = time.perf_counter()
         mask = back(np.asarray(segmentation) > 0).astype(bool, copy=False)
@@ -168,7 +172,9 @@ class NnUNetModel:
             )
         return Prediction(mask=mask, inference_s=inference_s, postprocess_s=time.perf_counter() - start)
 
-    def _predict_array(self, image: np.ndarray, spacing_zyx: list[float]) -> np.ndarray:
+    def _predict_array(
+        self, image: np.ndarray, spacing_zyx: list[float], *, series_uid: str | None = None
+    ) -> np.ndarray:
         """nnunetv2's ``predict_single_npy_array``, its three steps called as it calls them, with
         only the sliding windows under the lock: they load each fold's weights into the one
         network, while preprocessing and the resampling back are pure CPU work of the plans
@@ -192,8 +198,17 @@ class NnUNetModel:
                 verbose=False,
             )
         )
-        with self._lock:
-            logits = predictor.predict_logits_from_preprocessed_data(preprocessed["data"]).cpu()
+        try:
+            with self.forward_lock:
+                logits = predictor.predict_logits_from_preprocessed_data(preprocessed["data"]).cpu()
+        except RuntimeError as exc:  # nnunetv2 checks for infinities itself (not for NaN)
+            if "Encountered inf" not in str(exc):
+                raise
+            raise ModelError(
+                "the model returned non-finite logits: infinite values from nnU-Net's sliding windows",
+                series_uid=series_uid,
+            ) from exc
+        check_finite(logits, what="logits", series_uid=series_uid, where="from nnU-Net's sliding windows")
         return convert_predicted_logits_to_segmentation_with_correct_shape(
             logits,
             predictor.plans_manager,

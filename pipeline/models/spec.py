@@ -34,6 +34,9 @@ class ModelSpec:
     checkpoint: str = "checkpoint_final.pth"
     step_size: float = 0.5
     tta: bool = True
+    trust_code: bool = False
+    """Load an nnU-Net checkpoint as nnunetv2 does (its pickle may run code) and any network class its
+    plans name: only for a model whose source is trusted (``pipeline.models.nnunet_loading``)."""
 
     @property
     def label(self) -> str:
@@ -62,6 +65,7 @@ def parse_model_spec(
     checkpoint: str = "checkpoint_final.pth",
     step_size: float = 0.5,
     tta: bool = True,
+    trust_code: bool = False,
 ) -> ModelSpec | None:
     """``reference`` (None: no model), ``nnunet:DIR`` or ``torchscript:FILE`` plus options, checked."""
     if device not in DEVICES:
@@ -87,6 +91,7 @@ def parse_model_spec(
         checkpoint=checkpoint,
         step_size=step_size,
         tta=tta,
+        trust_code=trust_code,
     )
 
 
@@ -132,4 +137,5 @@ def load_model(spec: ModelSpec) -> SegmentationModel:
         checkpoint=spec.checkpoint,
         step_size=spec.step_size,
         tta=spec.tta,
+        trust_code=spec.trust_code,
     )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import threading
 import time
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from pipeline.dicom.volume import CtVolume, float3, int3
-from pipeline.models.base import ModelError, Prediction, ct_rows, model_grid
+from pipeline.models.base import ForwardLock, ModelError, Prediction, ct_rows, model_grid
 from pipeline.models.windows import ArraySink, NpySink, sliding_window_probabilities
 
 OUTPUTS = ("sigmoid", "softmax")
@@ -52,24 +53,36 @@ class TorchScriptSidecar:
                 raw = json.load(f)
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelError(f"model sidecar {path} is unreadable: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ModelError(f"model sidecar {path} is not a JSON object")
         missing = [k for k in ("name", "version", "patch_size") if k not in raw]
         if missing:
             raise ModelError(f"model sidecar {path} lacks {missing}")
         spacing = raw.get("spacing_mm")
         patch = raw["patch_size"]
         if not (
-            isinstance(patch, list) and len(patch) == 3 and all(isinstance(v, int) and v > 0 for v in patch)
+            isinstance(patch, list)
+            and len(patch) == 3
+            and all(_number(v) and isinstance(v, int) and v > 0 for v in patch)
         ):
             raise ModelError(
                 f"model sidecar {path}: patch_size {patch!r} is not three positive integers [z, y, x]"
             )
         if spacing is not None and not (
-            isinstance(spacing, list) and len(spacing) == 3 and all(float(v) > 0 for v in spacing)
+            isinstance(spacing, list) and len(spacing) == 3 and all(_positive_number(v) for v in spacing)
         ):
             raise ModelError(f"model sidecar {path}: spacing_mm {spacing!r} is not [z, y, x] mm or null")
-        overlap = float(raw.get("overlap", 0.5))
-        if not 0.0 <= overlap < 1.0:
-            raise ModelError(f"model sidecar {path}: overlap {overlap} is not in [0, 1)")
+        overlap = raw.get("overlap", 0.5)
+        if not (_number(overlap) and 0.0 <= overlap < 1.0):
+            raise ModelError(f"model sidecar {path}: overlap {overlap!r} is not a number in [0, 1)")
+        moving = [r for r in patch if r > 1]  # a window one voxel deep moves by one voxel anyway
+        if moving and min(moving) * (1.0 - overlap) < 1.0:
+            raise ModelError(
+                f"model sidecar {path}: overlap {overlap!r} moves a window of patch_size {patch} by "
+                f"{min(moving) * (1.0 - overlap):.3g} voxels, less than one (the windows would be placed "
+                f"one voxel apart, thousands of times as many); the overlap must be at most "
+                f"{1.0 - 1.0 / min(moving):.4g}"
+            )
         output = raw.get("output", "sigmoid")
         if output not in OUTPUTS:
             raise ModelError(f"model sidecar {path}: output {output!r} is not one of {OUTPUTS}")
@@ -78,9 +91,18 @@ class TorchScriptSidecar:
             version=str(raw["version"]),
             spacing_mm=None if spacing is None else float3(spacing),
             patch_size=int3(patch),
-            overlap=overlap,
+            overlap=float(overlap),
             output=output,
         )
+
+
+def _number(value: object) -> bool:
+    """A finite JSON number (not a bool, a string or null)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_number(value: object) -> bool:
+    return _number(value) and float(value) > 0  # type: ignore[arg-type]
 
 
 def sidecar_path(model_path: str) -> str:
@@ -101,7 +123,9 @@ class TorchScriptModel:
             self.module = torch.jit.load(path, map_location=device).eval()
         except Exception as exc:
             raise ModelError(f"TorchScript model {path} cannot be loaded: {exc}") from exc
-        self._lock = threading.Lock()  # one batch of windows at a time per model copy
+        self.forward_lock: ForwardLock = threading.Lock()
+        """One batch of windows at a time per model copy (the model host counts the time a series
+        waits for it, which is not that series' own)."""
 
     def predict(self, ct: CtVolume, *, save_to: str | None = None) -> Prediction:
         """Foreground probabilities on the model's grid: in memory, or written to ``save_to`` (a
@@ -139,7 +163,7 @@ class TorchScriptModel:
     def _forward(self, windows: torch.Tensor) -> torch.Tensor:
         # one batch of windows at a time on the model: bounds device memory by the batch, and lets
         # another series make its input and blend its output meanwhile
-        with self._lock:
+        with self.forward_lock:
             return self.module(windows)
 
     def _foreground_probability(self, logits: torch.Tensor, *, series_uid: str) -> np.ndarray:

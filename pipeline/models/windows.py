@@ -28,6 +28,7 @@ import torch
 from monai.data.utils import compute_importance_map, dense_patch_slices
 
 from pipeline.errors import ModelError
+from pipeline.models.base import check_finite
 
 Slices = Callable[[int, int], np.ndarray]
 """``slices(z0, z1)``: rows ``z0:z1`` of the model-grid input, float32 ``[z, y, x]``."""
@@ -180,7 +181,14 @@ def sliding_window_probabilities(
             lo, hi = z_lo - band_z, z_hi - band_z
             blended = out[:, lo:hi, py : py + size_zyx[1], px : px + size_zyx[2]]
             blended /= count[lo:hi, py : py + size_zyx[1], px : px + size_zyx[2]]  # in place: done with
-            sink.write(to_probability(blended))
+            probability = to_probability(blended)
+            check_finite(
+                probability,
+                what="foreground probabilities",
+                series_uid=series_uid,
+                where="in a band of slices",
+            )
+            sink.write(probability)
         done = upto
 
     for z_start, row in plan.rows():
@@ -225,6 +233,7 @@ def _checked(logits: object, x: torch.Tensor, *, channels: int | None, uid: str 
             f"the model returned {shape[1]} channels for one batch and {channels} for an earlier one",
             series_uid=uid,
         )
+    check_finite(logits, what="logits", series_uid=uid, where="in a batch of windows")
     return logits
 
 

@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from pipeline.dicom.volume import Geometry
 from pipeline.measure.quality import NodeQuality
 from pipeline.qc.orientation import physical_to_index, screen_letters
+from pipeline.qc.text import PLAIN, plain
 
 REFERENCE_COLOUR = "#E69F00"  # Okabe-Ito orange
 PREDICTION_COLOUR = "#56B4E9"  # Okabe-Ito sky blue
@@ -43,6 +44,7 @@ FIELD_OF_VIEW_PER_LONG_AXIS = 2.5
 PANEL_INCHES = 2.6
 DPI = 100
 AIR_HU = -1024.0
+TITLE_CHARS = 160
 
 
 @dataclass(frozen=True)
@@ -134,10 +136,10 @@ def render_qc(
     _draw_coronal(coronal, hu, geometry, nodes, shown)
     _legend(fig, reference_labels is not None, prediction_labels is not None)
     if title:
-        fig.text(0.005, 0.985, title, ha="left", va="top", fontsize=8)
+        fig.text(0.005, 0.985, plain(title, max_chars=TITLE_CHARS), ha="left", va="top", fontsize=8, **PLAIN)
     if n_specks:
         note = f"{n_specks} speck{'s' if n_specks != 1 else ''} (under 8 voxels or a pixel thin) not shown"
-        fig.text(0.995, 0.985, note, ha="right", va="top", fontsize=7, color="#555555")
+        fig.text(0.995, 0.985, note, ha="right", va="top", fontsize=7, color="#555555", **PLAIN)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})  # draws once; transforms final
     width_px, height_px = canvas.get_width_height()
@@ -240,10 +242,11 @@ def _draw_axial(
     where = f", z {z_mm:.1f} mm" if z_mm is not None else ""
     flag = ", IMPLAUSIBLE" if node.get("quality_flag") == IMPLAUSIBLE else ""
     ax.set_title(
-        f"node {node['node_index']} ({node['source']}{flag}){where}",
+        plain(f"node {node['node_index']} ({node['source']}{flag}){where}"),
         fontsize=8,
         pad=3,
         color="#B00000" if flag else "black",
+        **PLAIN,
     )
     return ax, node, k, letters, long_line, short_line
 
@@ -259,19 +262,26 @@ def _axis_line(ax: Axes, geometry: Geometry, node: Mapping[str, Any], which: str
     # long: label at its right end, above; short: at its lower end (larger row), below
     end = index[int(np.argmax(index[:, 2]))] if which == "long" else index[int(np.argmax(index[:, 1]))]
     text = ax.annotate(
-        label,
+        plain(label),
         (end[2], end[1]),
         xytext=(4, 3) if which == "long" else (2, -11),
         textcoords="offset points",
         color=AXIS_COLOUR,
         fontsize=7,
         bbox={"boxstyle": "square,pad=0.1", "facecolor": "black", "alpha": 0.6, "linewidth": 0},
+        **PLAIN,
     )
     return line, text
 
 
 def _letters(ax: Axes, letters: Mapping[str, str]) -> None:
-    style: dict[str, Any] = {"color": "white", "fontsize": 8, "fontweight": "bold", "transform": ax.transAxes}
+    style: dict[str, Any] = {
+        "color": "white",
+        "fontsize": 8,
+        "fontweight": "bold",
+        "transform": ax.transAxes,
+        **PLAIN,
+    }
     ax.text(0.02, 0.5, letters["left"], ha="left", va="center", **style)
     ax.text(0.98, 0.5, letters["right"], ha="right", va="center", **style)
     ax.text(0.5, 0.98, letters["top"], ha="center", va="top", **style)
@@ -283,7 +293,9 @@ def _scale_bar(ax: Axes, extent: tuple[float, float, float, float], sx: float, f
     x_start = extent[0] + 0.06 * (extent[1] - extent[0])
     y = extent[2] - 0.08 * (extent[2] - extent[3])
     ax.plot([x_start, x_start + length_mm / sx], [y, y], color="white", linewidth=2.0)
-    ax.text(x_start, y - 0.02 * (extent[2] - extent[3]), f"{length_mm:g} mm", color="white", fontsize=7)
+    ax.text(
+        x_start, y - 0.02 * (extent[2] - extent[3]), f"{length_mm:g} mm", color="white", fontsize=7, **PLAIN
+    )
 
 
 def _draw_empty(ax: Axes, hu: np.ndarray, geometry: Geometry, n_specks: int = 0) -> None:
@@ -294,7 +306,7 @@ def _draw_empty(ax: Axes, hu: np.ndarray, geometry: Geometry, n_specks: int = 0)
     ax.set_yticks([])
     _letters(ax, screen_letters(geometry.direction_matrix[:, 0], geometry.direction_matrix[:, 1]))
     what = f"no nodes but {n_specks} speck{'s' if n_specks != 1 else ''}" if n_specks else "no nodes"
-    ax.set_title(f"{what} (slice {k})", fontsize=8, pad=3)
+    ax.set_title(f"{what} (slice {k})", fontsize=8, pad=3, **PLAIN)
 
 
 def _draw_coronal(
@@ -329,14 +341,15 @@ def _draw_coronal(
         for node, centre in zip(marked, centres, strict=True):
             if int(node["node_index"]) in labelled:
                 ax.annotate(
-                    str(node["node_index"]),
+                    plain(node["node_index"]),
                     (centre[2], centre[0]),
                     xytext=(4, 2),
                     textcoords="offset points",
                     color=colour,
                     fontsize=7,
+                    **PLAIN,
                 )
-    ax.set_title(f"coronal, row {row}: node positions", fontsize=8, pad=3)
+    ax.set_title(f"coronal, row {row}: node positions", fontsize=8, pad=3, **PLAIN)
 
 
 def _legend(fig: Figure, reference: bool, prediction: bool) -> None:

@@ -14,11 +14,13 @@ import pyarrow as pa
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from pipeline.enums import DEFAULT_IOU_THRESHOLD
 from pipeline.measure.categories import PATHOLOGICAL_SHORT_AXIS_MM, TARGET_SHORT_AXIS_MM, RecistCategory
 from pipeline.measure.quality import MAX_PLAUSIBLE_SHORT_AXIS_MM, NodeQuality
+from pipeline.qc.text import escaped
 from pipeline.report.summary import false_positives_per_full_patient, has_model
 
 REFERENCE_COLOUR = "#E69F00"  # Okabe-Ito, as the QC picture
@@ -108,11 +110,13 @@ def nodes_per_patient(rows: list[dict[str, Any]]) -> Plot:
         groups = sorted({a for _, a in per_patient}, key=_annotation_key)
         data = [[n for (_, a), n in per_patient.items() if a == g] for g in groups]
         colours = [REFERENCE_COLOUR if g == "full" else NEUTRAL_COLOUR for g in groups]
-        ax.hist(data, bins=bins, stacked=True, label=groups, color=colours)
+        ax.hist(data, bins=bins, stacked=True, color=colours)
         _integer_x(ax)
         ax.set_xlabel("reference nodes per patient")
         ax.set_ylabel("patients")
-        ax.legend(title="annotation", fontsize=8)
+        # handles and labels given: a label from the table starting with '_' is not dropped
+        handles = [Patch(facecolor=c) for c in colours]
+        ax.legend(handles, [escaped(g) for g in groups], title="annotation", fontsize=8)
     else:
         _no_data(ax, "processed series")
     return Plot(
@@ -165,7 +169,9 @@ def volume_by_annotation(rows: list[dict[str, Any]]) -> Plot:
     if groups:
         names = sorted(groups, key=_annotation_key)
         ax.yaxis.set_major_locator(MaxNLocator())
-        ax.boxplot([groups[n] for n in names], tick_labels=[f"{n}\n(n={len(groups[n])})" for n in names])
+        ax.boxplot(
+            [groups[n] for n in names], tick_labels=[f"{escaped(n)}\n(n={len(groups[n])})" for n in names]
+        )
         rng = np.random.default_rng(0)  # fixed jitter: the same report for the same tables
         for i, n in enumerate(names, start=1):
             ax.scatter(

@@ -23,7 +23,7 @@ from beam_jobs.publish import read_table
 from bench._procmem import TreeSampler
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from tests.support.cohort import cohort_row
-from tests.support.faults import processes_with
+from tests.support.faults import read_leftovers, under_subreaper
 from tests.support.phantoms import Phantom, make_phantom
 
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
@@ -79,20 +79,13 @@ def _phantom(base: Path, name: str, seed: int) -> Phantom:
     return make_phantom(base / name, patient_id=name, seed=seed, shape_zyx=(20, 64, 64))
 
 
-def _run(cohort: Path, out: Path, work: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+def _run(
+    cohort: Path, out: Path, work: Path, leftovers: Path
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """The run, below a subreaper that lists in ``leftovers`` what of its own process tree outlived it."""
+    command = [*LNQ, "run", "--cohort", str(cohort), "--output", str(out), "--work-dir", str(work)]
     proc = subprocess.Popen(
-        [
-            *LNQ,
-            "run",
-            "--cohort",
-            str(cohort),
-            "--output",
-            str(out),
-            "--work-dir",
-            str(work),
-            "--workers",
-            "2",
-        ],
+        under_subreaper([*command, "--workers", "2"], leftovers),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -102,10 +95,6 @@ def _run(cohort: Path, out: Path, work: Path) -> tuple[subprocess.CompletedProce
     stdout, stderr = proc.communicate(timeout=300)
     peak = sampler.stop()
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), peak.rss_sum_bytes
-
-
-def _ours() -> set[int]:
-    return {pid for needle in ("beam_jobs.cli", "forkserver", "s5cmd") for pid in processes_with(needle)}
 
 
 def _nodes(out: Path, uid: str) -> list[tuple]:
@@ -129,10 +118,10 @@ def test_hostile_series_become_their_own_error_rows(tmp_path: Path) -> None:
 
     work = tmp_path / "work"
     work.mkdir()
-    clean, _ = _run(clean_cohort, tmp_path / "clean", work)
+    clean, _ = _run(clean_cohort, tmp_path / "clean", work, tmp_path / "clean-leftovers.json")
     assert clean.returncode == 0, clean.stderr[-2000:]
-    before = _ours()
-    done, peak_bytes = _run(cohort, tmp_path / "out", work)
+    leftovers = tmp_path / "leftovers.json"
+    done, peak_bytes = _run(cohort, tmp_path / "out", work, leftovers)
     assert done.returncode == 3, done.stderr[-3000:]
     assert f"2 ok, {len(HOSTILE)} failed of {len(every)} series" in done.stdout
 
@@ -149,6 +138,11 @@ def test_hostile_series_become_their_own_error_rows(tmp_path: Path) -> None:
         assert series[p.series_uid]["status"] == "ok"
         assert _nodes(out, p.series_uid) == _nodes(tmp_path / "clean", p.series_uid) != []
     assert peak_bytes < 8e9, f"the run's process tree peaked at {peak_bytes / 1e9:.1f} GB"
-    assert _ours() <= before  # nothing left running: no lnq, no decoding child, no s5cmd
+    assert read_leftovers(leftovers) == []  # nothing of the run left running: no decoding child, no s5cmd
     assert list(work.iterdir()) == []  # the run's temporary folder is gone
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "data", "out", "work"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith("leftovers.json")) == [
+        "clean",
+        "data",
+        "out",
+        "work",
+    ]

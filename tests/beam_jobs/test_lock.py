@@ -159,27 +159,40 @@ def test_unreadable_lock_is_refused_in_one_line(tmp_path: Path) -> None:
         acquire(str(tmp_path))
 
 
-def _contender(output: str, barrier: Any, results: Any) -> None:
-    barrier.wait()
+def _contender(output: str, start: Any, attempted: Any, results: Any, delay_s: float) -> None:
+    """Try for the lock when the other contender does; a winner holds it until the other has tried
+    too (both wait at ``attempted``), however late the other's attempt comes, so no timing decides
+    the outcome: two winners can only mean two holders at once."""
+    start.wait()
+    time.sleep(delay_s)  # a contender slowed down (a loaded machine) tries late
     try:
         held = acquire(output)
     except OutputLocked:
         results.put("refused")
+        attempted.wait()
         return
     results.put("won")
-    time.sleep(0.15)  # hold long enough that the other contender's attempt falls inside
+    attempted.wait()
     held.release()
 
 
+@pytest.mark.parametrize("late_s", [0.0, 0.4], ids=["together", "one-late"])
 @pytest.mark.parametrize("stale_first", [False, True], ids=["free", "stale"])
-def test_two_processes_racing_never_both_hold(tmp_path: Path, stale_first: bool) -> None:
+def test_two_processes_racing_never_both_hold(tmp_path: Path, stale_first: bool, late_s: float) -> None:
     context = multiprocessing.get_context("fork")
-    for round_ in range(10):
+    for round_ in range(10 if late_s == 0 else 2):
         output = tmp_path / f"round{round_}"
         if stale_first:
             _plant(output, _record(pid=_dead_pid()))
-        barrier, results = context.Barrier(2), context.Queue()
-        procs = [context.Process(target=_contender, args=(str(output), barrier, results)) for _ in range(2)]
+        start, attempted, results = (
+            context.Barrier(2, timeout=60),
+            context.Barrier(2, timeout=60),
+            context.Queue(),
+        )
+        procs = [
+            context.Process(target=_contender, args=(str(output), start, attempted, results, delay))
+            for delay in (0.0, late_s)
+        ]
         for proc in procs:
             proc.start()
         for proc in procs:

@@ -98,8 +98,8 @@ def test_model_loaded_once_per_process_through_shared(
     from tests.support.models import HuWindow, save_torchscript
 
     calls: list[object] = []
-    real = transforms.load_model
-    monkeypatch.setattr(transforms, "load_model", lambda spec: calls.append(spec) or real(spec))
+    real = transforms.open_model
+    monkeypatch.setattr(transforms, "open_model", lambda spec: calls.append(spec) or real(spec))
     path = save_torchscript(HuWindow(40.0, 70.0), tmp_path / "window.pt")
     spec = parse_model_spec(f"torchscript:{path}", device="cpu")
     assert spec is not None
@@ -111,6 +111,8 @@ def test_model_loaded_once_per_process_through_shared(
         fn.setup()
     assert len(calls) == 1
     assert all(fn._model is copies[0]._model is not None for fn in copies)
+    assert copies[0]._model.starts == 1  # one model host, the model loaded once in it
+    copies[0]._model.close()
 
 
 def test_a_series_with_many_nodes_passes_only_a_summary_and_its_rows_go_to_the_store(

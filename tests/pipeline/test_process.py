@@ -326,3 +326,15 @@ def test_the_done_line_names_only_the_masks_measured(phantom, caplog: pytest.Log
     process_series(row, config=_config())
     (line,) = [r.getMessage() for r in caplog.records if "slices," in r.getMessage()]
     assert line.endswith("40 slices, 3 reference nodes") and "None" not in line
+
+
+def test_a_patient_id_with_markup_is_drawn_as_text_and_the_series_is_ok(phantom) -> None:
+    """A ``$...$`` in the cohort's patient ID made matplotlib parse mathtext and fail at qc."""
+    sink = MemorySink()
+    row = cohort_row(
+        phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path), patient_id=r"case $\frac{$ 7"
+    )
+    result = process_series(row, config=_config(), sink=sink)
+    assert result.series["status"] == "ok", result.errors
+    assert result.series["patient_id"] == r"case $\frac{$ 7"
+    assert sink.stored[("qc", phantom.series_uid)].startswith(b"\x89PNG")

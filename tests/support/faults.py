@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit
@@ -238,7 +241,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def processes_with(*needles: str) -> list[int]:
-    """Live processes (not this one) whose command line contains every one of ``needles``."""
+    """Live processes (not this one) whose command line contains every one of ``needles``: pass a
+    needle only this test's processes carry (its own endpoint's URL), never a program's name alone,
+    which any other run on the machine may carry too (see :func:`under_subreaper`)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
@@ -251,6 +256,21 @@ def processes_with(*needles: str) -> list[int]:
         if all(n in cmdline for n in needles) and pid_alive(int(entry)):
             found.append(int(entry))
     return found
+
+
+SUBREAPER = Path(__file__).with_name("subreaper.py")
+
+
+def under_subreaper(command: list[str], leftovers: Path, *, grace_s: float = 2.0) -> list[str]:
+    """``command`` run below a subreaper (``tests/support/subreaper.py``) that, once it has exited
+    and ``grace_s`` has passed, writes to ``leftovers`` the processes of its own tree still running:
+    a check of the run's processes that no other process on the machine can disturb."""
+    return [sys.executable, str(SUBREAPER), str(leftovers), str(grace_s), *command]
+
+
+def read_leftovers(path: Path) -> list[dict[str, object]]:
+    """What :func:`under_subreaper` found still running of the run's process tree (pid, cmdline)."""
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, *, interval_s: float = 0.05) -> bool:

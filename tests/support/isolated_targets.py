@@ -76,3 +76,25 @@ def warns_like_highdicom(*, report: StageReporter) -> str:
     report(Stage.SEG_WRITE)
     check_person_name("case_0002")
     return "written"
+
+
+class Payload:
+    """Pickled as a call of ``os.makedirs(marker)``: whoever unpickles it creates the folder."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.makedirs, (self.marker,))
+
+
+def returns_payload(*, report: StageReporter, marker: str) -> Payload:
+    """A child taken over (a decoder exploit, say) hands back a pickle that runs code."""
+    report(Stage.DECODE)
+    return Payload(marker)
+
+
+def sleeps(*, report: StageReporter, seconds: float) -> str:
+    report(Stage.FETCH)
+    time.sleep(seconds)
+    return "slept"

@@ -85,7 +85,7 @@ def test_prediction_lands_on_the_ct_axes(reader: str, nnunet_folder: Path, tmp_p
     model = NnUNetModel(str(folder), device=torch.device("cpu"), folds=(0,), tta=False)
     calls = []
 
-    def predict_array(image, spacing_zyx):
+    def predict_array(image, spacing_zyx, series_uid=None):
         calls.append((image, spacing_zyx))
         return (image[0] > 100).astype(np.uint8) * 2  # any label other than background is a node
 
@@ -136,7 +136,7 @@ def test_only_the_windows_wait_for_the_model(nnunet_folder: Path, monkeypatch: p
             self.inner.release()
 
     lock = RecordingLock()
-    model._lock = lock  # type: ignore[assignment]
+    model.forward_lock = lock  # type: ignore[assignment]
     windows = model._predictor.predict_logits_from_preprocessed_data
 
     def recorded_windows(data):

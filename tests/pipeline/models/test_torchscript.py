@@ -107,6 +107,20 @@ def test_probabilities_resampled_linearly_then_thresholded() -> None:
         ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "spacing_mm": [1, 1]}, "spacing_mm"),
         ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "overlap": 1.0}, "overlap"),
         ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "output": "logits"}, "output"),
+        # a window step below one voxel: MONAI would place the windows one voxel apart
+        (
+            {"name": "m", "version": "1", "patch_size": [8, 48, 48], "overlap": 0.9},
+            "0.8 voxels, less than one",
+        ),
+        ({"name": "m", "version": "1", "patch_size": [1, 2, 64], "overlap": 0.6}, "at most 0.5"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "overlap": 0.999999}, "less than one"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "overlap": float("nan")}, "not a number"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "overlap": "0.5"}, "not a number"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "overlap": True}, "not a number"),
+        ({"name": "m", "version": "1", "patch_size": [True, 8, 8]}, "patch_size"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "spacing_mm": [None, 1, 1]}, "spacing_mm"),
+        ({"name": "m", "version": "1", "patch_size": [8, 8, 8], "spacing_mm": ["1", 1, 1]}, "spacing_mm"),
+        (["name", "version", "patch_size"], "not a JSON object"),
     ],
 )
 def test_sidecar_rejections(tmp_path: Path, sidecar: dict, message: str) -> None:
@@ -114,6 +128,13 @@ def test_sidecar_rejections(tmp_path: Path, sidecar: dict, message: str) -> None
     path.with_suffix(".json").write_text(json.dumps(sidecar))
     with pytest.raises(ModelError, match=message):
         TorchScriptModel(str(path), device=CPU)
+
+
+@pytest.mark.parametrize(("patch", "overlap"), [([8, 48, 48], 0.875), ([1, 48, 48], 0.5), ([1, 1, 1], 0.9)])
+def test_a_step_of_at_least_one_voxel_loads(tmp_path: Path, patch: list, overlap: float) -> None:
+    """A step of exactly one voxel is MONAI's own; a window one voxel deep moves by one anyway."""
+    path = _window(tmp_path, patch_size=tuple(patch), overlap=overlap)
+    assert TorchScriptModel(str(path), device=CPU).sidecar.overlap == overlap
 
 
 def test_missing_model_or_sidecar(tmp_path: Path) -> None:
