@@ -34,8 +34,9 @@ OWN_OPTIONS = (
     "allow_bucket",
     "fresh",
     "report",
+    "trust_model_code",
 )
-FLAGS = ("fresh", "report")  # true/false parameters that are switches of lnq run
+FLAGS = ("fresh", "report", "trust_model_code")  # true/false parameters that are switches of lnq run
 TRUE = ("", "true", "1", "yes")
 
 
