@@ -14,7 +14,8 @@ import pandas as pd
 import pyarrow as pa
 
 import queries
-from pipeline.cohort.query import ANNOTATION_CHOICES, LNQ_COLLECTION, cohort_table
+from pipeline.cohort.query import LNQ_COLLECTION, cohort_table
+from pipeline.enums import ANNOTATION_CHOICES
 from pipeline.errors import CohortError
 from pipeline.outputs.analytics import analytics_sql
 from pipeline.outputs.schemas import TABLES

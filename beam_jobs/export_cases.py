@@ -27,10 +27,10 @@ from beam_jobs.store import KeptResult, ResultStore, copy_atomically, delete_qui
 from beam_jobs.transforms import report_progress
 from pipeline.cohort.rows import validate_cohort_row
 from pipeline.enums import SeriesStatus, Stage
-from pipeline.errors import IsolatedFailure, PipelineError
+from pipeline.errors import IsolatedFailure, PipelineError, SeriesError
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.isolation import Limits, run_isolated
-from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome
+from pipeline.outcome import GridSummary, SeriesIdentity, SeriesOutcome
 from pipeline.outputs.rows import OutcomeRows, error_row
 from pipeline.outputs.schemas import to_table
 from pipeline.training.cases import EXPORT_LABEL, PlannedCase, case_row

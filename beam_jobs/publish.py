@@ -49,8 +49,7 @@ from beam_jobs.store import (
     synced_file,
     write_atomically,
 )
-from pipeline.enums import NodeSource, SeriesStatus
-from pipeline.outcome import REFERENCE_LABEL
+from pipeline.enums import REFERENCE_MODEL, NodeSource, SeriesStatus
 from pipeline.outputs.layout import Artifact
 from pipeline.outputs.schemas import TABLES, sort_rows, to_table
 
@@ -401,7 +400,7 @@ def publish_run(request: PublishRequest, *, n_processed: int = 0) -> RunSummary:
         n_reference_nodes=published.nodes_by_source.get(NodeSource.REFERENCE.value, 0),
         n_prediction_nodes=(
             None
-            if request.model == REFERENCE_LABEL
+            if request.model == REFERENCE_MODEL
             else published.nodes_by_source.get(NodeSource.PREDICTION.value, 0)
         ),
         settings_key=request.settings_key,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.enums import ANNOTATION_CHOICES, DEFAULT_IOU_THRESHOLD, DEVICES
+from pipeline.enums import ANNOTATION_CHOICES, DEFAULT_IOU_THRESHOLD, DEVICES, REFERENCE_MODEL
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
 from pipeline.isolation import GIB, Limits
 
@@ -105,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",
-        default="reference",
+        default=REFERENCE_MODEL,
         help="reference (measure the expert SEG), nnunet:DIR (nnU-Net v2 results folder) "
         "or torchscript:FILE (with FILE's .json sidecar)",
     )

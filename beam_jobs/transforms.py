@@ -20,10 +20,10 @@ from apache_beam.utils.shared import Shared
 from beam_jobs.lock import JobHeartbeat
 from beam_jobs.store import FileRecord, KeptResult, ResultStore, copy_atomically
 from pipeline.enums import SeriesStatus, Stage
-from pipeline.errors import ModelError
+from pipeline.errors import ModelError, SeriesError
 from pipeline.model_host import ModelHost, open_model
 from pipeline.models.spec import ModelSpec
-from pipeline.outcome import SeriesError, SeriesIdentity, SeriesOutcome
+from pipeline.outcome import SeriesIdentity, SeriesOutcome
 from pipeline.outputs.layout import Artifact
 from pipeline.outputs.rows import OutcomeRows, outcome_rows
 from pipeline.process import ProcessConfig, process_series

@@ -26,7 +26,7 @@ from scipy import ndimage
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from pipeline.dicom.volume import Geometry  # noqa: E402
+from pipeline.geometry import Geometry  # noqa: E402
 from pipeline.measure.components import label_nodes  # noqa: E402
 from pipeline.measure.nodes import measure_labelled  # noqa: E402
 

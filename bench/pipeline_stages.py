@@ -207,7 +207,7 @@ def _warm_up(model) -> None:  # type: ignore[no-untyped-def]
     call loads (lazy imports, the runtime's thread pools and caches) is not the series' memory."""
     import numpy as np
 
-    from pipeline.dicom.volume import CtVolume, Geometry
+    from pipeline.geometry import CtVolume, Geometry
 
     grid = Geometry(
         size_zyx=(24, 96, 96),

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from beam_jobs.report import write_report_for_output  # noqa: E402
-from pipeline.dicom.volume import Geometry  # noqa: E402
+from pipeline.geometry import Geometry  # noqa: E402
 from pipeline.measure.components import label_nodes  # noqa: E402
 from pipeline.measure.nodes import measure_labelled  # noqa: E402
 from pipeline.qc import nodes_for_qc, qc_png  # noqa: E402

@@ -101,9 +101,9 @@ def main() -> None:
     parser.add_argument("--json-out", help="also write the results here")
     args = parser.parse_args()
 
-    from pipeline.dicom.volume import Geometry, mask_to_sitk
     from pipeline.evaluate.detection import detect
     from pipeline.evaluate.lnq2023 import score_case
+    from pipeline.geometry import Geometry, mask_to_sitk
     from pipeline.measure.components import label_nodes
 
     start = time.perf_counter()

@@ -10,13 +10,12 @@ then SIGKILL after a short grace) when:
   ``KeyboardInterrupt``): the group is killed in a ``finally`` before the exception goes on;
 - the command has exited but left children behind in its group.
 
-Groups still running are listed in a registry: :func:`kill_all` (safe to call from a signal
-handler) kills them all, and :func:`kill_on_signals` installs SIGINT/SIGTERM handlers that do
-so. If the caller dies without running any Python (SIGKILL, an ``abort()`` in a native
-library), the kernel sends SIGKILL to the direct child (``PR_SET_PDEATHSIG``, Linux), because a
-new session is out of reach of whoever kills the caller's own process group (as
-:mod:`pipeline.isolation` does). That reaches the direct child only, not its own children:
-enough for s5cmd, which starts none.
+Groups still running are listed in a registry: :func:`kill_all` (safe to call from a signal handler)
+kills them all (``lnq``'s SIGINT/SIGTERM handler calls it). If the caller dies without running any
+Python (SIGKILL, an ``abort()`` in a native library), the kernel sends SIGKILL to the direct child
+(``PR_SET_PDEATHSIG``, Linux), because a new session is out of reach of whoever kills the caller's
+own process group (as :mod:`pipeline.isolation` does). That reaches the direct child only, not its
+own children: enough for s5cmd, which starts none.
 
 The death signal and the memory limit are set between fork and exec (``preexec_fn``), with the
 C function looked up beforehand and nothing else done there.
@@ -39,9 +38,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from types import FrameType
 from typing import IO, Any
 
 logger = logging.getLogger(__name__)
@@ -205,34 +203,6 @@ def kill_all() -> None:
 def live_groups() -> tuple[int, ...]:
     """Process group ids of the commands running now (for tests and diagnostics)."""
     return tuple(_LIVE)
-
-
-@contextlib.contextmanager
-def kill_on_signals(signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
-    """Within the block, SIGINT/SIGTERM first kill every live group, then do what they did before.
-
-    For a job's entry point, in the main thread. The previous handlers come back on exit.
-    """
-    previous: dict[signal.Signals, Any] = {}
-
-    def handler(number: int, frame: FrameType | None) -> None:
-        kill_all()
-        before = previous.get(signal.Signals(number))
-        if callable(before):
-            before(number, frame)
-        elif before == signal.SIG_IGN:
-            return
-        else:  # SIG_DFL (or unknown): die of the signal, as without this handler
-            signal.signal(number, signal.SIG_DFL)
-            os.kill(os.getpid(), number)
-
-    for number in signals:
-        previous[number] = signal.signal(number, handler)
-    try:
-        yield
-    finally:
-        for number, before in previous.items():
-            signal.signal(number, before if before is not None else signal.SIG_DFL)
 
 
 class _Tail:

@@ -74,8 +74,23 @@ class ModelKind(str, enum.Enum):
         return self.value
 
 
-ANNOTATION_CHOICES = ("full", "partial", "all")
-"""Which LNQ annotations a cohort selects: the SEG's 'Fully' or 'Partially Annotated', or both."""
+class Annotation(str, enum.Enum):
+    """How the expert SEG of a series was annotated (the cohort's ``annotation`` column): every node
+    (the SEG's 'Fully Annotated') or some (its 'Partially Annotated': what is absent is unknown)."""
+
+    FULL = "full"
+    PARTIAL = "partial"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ANNOTATION_CHOICES = (Annotation.FULL.value, Annotation.PARTIAL.value, "all")
+"""Which LNQ annotations a cohort selects: one kind, or both."""
+
+REFERENCE_MODEL = "reference"
+"""The ``model`` of a run without a model (the expert reference is measured; ``--model reference``),
+and the model name its SEG and SR give."""
 
 DEVICES = ("auto", "cpu", "cuda")
 """Where a model runs: ``auto`` is CUDA when torch sees a GPU, else the CPU."""

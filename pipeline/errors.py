@@ -6,12 +6,9 @@ that the job can turn it into an ``errors`` row without guessing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from pipeline.enums import Stage
-
-if TYPE_CHECKING:
-    from pipeline.outcome import SeriesError
 
 
 class PipelineError(Exception):
@@ -76,6 +73,25 @@ class ScoreError(PipelineError):
     """A prediction could not be scored against its reference (for example, not one grid)."""
 
     stage = Stage.SCORE
+
+
+@dataclass(frozen=True)
+class SeriesError:
+    """One ``errors`` row: where it happened, what kind of error, and a message naming the series."""
+
+    stage: Stage
+    error_type: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, stage: Stage, series_uid: str) -> SeriesError:
+        """The error of ``exc``; its own stage wins for pipeline errors that carry one."""
+        if isinstance(exc, PipelineError) and exc.stage is not None:
+            stage = exc.stage
+        message = str(exc) or repr(exc)
+        if series_uid and series_uid not in message:
+            message = f"series {series_uid}: {message}"
+        return cls(stage=stage, error_type=type(exc).__name__, message=message)
 
 
 class IsolatedFailure(PipelineError):

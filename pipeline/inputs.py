@@ -20,10 +20,10 @@ import numpy as np
 from pipeline.cohort.rows import CohortRow
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.reference_seg import read_reference_seg
-from pipeline.dicom.volume import CtVolume
 from pipeline.enums import Stage
 from pipeline.errors import ReferenceSegError
 from pipeline.fetch.s5cmd import FetchConfig, fetch_series
+from pipeline.geometry import CtVolume
 from pipeline.isolation import StageReporter
 
 _NO_PIXELS = np.empty((0, 0, 0), dtype=np.int16)

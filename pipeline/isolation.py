@@ -32,8 +32,7 @@ from typing import Any, Protocol
 
 from pipeline import channel
 from pipeline.enums import Stage
-from pipeline.errors import IsolatedFailure
-from pipeline.outcome import SeriesError
+from pipeline.errors import IsolatedFailure, SeriesError
 from pipeline.warning_log import send_warnings_to_log
 
 logger = logging.getLogger(__name__)

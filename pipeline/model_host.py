@@ -52,11 +52,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline import channel, isolation
-from pipeline.dicom.volume import CtVolume
 from pipeline.enums import Stage
-from pipeline.errors import IsolatedFailure, ModelError
+from pipeline.errors import IsolatedFailure, ModelError, SeriesError
+from pipeline.geometry import CtVolume
 from pipeline.models.base import SavedPrediction, check_finite
-from pipeline.outcome import SeriesError
 
 if TYPE_CHECKING:
     from pipeline.models.base import SegmentationModel

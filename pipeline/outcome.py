@@ -14,16 +14,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.enums import NodeSource, SeriesStatus, Stage
-from pipeline.errors import PipelineError
+from pipeline.errors import SeriesError
 
 if TYPE_CHECKING:  # the record is light to import: the CLI and the isolation layer use it
     from pipeline.evaluate.detection import Detection
     from pipeline.evaluate.lnq2023 import CaseScore
     from pipeline.measure.burden import Burden
     from pipeline.measure.nodes import NodeMeasurement
-
-REFERENCE_LABEL = "reference"
-"""The ``model`` column of a run without a model: the expert reference is measured."""
 
 
 def _text(raw: Mapping[str, Any], name: str) -> str | None:
@@ -73,25 +70,6 @@ class SourceNodes:
         from pipeline.measure.burden import series_burden
 
         return series_burden(self.nodes)
-
-
-@dataclass(frozen=True)
-class SeriesError:
-    """One ``errors`` row: where it happened, what kind of error, and a message naming the series."""
-
-    stage: Stage
-    error_type: str
-    message: str
-
-    @classmethod
-    def from_exception(cls, exc: BaseException, *, stage: Stage, series_uid: str) -> SeriesError:
-        """The error of ``exc``; its own stage wins for pipeline errors that carry one."""
-        if isinstance(exc, PipelineError) and exc.stage is not None:
-            stage = exc.stage
-        message = str(exc) or repr(exc)
-        if series_uid and series_uid not in message:
-            message = f"series {series_uid}: {message}"
-        return cls(stage=stage, error_type=type(exc).__name__, message=message)
 
 
 @dataclass(frozen=True)

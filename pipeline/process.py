@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.cohort.rows import CohortRow, validate_cohort_row
 from pipeline.enums import DEFAULT_IOU_THRESHOLD, Stage
-from pipeline.errors import IsolatedFailure, ModelError, PipelineError
+from pipeline.errors import IsolatedFailure, ModelError, PipelineError, SeriesError
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.isolation import Limits, run_isolated
 from pipeline.model_host import ModelHost, predict_to_file
 from pipeline.models.base import SavedPrediction, SegmentationModel
 from pipeline.models.spec import ModelSpec, model_label
-from pipeline.outcome import GridSummary, SeriesError, SeriesIdentity, SeriesOutcome
+from pipeline.outcome import GridSummary, SeriesIdentity, SeriesOutcome
 from pipeline.provenance import build_version
 
 if TYPE_CHECKING:

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.cohort.rows import CohortRow
-from pipeline.dicom.seg_writer import REFERENCE_MODEL_NAME, nodes_seg, segment_tracking
+from pipeline.dicom.seg_writer import nodes_seg, segment_tracking
 from pipeline.dicom.sr import nodes_sr
 from pipeline.dicom.tracking import node_tracking
-from pipeline.dicom.volume import CtVolume, mask_to_sitk
-from pipeline.enums import DEFAULT_IOU_THRESHOLD, NodeSource, Stage
+from pipeline.enums import DEFAULT_IOU_THRESHOLD, REFERENCE_MODEL, Annotation, NodeSource, Stage
 from pipeline.evaluate.detection import Detection, detect
 from pipeline.evaluate.lnq2023 import CaseScore, score_case
 from pipeline.fetch.s5cmd import FetchConfig
+from pipeline.geometry import CtVolume, mask_to_sitk
 from pipeline.inputs import SeriesInputs, load_series_inputs
 from pipeline.isolation import StageReporter
 from pipeline.measure.components import label_nodes
@@ -60,8 +60,8 @@ class Writer:
     @classmethod
     def of(cls, row: CohortRow, model: tuple[str, str] | None) -> Writer:
         if model is None:  # the expert's nodes, split by the pipeline
-            version = row.seg_series_instance_uid or REFERENCE_MODEL_NAME
-            return cls(NodeSource.REFERENCE, REFERENCE_MODEL_NAME, version)
+            version = row.seg_series_instance_uid or REFERENCE_MODEL
+            return cls(NodeSource.REFERENCE, REFERENCE_MODEL, version)
         return cls(NodeSource.PREDICTION, *model)
 
 
@@ -121,7 +121,7 @@ def measure_series(
             masks,
             labels,
             sources,
-            fully_annotated=row.annotation == "full",
+            fully_annotated=row.annotation == Annotation.FULL,
             iou_threshold=iou_threshold,
         )
         seconds[Stage.SCORE] = time.perf_counter() - start

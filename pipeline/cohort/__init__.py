@@ -1,21 +1,7 @@
-"""Cohort selection (offline from idc-index; BigQuery's side is ``beam_jobs.bigquery``) and
-validation of cohort rows.
+"""Cohort selection and validation: ``query`` selects the LNQ cohort offline from idc-index's bundled
+index (BigQuery's twin is ``beam_jobs.bigquery``); ``rows`` validates one cohort row.
 
-The names below are loaded on first use: validating a row (every series' child does) should not
-import pandas and the query engine (0.3 s) that only selecting a cohort needs.
+Modules are imported by name (``from pipeline.cohort.rows import validate_cohort_row``): validating a
+row, which every series' child does, must not import pandas and the query engine that only
+selecting a cohort needs.
 """
-
-from __future__ import annotations
-
-from pipeline.lazy import lazy_exports
-
-_EXPORTS = {
-    "LNQ_COLLECTION": "pipeline.cohort.query",
-    "select_cohort": "pipeline.cohort.query",
-    "CohortRow": "pipeline.cohort.rows",
-    "check_series_url": "pipeline.cohort.rows",
-    "validate_cohort_row": "pipeline.cohort.rows",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)

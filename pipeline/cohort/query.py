@@ -13,12 +13,12 @@ import pandas as pd
 import pyarrow as pa
 
 import queries
+from pipeline.enums import ANNOTATION_CHOICES
 from pipeline.errors import CohortError
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from queries.sql_text import SERIES_RELATION
 
 LNQ_COLLECTION = "mediastinal_lymph_node_seg"
-ANNOTATION_CHOICES = ("full", "partial", "all")
 
 
 def bundled_index_path() -> str:

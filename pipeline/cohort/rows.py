@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.enums import Annotation
 from pipeline.errors import CohortError
 from pipeline.uids import uid_problem
 
-ANNOTATIONS = ("full", "partial")
+ANNOTATIONS = tuple(a.value for a in Annotation)
 # IDC: s3://idc-open-data/<crdc_series_uuid>/*  (also gs:// buckets of the same layout)
 _BUCKET_URL_RE = re.compile(r"^(s3|gs)://[a-z0-9][a-z0-9.\-_]{1,221}[a-z0-9](/[A-Za-z0-9._\-]+)+/(\*)?$")
 

@@ -7,7 +7,7 @@ A phantom is an axial chest slab: air, a body ellipse of soft tissue, two lungs,
 mediastinal fat between them, the aorta, the spine, and lymph nodes as
 ellipsoids of known semi-axes inside the mediastinal fat. The reference SEG is
 made like IDC's (dcmqi style): one segment 'Mediastinal lymph node', MANUAL,
-BINARY, frames only where nodes are. Geometry follows ``pipeline.dicom.volume``:
+BINARY, frames only where nodes are. Geometry follows ``pipeline.geometry``:
 arrays ``[z, y, x]``, patient LPS in mm.
 """
 
@@ -82,8 +82,8 @@ class Phantom:
 
     @property
     def decoded_geometry(self):  # type: ignore[no-untyped-def]
-        """The grid the CT decoder gives the series (``pipeline.dicom.volume.Geometry``)."""
-        from pipeline.dicom.volume import Geometry
+        """The grid the CT decoder gives the series (``pipeline.geometry.Geometry``)."""
+        from pipeline.geometry import Geometry
 
         nz, ny, nx = self.hu.shape
         if not self.z_descending:

@@ -1,20 +1,7 @@
-"""DICOM decoding: CT series to HU volumes, reference SEG to masks on the CT grid.
+"""DICOM in and out: the CT decoder (``ct``) and its header checks (``header_checks``), the reference
+SEG placed on the CT grid (``reference_seg``, its plane checks in ``seg_planes``), the per-node SEG
+(``seg_writer``) and TID 1500 SR (``sr``, its image lines in ``sr_lines``) we write, the SR flattened
+as IDC's quantitative measurements (``sr_rows``), their codes (``codes``) and tracking (``tracking``).
 
-The names below are loaded on first use: the job's launcher imports :mod:`pipeline.dicom.volume`
-for its geometry and should not pay for pydicom and highdicom (0.5 s) to do so.
+Modules are imported by name: pydicom and highdicom load only where DICOM is read or written.
 """
-
-from __future__ import annotations
-
-from pipeline.lazy import lazy_exports
-
-_EXPORTS = {
-    "CtVolume": "pipeline.dicom.volume",
-    "Geometry": "pipeline.dicom.volume",
-    "mask_to_sitk": "pipeline.dicom.volume",
-    "decode_ct_series": "pipeline.dicom.ct",
-    "read_reference_seg": "pipeline.dicom.reference_seg",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -29,8 +29,8 @@ from pipeline.dicom.header_checks import (
     read_header,
     transfer_syntax,
 )
-from pipeline.dicom.volume import CtVolume, Geometry, float3
 from pipeline.errors import DecodeError
+from pipeline.geometry import CtVolume, Geometry, float3
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ import SimpleITK as sitk
 
 from pipeline.dicom.header_checks import Fail, check_seg_header, get_value, read_header
 from pipeline.dicom.seg_planes import check_seg_planes
-from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ReferenceSegError
+from pipeline.geometry import CtVolume, Geometry
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import numpy as np
 from pydicom import Dataset
 
 from pipeline.dicom.header_checks import Fail, numbers
-from pipeline.dicom.volume import CtVolume
+from pipeline.geometry import CtVolume
 
 ORIENTATION_TOLERANCE = 1e-4
 """Direction cosines of the SEG and its CT agree within this (the CT's own slices must agree

@@ -40,15 +40,14 @@ from pydicom.sr.codedict import codes
 import pipeline
 from pipeline.dicom.codes import ANATOMICAL_STRUCTURE, LYMPH_NODE, MEDIASTINUM
 from pipeline.dicom.tracking import NodeTracking, derived_uid, node_label, node_tracking, object_uids
-from pipeline.dicom.volume import CtVolume
 from pipeline.enums import NodeSource
 from pipeline.errors import SegWriteError
+from pipeline.geometry import CtVolume
 from pipeline.measure.nodes import NodeMeasurement
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_LABEL = "Mediastinal lymph node"
-REFERENCE_MODEL_NAME = "reference"
 MANUFACTURER = "LNQ pipeline"
 """The SEG's Manufacturer. Such a SEG lists every instance of its CT series, in slice order, so
 that a reader without the CT knows where the CT ends (``pipeline.evaluate.images``)."""
@@ -72,7 +71,6 @@ _NODE_COLOURS_RGB = (
 """Distinct display colours, cycled by node index, so neighbouring nodes differ in a viewer."""
 
 __all__ = [
-    "REFERENCE_MODEL_NAME",
     "SEGMENT_LABEL",
     "SPLIT_ALGORITHM_NAME",
     "derived_uid",

@@ -75,9 +75,9 @@ from pipeline.dicom.codes import (
 from pipeline.dicom.seg_writer import segment_tracking
 from pipeline.dicom.sr_lines import ImageLine, ImageRef, ct_images, image_line
 from pipeline.dicom.tracking import NodeTracking, derived_uid, line_tracking, object_uids
-from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.enums import NodeSource
 from pipeline.errors import SegWriteError
+from pipeline.geometry import CtVolume, Geometry
 from pipeline.measure.categories import RecistCategory
 from pipeline.measure.nodes import NodeMeasurement
 from pipeline.measure.quality import NodeQuality

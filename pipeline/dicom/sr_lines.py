@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pydicom
 
-from pipeline.dicom.volume import Geometry
 from pipeline.errors import SegWriteError
+from pipeline.geometry import Geometry
 
 ON_SLICE_TOLERANCE = 1e-3
 """An end point is on a slice when its fractional slice index is this close to an integer."""

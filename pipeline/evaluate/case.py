@@ -20,11 +20,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.dicom.ct import decode_ct_series
-from pipeline.dicom.volume import Geometry
 from pipeline.evaluate.aggregate import aggregate_scores
 from pipeline.evaluate.detection import DEFAULT_IOU_THRESHOLD, check_iou_threshold, detect
 from pipeline.evaluate.images import common_grid, read_label_image, read_on_ct, require_file, to_axial
 from pipeline.evaluate.lnq2023 import check_label_image, check_same_grid, score_case
+from pipeline.geometry import Geometry
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_labelled
 

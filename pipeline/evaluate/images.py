@@ -1,7 +1,7 @@
 """Read masks to score: DICOM SEG (highdicom) or any label image SimpleITK reads.
 
 Orientation: whatever the source, the images handed to scoring and measurement
-are *axial*, the convention of ``pipeline/dicom/volume.py``: image x along the
+are *axial*, the convention of ``pipeline/geometry.py``: image x along the
 CT rows, y along its columns, z the slice normal ``cross(x, y)``, so that numpy
 ``[z, y, x]`` arrays hold axial slices and node short axes are measured on them.
 :func:`to_axial` gets there by permuting axes (and reversing the slice order),
@@ -47,9 +47,9 @@ import SimpleITK as sitk
 
 from pipeline.dicom.reference_seg import SEGMENTATION_STORAGE, read_reference_seg
 from pipeline.dicom.seg_writer import MANUFACTURER as SEG_MANUFACTURER
-from pipeline.dicom.volume import GRID_TOLERANCE, CtVolume, Geometry, mask_to_sitk
 from pipeline.errors import ScoreError
 from pipeline.evaluate.lnq2023 import binary_uint8, check_label_image
+from pipeline.geometry import GRID_TOLERANCE, CtVolume, Geometry, mask_to_sitk
 
 
 @dataclass(frozen=True)

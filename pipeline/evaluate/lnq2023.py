@@ -36,8 +36,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.spatial import cKDTree
 
-from pipeline.dicom.volume import Geometry
 from pipeline.errors import ScoreError
+from pipeline.geometry import Geometry
 
 INTEGER_PIXEL_TYPES = frozenset(
     {

@@ -17,8 +17,8 @@ A remote fetch:
    ETag is an MD5, and removes files the listing did not name.
 
 Every s5cmd runs through :func:`pipeline.bounded.run_bounded`: in its own process group, killed
-whole on timeout, on a stall (no byte for ``stall_timeout_s``), and on SIGINT/SIGTERM of a job
-that installed :func:`pipeline.bounded.kill_on_signals`. ``timeout_s`` bounds the whole fetch,
+whole on timeout, on a stall (no byte for ``stall_timeout_s``), and on SIGINT/SIGTERM of the job
+(its handler calls :func:`pipeline.bounded.kill_all`). ``timeout_s`` bounds the whole fetch,
 all attempts and back-off together. Only errors that can heal (connection refused or reset,
 timeouts, stalls, 5xx, throttling, a corrupted copy) are retried.
 """

@@ -1,27 +1,7 @@
-"""Node measurements on masks placed on the CT grid.
+"""Node measurements on masks on the CT grid: nodes as components (``components``), measured
+(``nodes``: volume, centroid, RECIST axes from ``recist`` and ``batch``, 3D diameter from
+``diameter3d``, on the sub-pixel boundary of ``boundary`` and ``feret``), their RECIST category
+(``categories``) and quality flag (``quality``), and a series' node burden (``burden``).
 
-The names below are loaded on first use (as in :mod:`pipeline.dicom`), so that importing one
-module of the package does not import all of them.
+Modules are imported by name, so that importing one does not import all of them.
 """
-
-from __future__ import annotations
-
-from pipeline.lazy import lazy_exports
-
-_EXPORTS = {
-    "AxialAxes": "pipeline.measure.recist",
-    "Burden": "pipeline.measure.burden",
-    "NodeMeasurement": "pipeline.measure.nodes",
-    "NodeQuality": "pipeline.measure.quality",
-    "RecistCategory": "pipeline.measure.categories",
-    "label_nodes": "pipeline.measure.components",
-    "max_diameter_3d": "pipeline.measure.diameter3d",
-    "measure_nodes": "pipeline.measure.nodes",
-    "node_quality": "pipeline.measure.quality",
-    "recist_axes": "pipeline.measure.recist",
-    "recist_category": "pipeline.measure.categories",
-    "series_burden": "pipeline.measure.burden",
-}
-
-__all__ = sorted(_EXPORTS)
-__getattr__ = lazy_exports(__name__, _EXPORTS)

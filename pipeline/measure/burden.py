@@ -22,16 +22,6 @@ class Burden:
     sum_short_axis_pathological_mm: float
     spd_mm2: float
 
-    def columns(self, source: str) -> dict[str, float | int]:
-        """Series-table columns, prefixed by the source ('reference' or 'prediction')."""
-        return {
-            f"n_{source}_nodes": self.n_nodes,
-            f"n_{source}_nodes_short_axis_ge_10mm": self.n_nodes_short_axis_ge_10mm,
-            f"{source}_volume_ml": self.total_volume_ml,
-            f"{source}_sum_short_axis_pathological_mm": self.sum_short_axis_pathological_mm,
-            f"{source}_spd_mm2": self.spd_mm2,
-        }
-
 
 def series_burden(nodes: Sequence[NodeMeasurement]) -> Burden:
     pathological = [n.short_axis_mm for n in nodes if is_pathological(n.short_axis_mm)]
@@ -43,8 +33,3 @@ def series_burden(nodes: Sequence[NodeMeasurement]) -> Burden:
         sum_short_axis_pathological_mm=float(sum(pathological)),
         spd_mm2=float(sum(products[:SPD_MAX_NODES])),
     )
-
-
-def burden_columns(source: str) -> list[str]:
-    """Names of the burden columns for ``source``, in table order."""
-    return list(Burden(0, 0, 0.0, 0.0, 0.0).columns(source))

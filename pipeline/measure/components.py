@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.dicom.volume import Geometry
 from pipeline.errors import MeasurementError
+from pipeline.geometry import Geometry
 
 _CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 

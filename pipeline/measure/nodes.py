@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.dicom.volume import Geometry
 from pipeline.errors import MeasurementError
+from pipeline.geometry import Geometry
 from pipeline.measure.batch import NodeVoxels, measure_boundaries
 from pipeline.measure.categories import recist_category
 from pipeline.measure.components import label_nodes

@@ -11,9 +11,9 @@ from typing import Any, Protocol
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.dicom.volume import CtVolume, Geometry, float3, int3
 from pipeline.errors import ModelError
-from pipeline.models.slabs import resample_by_slabs, slab_grid
+from pipeline.geometry import CtVolume, Geometry, float3, int3
+from pipeline.resample import resample_by_slabs, slab_grid
 
 ForwardLock = AbstractContextManager[Any]
 """What a model holds while its network runs (a ``threading.Lock``, or the model host's wrapper

@@ -29,8 +29,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ModelError
+from pipeline.geometry import CtVolume, Geometry
 from pipeline.models.base import ForwardLock, Prediction, check_finite, model_grid_shape
 from pipeline.models.nnunet_loading import initialize_predictor
 

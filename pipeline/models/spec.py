@@ -11,9 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pipeline.enums import DEVICES, ModelKind
+from pipeline.enums import DEVICES, REFERENCE_MODEL, ModelKind
 from pipeline.errors import ModelError
-from pipeline.outcome import REFERENCE_LABEL
 
 if TYPE_CHECKING:  # torch and the model code load only when a model does
     import torch
@@ -54,7 +53,7 @@ class ModelSpec:
 
 def model_label(spec: ModelSpec | None) -> str:
     """The ``model`` column of a run: ``reference`` without a model."""
-    return REFERENCE_LABEL if spec is None else spec.label
+    return REFERENCE_MODEL if spec is None else spec.label
 
 
 def parse_model_spec(
@@ -73,7 +72,7 @@ def parse_model_spec(
     if not 0.0 < step_size <= 1.0:
         raise ValueError(f"sliding-window step size {step_size} must be in (0, 1]")
     kind, _, path = text.partition(":")
-    if kind == REFERENCE_LABEL:
+    if kind == REFERENCE_MODEL:
         if path:
             raise ValueError(f"model {text!r}: the reference mode takes no path")
         return None

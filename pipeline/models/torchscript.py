@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.dicom.volume import CtVolume, float3, int3
+from pipeline.geometry import CtVolume, float3, int3
 from pipeline.models.base import ForwardLock, ModelError, Prediction, ct_rows, model_grid
 from pipeline.models.windows import ArraySink, NpySink, sliding_window_probabilities
 

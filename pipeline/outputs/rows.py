@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.enums import NodeSource
+from pipeline.errors import SeriesError
 from pipeline.measure.nodes import NodeMeasurement
-from pipeline.outcome import SeriesError, SeriesOutcome, SourceNodes, finite_or_none
+from pipeline.outcome import SeriesOutcome, SourceNodes, finite_or_none
 from pipeline.outputs.schemas import (
     AXIS_ENDS,
     BURDEN_COLUMNS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 
 _LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))
 """Patient LPS axes: letter for the negative and the positive direction."""

@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 from pipeline.measure.quality import NodeQuality
 from pipeline.qc.orientation import physical_to_index, screen_letters
 from pipeline.qc.text import PLAIN, plain

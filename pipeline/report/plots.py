@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.enums import DEFAULT_IOU_THRESHOLD
+from pipeline.enums import DEFAULT_IOU_THRESHOLD, Annotation
 from pipeline.measure.categories import PATHOLOGICAL_SHORT_AXIS_MM, TARGET_SHORT_AXIS_MM, RecistCategory
 from pipeline.measure.quality import MAX_PLAUSIBLE_SHORT_AXIS_MM, NodeQuality
 from pipeline.qc.text import escaped
@@ -27,7 +27,7 @@ REFERENCE_COLOUR = "#E69F00"  # Okabe-Ito, as the QC picture
 PREDICTION_COLOUR = "#56B4E9"
 NEUTRAL_COLOUR = "#555555"
 SOURCE_COLOURS = {"reference": REFERENCE_COLOUR, "prediction": PREDICTION_COLOUR}
-ANNOTATION_ORDER = ("full", "partial")
+ANNOTATION_ORDER = tuple(a.value for a in Annotation)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def nodes_per_patient(rows: list[dict[str, Any]]) -> Plot:
         bins = np.arange(-0.5, top + 1.5, 1.0 if top < 40 else math.ceil(top / 40)).tolist()
         groups = sorted({a for _, a in per_patient}, key=_annotation_key)
         data = [[n for (_, a), n in per_patient.items() if a == g] for g in groups]
-        colours = [REFERENCE_COLOUR if g == "full" else NEUTRAL_COLOUR for g in groups]
+        colours = [REFERENCE_COLOUR if g == Annotation.FULL else NEUTRAL_COLOUR for g in groups]
         ax.hist(data, bins=bins, stacked=True, color=colours)
         _integer_x(ax)
         ax.set_xlabel("reference nodes per patient")

@@ -11,12 +11,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.enums import TIMED_STAGES, SeriesStatus
+from pipeline.enums import REFERENCE_MODEL, TIMED_STAGES, Annotation, SeriesStatus
 from pipeline.evaluate.aggregate import aggregate_scores
 from pipeline.measure.quality import NodeQuality
 from pipeline.outputs.schemas import stage_column
-
-REFERENCE_MODEL = "reference"
 
 
 @dataclass(frozen=True)
@@ -228,7 +226,7 @@ def _scores(rows: list[dict[str, Any]]) -> ModelScores:
     n_detected = sum(r["n_reference_nodes_ge_10mm_detected"] or 0 for r in ok)
     fp_by_patient: dict[str, int] = defaultdict(int)
     for r in ok:
-        if r["annotation"] == "full" and r["false_positive_nodes"] is not None:
+        if r["annotation"] == Annotation.FULL and r["false_positive_nodes"] is not None:
             fp_by_patient[r["patient_id"]] += int(r["false_positive_nodes"])
     fps = sum(fp_by_patient.values())
     bias = [
@@ -257,6 +255,10 @@ def false_positives_per_full_patient(rows: list[dict[str, Any]]) -> list[int]:
     """False-positive node counts per fully annotated patient (ok series), for the histogram."""
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
-        if r["status"] == "ok" and r["annotation"] == "full" and r["false_positive_nodes"] is not None:
+        if (
+            r["status"] == "ok"
+            and r["annotation"] == Annotation.FULL
+            and r["false_positive_nodes"] is not None
+        ):
             counts[r["patient_id"]] += int(r["false_positive_nodes"])
     return [counts[p] for p in sorted(counts)]

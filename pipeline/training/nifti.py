@@ -20,7 +20,7 @@ import shutil
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 
 GZIP_LEVEL = 1
 _COPY_BYTES = 8 << 20

@@ -14,7 +14,7 @@ import pytest
 
 from beam_jobs.launch import pipeline_options
 from beam_jobs.publish import read_table
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 from pipeline.measure.nodes import measure_nodes
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
 from tests.support.cohort import cohort_row

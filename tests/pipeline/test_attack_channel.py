@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from pipeline import channel, isolation
-from pipeline.dicom.volume import Geometry
 from pipeline.enums import NodeSource, Stage
-from pipeline.errors import IsolatedFailure
+from pipeline.errors import IsolatedFailure, SeriesError
+from pipeline.geometry import Geometry
 from pipeline.isolation import Limits, run_isolated
-from pipeline.outcome import GridSummary, SeriesError, SourceNodes
+from pipeline.outcome import GridSummary, SourceNodes
 from tests.support import isolated_targets as targets
 
 LIMITS = Limits(timeout_s=60.0, memory_bytes=None)

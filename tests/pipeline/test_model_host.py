@@ -215,8 +215,8 @@ def test_waiting_for_a_hung_forward_pass_is_not_charged_to_the_series_that_waits
     """The healthy series starts first, so by the wall clock it would reach its limit first while
     it waits for the lock the hung forward pass holds: its waiting is not its own time, the hung
     series' is."""
+    from pipeline.errors import SeriesError
     from pipeline.model_host import InferenceDone
-    from pipeline.outcome import SeriesError
 
     # about 5 s a series alone on a quiet 2-core machine, four times that on a busy one
     host = ModelHost(_spec(tmp_path, Slowly(HangsOnBright(), work=600)))
@@ -241,8 +241,8 @@ def test_a_memory_explosion_is_a_memory_error_and_the_series_beside_it_finishes(
     """A memory limit small enough for this shared machine: 0.3 GB per series in the host (the
     job's default is --series-memory-gb 6, which the decoding children share as their address
     space limit; here the host is called directly, as ``process_series`` calls it)."""
+    from pipeline.errors import SeriesError
     from pipeline.model_host import InferenceDone
-    from pipeline.outcome import SeriesError
 
     host = ModelHost(_spec(tmp_path, Slowly(BalloonsOnBright(), work=600)))  # the healthy one stays a while
     try:

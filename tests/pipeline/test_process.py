@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.dicom.volume import Geometry
 from pipeline.fetch.s5cmd import FetchConfig
+from pipeline.geometry import Geometry
 from pipeline.measure.nodes import measure_nodes
 from pipeline.outputs.rows import OutcomeRows, outcome_rows
 from pipeline.process import ProcessConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 
 
 def grid(size_zyx, origin, spacing, direction=np.eye(3)) -> Geometry:  # type: ignore[no-untyped-def]

@@ -24,9 +24,9 @@ from highdicom._standard_utils import get_iod_module_map, get_module_attribute_m
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.seg_writer import nodes_seg
 from pipeline.dicom.sr import nodes_sr
-from pipeline.dicom.volume import CtVolume
 from pipeline.enums import NodeSource
 from pipeline.fetch.s5cmd import FetchConfig
+from pipeline.geometry import CtVolume
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_labelled
 from pipeline.outcome import SourceNodes

@@ -13,9 +13,9 @@ import pytest
 
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.reference_seg import read_reference_seg
-from pipeline.dicom.volume import CtVolume
 from pipeline.errors import ReferenceSegError
 from pipeline.fetch.s5cmd import FetchConfig
+from pipeline.geometry import CtVolume
 from pipeline.outputs.rows import outcome_rows
 from pipeline.process import ProcessConfig, process_series
 from tests.support.cohort import cohort_row

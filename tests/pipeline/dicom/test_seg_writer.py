@@ -16,7 +16,6 @@ import SimpleITK as sitk
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.reference_seg import read_reference_seg
 from pipeline.dicom.seg_writer import (
-    REFERENCE_MODEL_NAME,
     SEGMENT_LABEL,
     SPLIT_ALGORITHM_NAME,
     nodes_seg,
@@ -25,6 +24,7 @@ from pipeline.dicom.seg_writer import (
     segment_tracking,
 )
 from pipeline.dicom.tracking import node_tracking
+from pipeline.enums import REFERENCE_MODEL
 from pipeline.errors import SegWriteError
 from pipeline.evaluate.images import read_label_image
 from pipeline.measure.components import label_nodes
@@ -175,7 +175,7 @@ def _labelled(phantom):  # type: ignore[no-untyped-def]
 
 
 def _write_nodes(tmp_path: Path, labels, ct, nodes, *, source="prediction", name="nodes.dcm") -> Path:  # type: ignore[no-untyped-def]
-    model = ("tiny-window", "1.2") if source == "prediction" else (REFERENCE_MODEL_NAME, "LNQ2023")
+    model = ("tiny-window", "1.2") if source == "prediction" else (REFERENCE_MODEL, "LNQ2023")
     seg = nodes_seg(labels, ct, nodes, model_name=model[0], model_version=model[1], source=source)
     path = tmp_path / name
     path.write_bytes(seg_bytes(seg))

@@ -24,8 +24,8 @@ from pipeline.dicom.sr_rows import (
     quantitative_measurements_table,
 )
 from pipeline.dicom.tracking import line_tracking
-from pipeline.dicom.volume import CtVolume
 from pipeline.errors import SegWriteError
+from pipeline.geometry import CtVolume
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import NodeMeasurement, measure_labelled
 

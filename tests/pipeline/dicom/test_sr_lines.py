@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.dicom.sr_lines import ImageRef, ct_images, image_line
 from pipeline.dicom.tracking import NodeTracking, line_tracking
-from pipeline.dicom.volume import Geometry
 from pipeline.errors import SegWriteError
+from pipeline.geometry import Geometry
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 

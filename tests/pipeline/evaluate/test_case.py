@@ -16,11 +16,11 @@ from scipy import ndimage
 from beam_jobs.cli import main as cli_main
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.seg_writer import nodes_seg
-from pipeline.dicom.volume import mask_to_sitk
 from pipeline.errors import ScoreError
 from pipeline.evaluate.case import case_name, evaluate_files, evaluate_folders, evaluate_masks
 from pipeline.evaluate.images import ct_ends, read_on_ct
 from pipeline.evaluate.lnq2023 import score_case
+from pipeline.geometry import mask_to_sitk
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_labelled
 from tests.conftest import REAL_CT

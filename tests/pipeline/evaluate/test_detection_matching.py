@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.dicom.volume import Geometry
 from pipeline.evaluate.detection import detect, match_nodes
+from pipeline.geometry import Geometry
 from pipeline.measure.components import label_nodes
 
 SHAPE = (24, 40, 90)

@@ -15,9 +15,9 @@ import SimpleITK as sitk
 
 from pipeline.dicom.ct import decode_ct_series
 from pipeline.dicom.seg_writer import prediction_seg, seg_bytes
-from pipeline.dicom.volume import CtVolume, Geometry, mask_to_sitk
 from pipeline.evaluate.case import evaluate_files
 from pipeline.evaluate.images import orient_like, read_label_image, read_on_ct, to_axial
+from pipeline.geometry import CtVolume, Geometry, mask_to_sitk
 from pipeline.measure.categories import is_pathological
 from pipeline.measure.nodes import measure_nodes
 from tests.support.phantoms import ct_datasets, write_seg

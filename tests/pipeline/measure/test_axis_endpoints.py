@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 from pipeline.measure.nodes import NodeMeasurement, measure_nodes
 from tests.support.analytic_shapes import ellipsoid, staircase_distance_mm
 

@@ -18,7 +18,7 @@ import pytest
 from scipy import ndimage
 from skimage.measure import find_contours
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 from pipeline.measure.boundary import SliceBoundaries, concatenate_boundaries, slice_boundaries
 from pipeline.measure.components import label_nodes
 from pipeline.measure.diameter3d import surface_points

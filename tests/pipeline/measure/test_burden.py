@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.measure.burden import burden_columns, series_burden
+from pipeline.measure.burden import series_burden
 from pipeline.measure.nodes import NodeMeasurement
 
 
@@ -41,13 +41,3 @@ def test_spd_picks_largest_products_not_longest_axes() -> None:
 def test_empty_series() -> None:
     b = series_burden([])
     assert (b.n_nodes, b.total_volume_ml, b.spd_mm2) == (0, 0.0, 0.0)
-
-
-def test_column_names_match_prefix() -> None:
-    assert burden_columns("prediction") == [
-        "n_prediction_nodes",
-        "n_prediction_nodes_short_axis_ge_10mm",
-        "prediction_volume_ml",
-        "prediction_sum_short_axis_pathological_mm",
-        "prediction_spd_mm2",
-    ]

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.dicom.volume import Geometry
 from pipeline.errors import MeasurementError
+from pipeline.geometry import Geometry
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_nodes
 

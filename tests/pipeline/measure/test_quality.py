@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 from pipeline.measure.nodes import measure_nodes
 from pipeline.measure.quality import (
     MAX_PLAUSIBLE_SHORT_AXIS_MM,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ModelError
+from pipeline.geometry import CtVolume, Geometry
 from pipeline.models.nnunet_loading import SAFE_GLOBALS, TRUST_OPTION, load_checkpoint
 from pipeline.models.spec import load_model, parse_model_spec
 from tests.support.models import make_nnunet_folder

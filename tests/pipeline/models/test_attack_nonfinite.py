@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pipeline.dicom.ct import decode_ct_series
-from pipeline.dicom.volume import CtVolume
 from pipeline.errors import ModelError
 from pipeline.fetch.s5cmd import FetchConfig
+from pipeline.geometry import CtVolume
 from pipeline.models.base import Prediction, check_finite
 from pipeline.models.spec import parse_model_spec
 from pipeline.models.torchscript import TorchScriptModel

@@ -14,8 +14,8 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from pipeline.dicom.ct import decode_ct_series
-from pipeline.dicom.volume import CtVolume, Geometry
 from pipeline.errors import ModelError
+from pipeline.geometry import CtVolume, Geometry
 from pipeline.models.nnunet import READER_ORIENTATION, NnUNetModel, reader_view
 from pipeline.models.spec import load_model, parse_model_spec
 from tests.support.models import make_nnunet_folder

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from pipeline.dicom.ct import decode_ct_series
-from pipeline.dicom.volume import mask_to_sitk
 from pipeline.enums import ModelKind
 from pipeline.evaluate.lnq2023 import score_case
+from pipeline.geometry import mask_to_sitk
 from pipeline.measure.nodes import measure_nodes
 from pipeline.models.base import ModelError, probabilities_to_ct_grid
 from pipeline.models.spec import ModelSpec, load_model, parse_model_spec, resolve_device
@@ -87,7 +87,7 @@ def test_flipped_orientation_still_lines_up(clean_phantom, tmp_path: Path) -> No
 
 
 def test_probabilities_resampled_linearly_then_thresholded() -> None:
-    from pipeline.dicom.volume import Geometry
+    from pipeline.geometry import Geometry
 
     identity = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)
     coarse = Geometry((1, 1, 2), (0.0, 0.0, 0.0), (2.0, 1.0, 1.0), identity)
@@ -184,7 +184,7 @@ def test_spec_parsing_and_devices(tmp_path: Path) -> None:
 
 
 def test_a_prediction_holds_a_mask_or_probabilities_with_their_grid(tmp_path: Path) -> None:
-    from pipeline.dicom.volume import Geometry
+    from pipeline.geometry import Geometry
     from pipeline.models.base import Prediction, SavedPrediction, probabilities_to_ct_grid
 
     source = Geometry(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_labelled
 from pipeline.qc import Panel, nodes_for_qc, qc_png, render_qc

@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 from pipeline.qc.picture import render_qc
 from pipeline.qc.text import PLAIN, escaped, plain
 from pipeline.report.plots import nodes_per_patient, volume_by_annotation

@@ -12,14 +12,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.dicom.volume import Geometry, mask_to_sitk
-from pipeline.enums import TIMED_STAGES
+from pipeline.enums import TIMED_STAGES, NodeSource
 from pipeline.evaluate.case import evaluate_masks
+from pipeline.geometry import Geometry, mask_to_sitk
 from pipeline.measure.burden import series_burden
 from pipeline.measure.categories import recist_category
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import NodeMeasurement, measure_labelled
-from pipeline.outputs.schemas import ERRORS_SCHEMA, NODES_SCHEMA, SERIES_SCHEMA, stage_column, to_table
+from pipeline.outputs.schemas import (
+    BURDEN_COLUMNS,
+    ERRORS_SCHEMA,
+    NODES_SCHEMA,
+    SERIES_SCHEMA,
+    burden_column,
+    stage_column,
+    to_table,
+)
 from pipeline.qc import nodes_for_qc, qc_png
 from tests.support.phantoms import Ellipsoid, make_phantom
 
@@ -178,7 +186,10 @@ def phantom_run(
         ref_nodes = measure_labelled(ref_labels, geometry, hu=phantom.hu)
         pred_nodes = measure_labelled(pred_labels, geometry, hu=phantom.hu)
         for source, measured in (("reference", ref_nodes), ("prediction", pred_nodes)):
-            row.update(series_burden(measured).columns(source))
+            burden = series_burden(measured)
+            row.update(
+                {burden_column(name, NodeSource(source)): getattr(burden, name) for name in BURDEN_COLUMNS}
+            )
             nodes += _node_rows(uid, patient, model, source, measured)
         scores = evaluate_masks(
             mask_to_sitk(pred_mask, geometry),

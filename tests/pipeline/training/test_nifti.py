@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.dicom.volume import Geometry
+from pipeline.geometry import Geometry
 from pipeline.training.nifti import read_nifti, write_nifti
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])

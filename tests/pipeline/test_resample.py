@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from pipeline.models.slabs import resample_by_slabs
+from pipeline.resample import resample_by_slabs
 from tests.support.grids import grid, resampled_whole
 
 

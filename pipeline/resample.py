@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from pipeline.dicom.volume import Geometry, float3
+from pipeline.geometry import Geometry, float3
 
 SLAB_VOXELS = 1 << 22
 """Output voxels per slab (4 M: 16 slices of 512 x 512; 16 MB of float32)."""
