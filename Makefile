@@ -68,9 +68,10 @@ run: $(STAMP)
 test: lint tools viewer-tools airflow-venv
 	LNQ_AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) -m pytest
 
-# everything but the browser test of the viewer (and so without Orthanc, OHIF or npm)
+# the edit loop: everything but the slow tests (end-to-end runs, nnU-Net, model limits) and the
+# browser test of the viewer (so without Orthanc, OHIF or npm); `make test` stays the one full check
 test-fast: lint tools airflow-venv
-	LNQ_AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) -m pytest -m "not viewer"
+	LNQ_AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) -m pytest -m "not slow and not viewer"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline beam_jobs queries tests bench infra setup.py

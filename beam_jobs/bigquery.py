@@ -17,7 +17,9 @@ import queries
 from pipeline.cohort.query import LNQ_COLLECTION, cohort_table
 from pipeline.enums import ANNOTATION_CHOICES
 from pipeline.errors import CohortError
+from pipeline.locations import is_gcs
 from pipeline.outputs.analytics import analytics_sql
+from pipeline.outputs.layout import OutputLayout
 from pipeline.outputs.schemas import TABLES
 from queries.sql_text import bigquery_cohort_sql, dataset_id, fill_identifiers
 
@@ -152,14 +154,16 @@ def load_results(client: Any, *, output: str, dataset: str) -> dict[str, int]:
     as in ``LAYOUT`` (Terraform declares the same).
     """
     check_dataset(dataset)
-    if not output.startswith("gs://"):
+    if not is_gcs(output):
         raise ValueError(f"--output {output!r}: BigQuery loads from Cloud Storage (gs://...)")
     output = output.rstrip("/")
     loaded = {}
     for table in TABLES:
         target, staging = f"{dataset}.{table}", f"{dataset}.{table}_staging"
         client.create_table(_table_definition(target, table), exists_ok=True)
-        loaded[table] = _load(client, f"{output}/{table}/*.parquet", staging, bigquery_schema(table))
+        loaded[table] = _load(
+            client, OutputLayout(output).table_files(table), staging, bigquery_schema(table)
+        )
     for table in MERGE_ORDER:
         client.query(merge_sql(dataset, table)).result()
         logger.info("replaced the run's rows of %s.%s (%d staged)", dataset, table, loaded[table])

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 
 from pipeline.enums import ANNOTATION_CHOICES, DEFAULT_IOU_THRESHOLD
+from pipeline.locations import is_gcs
 
 
 def _evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -69,7 +70,7 @@ def _load_bigquery(args: argparse.Namespace) -> int:
     from beam_jobs.launch import check_output
 
     project = check_dataset(args.dataset).split(".")[0]
-    if not args.output.startswith("gs://"):
+    if not is_gcs(args.output):
         raise ValueError(f"--output {args.output!r}: BigQuery loads from Cloud Storage (gs://...)")
     check_output(args.output)
     client = make_client(project, location=args.location, what=f"loading {args.output} into {args.dataset}")
@@ -115,7 +116,7 @@ def _cohort(args: argparse.Namespace) -> int:
         table = select_cohort_bigquery(client, annotation=args.annotation, limit=args.limit)
     else:
         table = select_cohort(annotation=args.annotation, limit=args.limit)
-    if args.out.startswith("gs://"):
+    if is_gcs(args.out):
         from beam_jobs.credentials import prepare_credentials
 
         prepare_credentials(what=f"writing {args.out}")

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from beam_jobs.options import UsageError
+from pipeline.locations import is_gcs
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def _give_beam(credentials: Any | None) -> None:
 
 def needs_credentials(*paths: str | None) -> bool:
     """Whether any of ``paths`` (output, cohort, model) lives on Cloud Storage."""
-    return any(isinstance(p, str) and p.startswith("gs://") for p in paths)
+    return any(is_gcs(p) for p in paths)
 
 
 _PROJECT = re.compile(r"(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]")

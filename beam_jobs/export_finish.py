@@ -24,8 +24,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.export_cases import ExportConfig
 from beam_jobs.publish import manifest
-from beam_jobs.store import KeptResult, ResultStore, delete_quietly, is_remote, write_atomically
+from beam_jobs.store import KeptResult, ResultStore, delete_quietly, write_atomically
 from pipeline.enums import SeriesStatus
+from pipeline.locations import is_remote
+from pipeline.outputs.layout import OutputLayout
 from pipeline.outputs.schemas import to_table
 from pipeline.training.cases import PlannedCase, case_table, finished_case_row
 from pipeline.training.dataset import CASE_FOLDERS, Split, dataset_json, image_file, label_file
@@ -204,7 +206,7 @@ def _replace_export_manifest(dataset: str, files: list[str]) -> None:
 
 
 def manifest_path(dataset: str) -> str:
-    return f"{dataset}/_lnq/manifest.json"
+    return OutputLayout(dataset).manifest
 
 
 def read_summary(dataset: str, n_cohort: int) -> ExportSummary:

@@ -32,12 +32,13 @@ from beam_jobs.export_finish import ExportSummary, finish_export, listed_case_fi
 from beam_jobs.launch import check_reachable, load_cohort_rows, normalise_output, pipeline_options
 from beam_jobs.options import INTERRUPTED, UsageError, split_beam_args
 from beam_jobs.publish import RunFailed
-from beam_jobs.store import ResultStore, is_remote
+from beam_jobs.store import ResultStore
 from beam_jobs.work_folder import run_folder
 from pipeline.errors import PipelineError
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
 from pipeline.fetch.s5cmd import check_config as check_fetch_config
 from pipeline.isolation import GIB, Limits
+from pipeline.locations import is_remote
 from pipeline.training.cases import PlannedCase, plan_cases
 from pipeline.training.dataset import dataset_folder_name, image_file, label_file
 from pipeline.training.provenance import SeriesSource, idc_release, series_sources

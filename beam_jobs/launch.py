@@ -55,6 +55,7 @@ from pipeline.fetch.outcomes import short_cause
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig, probe_series
 from pipeline.fetch.s5cmd import check_config as check_fetch_config
 from pipeline.isolation import GIB, Limits
+from pipeline.locations import is_bucket_url, is_gcs, is_remote
 from pipeline.models.spec import ModelSpec, parse_model_spec
 from pipeline.outputs.schemas import COHORT_SCHEMA
 from pipeline.process import ProcessConfig
@@ -195,11 +196,11 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
 
 def check_output(output: str) -> None:
     """A ``gs://`` output names a bucket and a folder; other schemes are refused."""
-    if output.startswith("gs://"):
+    if is_gcs(output):
         bucket, _, folder = output[len("gs://") :].partition("/")
         if not _BUCKET.fullmatch(bucket) or ".." in folder.split("/") or "//" in folder:
             raise UsageError(f"--output {output}: expected gs://BUCKET/FOLDER with a valid bucket name")
-    elif "://" in output:
+    elif is_remote(output):
         raise UsageError(f"--output {output}: expected a local folder or gs://BUCKET/FOLDER")
 
 
@@ -210,7 +211,7 @@ def _check_beam_options(options: PipelineOptions, runner: str) -> None:
 
     cloud = options.view_as(GoogleCloudOptions)
     locations = [cloud.temp_location, cloud.staging_location]
-    if runner.endswith("DataflowRunner") and not any(str(p or "").startswith("gs://") for p in locations):
+    if runner.endswith("DataflowRunner") and not any(is_gcs(p) for p in locations):
         # else Beam would try to make a default bucket of its own, over the network
         raise UsageError(
             "a Dataflow job needs --temp_location gs://BUCKET/FOLDER (terraform output temp_location); "
@@ -255,11 +256,11 @@ def make_plan(argv: list[str]) -> RunPlan:
         )
     is_local = runner in StandardOptions.LOCAL_RUNNERS
     if not is_local:
-        if not output.startswith("gs://"):
+        if not is_gcs(output):
             raise UsageError(
                 f"--output {args.output}: a {runner} job writes to Cloud Storage (gs://BUCKET/FOLDER)"
             )
-        if spec is not None and not spec.path.startswith("gs://"):
+        if spec is not None and not is_gcs(spec.path):
             raise UsageError(
                 f"--model {args.model}: a {runner} job's workers read the model from Cloud Storage (gs://...)"
             )
@@ -310,7 +311,7 @@ def worker_device(device: str, *, gpu: str | None) -> str:
 
 
 def normalise_output(output: str) -> str:
-    return output.rstrip("/") if "://" in output else os.path.abspath(output)
+    return output.rstrip("/") if is_remote(output) else os.path.abspath(output)
 
 
 # ---- 2. preflight --------------------------------------------------------------------------------
@@ -325,7 +326,7 @@ def check_reachable(rows: list[dict[str, Any]], fetch: FetchConfig) -> None:
     problems = []
     for row in rows:
         url = row.get("ct_series_url")
-        if not isinstance(url, str) or not url.startswith(("s3://", "gs://")):
+        if not is_bucket_url(url):
             continue
         try:
             problem = probe_series(url, series_uid=str(row["ct_series_instance_uid"]), config=fetch)

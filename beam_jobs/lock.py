@@ -44,9 +44,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from pipeline.locations import is_gcs, is_remote
+from pipeline.outputs.layout import LOCK
+
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = "_lnq/lock.json"
+LOCK_NAME = LOCK
 _ATTEMPTS = 20
 
 
@@ -414,9 +417,9 @@ class _GcsStore:
 
 
 def _store(output: str) -> _Store:
-    if output.startswith("gs://"):
+    if is_gcs(output):
         return _GcsStore(output)
-    if "://" in output:
+    if is_remote(output):
         raise ValueError(f"output {output}: only local folders and gs:// can be locked")
     return _LocalStore(Path(output))
 

@@ -33,8 +33,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.run_facts import RunSummary, write_run_facts
 from beam_jobs.store import (
-    TABLE_FILE,
-    WORK_AREA,
     CorruptResult,
     KeptResult,
     OutsideOutput,
@@ -43,14 +41,14 @@ from beam_jobs.store import (
     confined,
     delete_quietly,
     exists,
-    is_remote,
     read_bytes,
     relative_to,
     synced_file,
     write_atomically,
 )
 from pipeline.enums import REFERENCE_MODEL, NodeSource, SeriesStatus
-from pipeline.outputs.layout import Artifact
+from pipeline.locations import is_remote
+from pipeline.outputs.layout import TABLE_FILE, Artifact, OutputLayout
 from pipeline.outputs.schemas import TABLES, sort_rows, to_table
 
 logger = logging.getLogger(__name__)
@@ -61,7 +59,7 @@ a noisy model's 3,000 nodes are about 150 MB of rows."""
 ROW_GROUP_ROWS = 32_768
 """Rows a table's writer buffers before writing them as one Parquet row group: what bounds the
 memory of a publish, whatever the cohort's size or a noisy model's thousands of nodes per series."""
-OUTPUT_FOLDERS = (WORK_AREA, *TABLES, *(a.folder for a in Artifact), "report")
+OUTPUT_FOLDERS = OutputLayout.own_folders(tuple(TABLES))
 """The output's own folders: none may be a symbolic link leading out of it."""
 
 
@@ -110,11 +108,6 @@ def iter_results(
             if result.uid != uid:  # a file written by something else, or copied in by hand
                 raise ResultMissing(uid, f"its stored result holds the series {result.uid!r}")
             yield result
-
-
-_table_file = synced_file
-"""Where a publish opens each table's temporary file (its own name, so that a test can fail
-the tables' writing alone)."""
 
 
 class _TableWriter:
@@ -179,7 +172,7 @@ def publish(output: str, results: Iterable[KeptResult], *, output_as_given: str 
         with contextlib.ExitStack() as stack:
             writers: dict[str, _TableWriter] = {}
             for table, relative in temporaries.items():
-                writers[table] = _TableWriter(table, stack.enter_context(_table_file(f"{output}/{relative}")))
+                writers[table] = _TableWriter(table, stack.enter_context(synced_file(f"{output}/{relative}")))
                 stack.callback(writers[table].abandon)  # a failure closes it before its file
             previous: str | None = None
             for result in results:
@@ -204,13 +197,13 @@ def publish(output: str, results: Iterable[KeptResult], *, output_as_given: str 
                 files.update(record.path for record in result.files)
             for writer in writers.values():
                 writer.close()
-        renames = [[temporaries[t], f"{t}/{TABLE_FILE}"] for t in TABLES]
+        renames = [[temporaries[t], OutputLayout.table_file(t)] for t in TABLES]
         write_atomically(_journal(output), json.dumps({"renames": renames}).encode())
     except BaseException:
         delete_quietly(f"{output}/{relative}" for relative in temporaries.values())
         raise
     complete_publish(output)
-    listed = [f"{table}/{TABLE_FILE}" for table in TABLES] + sorted(files)
+    listed = [OutputLayout.table_file(table) for table in TABLES] + sorted(files)
     try:
         _replace_manifest(output, listed)
     except OSError as exc:
@@ -239,7 +232,7 @@ def _measurement_rows(output: str, relative: str) -> tuple[str, list[dict[str, A
 
 
 def _journal(output: str) -> str:
-    return f"{output}/{WORK_AREA}/publish.json"
+    return OutputLayout(output).journal
 
 
 _TEMPORARY = re.compile(rf"({'|'.join(TABLES)})/\.{re.escape(TABLE_FILE)}\.[0-9a-f]{{8}}\.tmp")
@@ -258,7 +251,7 @@ def _journal_renames(output: str) -> list[tuple[str, str]] | None:
         raise OutsideOutput(f"output {output}: {journal} is not a journal of renames ({exc})") from exc
     for temporary, final in pairs:
         match = _TEMPORARY.fullmatch(temporary)
-        if match is None or final != f"{match.group(1)}/{TABLE_FILE}":
+        if match is None or final != OutputLayout.table_file(match.group(1)):
             raise OutsideOutput(
                 f"output {output}: {journal} names a rename this project never makes "
                 f"({temporary!r} -> {final!r})"
@@ -282,7 +275,7 @@ def complete_publish(output: str) -> bool:
 
 
 def _manifest_path(output: str) -> str:
-    return f"{output}/{WORK_AREA}/manifest.json"
+    return OutputLayout(output).manifest
 
 
 def manifest(output: str) -> list[str]:
@@ -327,7 +320,8 @@ def _replace_manifest(output: str, files: list[str]) -> None:
 
 def read_table(output: str, table: str) -> pa.Table:
     """Read one published table back (local or gs://)."""
-    paths = sorted(m.path for m in FileSystems.match([f"{output}/{table}/*.parquet"])[0].metadata_list)
+    matched = FileSystems.match([OutputLayout(output).table_files(table)])[0].metadata_list
+    paths = sorted(m.path for m in matched)
     parts = []
     for path in paths:
         with FileSystems.open(path) as f:
@@ -411,7 +405,7 @@ def publish_run(request: PublishRequest, *, n_processed: int = 0) -> RunSummary:
         from beam_jobs.report import write_report_for_output
 
         index = write_report_for_output(output, summary.report_info())
-        add_to_manifest(output, [m.path for m in FileSystems.match([f"{output}/report/**"])[0].metadata_list])
+        add_to_manifest(output, report_files(output))
         summary = dataclasses.replace(summary, report=index)
     write_run_facts(output, summary)
     logger.info(
@@ -423,3 +417,8 @@ def publish_run(request: PublishRequest, *, n_processed: int = 0) -> RunSummary:
         request.output_as_given,
     )
     return summary
+
+
+def report_files(output: str) -> list[str]:
+    """Every file of the run report (they join the manifest of what the project wrote)."""
+    return [m.path for m in FileSystems.match([f"{OutputLayout(output).report_folder}/**"])[0].metadata_list]

@@ -16,22 +16,20 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.options import UsageError
-from beam_jobs.publish import add_to_manifest, read_table
+from beam_jobs.publish import add_to_manifest, read_table, report_files
 from beam_jobs.run_facts import read_run_facts
-from beam_jobs.store import TABLE_FILE
+from pipeline.outputs.layout import Artifact, OutputLayout
 from pipeline.report.render import INDEX, build_report
 
 logger = logging.getLogger(__name__)
 
-REPORT_FOLDER = "report"
-QC_FOLDER = "qc"
 MIME_TYPES = {".html": "text/html; charset=utf-8", ".png": "image/png"}
 
 
 def qc_series_uids(output: str) -> set[str]:
     """Series whose QC picture exists in ``OUTPUT/qc/``."""
-    matches = FileSystems.match([FileSystems.join(output, QC_FOLDER, "*.png")])[0].metadata_list
-    return {posixpath.basename(m.path)[: -len(".png")] for m in matches}
+    matches = FileSystems.match([OutputLayout(output).artifacts(Artifact.QC)])[0].metadata_list
+    return {posixpath.basename(m.path)[: -len(Artifact.QC.extension)] for m in matches}
 
 
 def write_report_for_output(output: str, run_info: Mapping[str, Any] | None = None) -> str:
@@ -40,7 +38,7 @@ def write_report_for_output(output: str, run_info: Mapping[str, Any] | None = No
     started = time.perf_counter()
     series, nodes, errors = (read_table(output, name) for name in ("series", "nodes", "errors"))
     files = build_report(series, nodes, errors, run_info=run_info, qc_uids=qc_series_uids(output))
-    report_dir = FileSystems.join(output, REPORT_FOLDER)
+    report_dir = OutputLayout(output).report_folder
     for relative, content in files.items():
         path = FileSystems.join(report_dir, *relative.split("/"))
         with FileSystems.create(path, mime_type=MIME_TYPES[posixpath.splitext(relative)[1]]) as f:
@@ -55,9 +53,10 @@ def write_report_for_output(output: str, run_info: Mapping[str, Any] | None = No
 def write_run_report(output: str) -> str:
     """``lnq report``: rebuild the report of a published output, with its run's facts (wall time,
     series per hour) as the run's last step recorded them; its files join the manifest."""
-    if not FileSystems.exists(f"{output}/series/{TABLE_FILE}"):
-        raise UsageError(f"{output} has no published tables (series/{TABLE_FILE}); is it a run's output?")
+    series = OutputLayout(output).table("series")
+    if not FileSystems.exists(series):
+        raise UsageError(f"{output} has no published tables ({series}); is it a run's output?")
     facts = read_run_facts(output)
     index = write_report_for_output(output, None if facts is None else facts.report_info())
-    add_to_manifest(output, [m.path for m in FileSystems.match([f"{output}/report/**"])[0].metadata_list])
+    add_to_manifest(output, report_files(output))
     return index

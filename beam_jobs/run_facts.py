@@ -20,11 +20,11 @@ from typing import Any
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.store import WORK_AREA, write_atomically
+from beam_jobs.store import write_atomically
+from pipeline.outputs.layout import OutputLayout
 
 logger = logging.getLogger(__name__)
 
-FACTS_FILE = "run.json"
 MAX_FACTS_BYTES = 64 << 10
 """Read back from disk, so bounded: the facts are a few hundred bytes."""
 
@@ -79,7 +79,7 @@ _TEXTS = ("started_at", "finished_at", "model", "output", "settings_key", "pipel
 
 
 def facts_path(output: str) -> str:
-    return f"{output}/{WORK_AREA}/{FACTS_FILE}"
+    return OutputLayout(output).run_facts
 
 
 def write_run_facts(output: str, summary: RunSummary) -> None:
@@ -129,7 +129,7 @@ def read_run_facts(output: str) -> RunSummary | None:
 
 
 def _series_rows(output: str) -> int | None:
-    matches = FileSystems.match([f"{output}/series/*.parquet"])[0].metadata_list
+    matches = FileSystems.match([OutputLayout(output).table_files("series")])[0].metadata_list
     total = 0
     for meta in matches:
         with FileSystems.open(meta.path) as f:

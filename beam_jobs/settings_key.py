@@ -19,7 +19,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.store import is_remote
+from pipeline.locations import is_remote
 from pipeline.process import ProcessConfig
 
 _HASH_BLOCK = 8 << 20

@@ -39,19 +39,15 @@ import google_crc32c
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.enums import SeriesStatus
+from pipeline.locations import is_remote
+from pipeline.outputs.layout import OutputLayout
 from pipeline.outputs.rows import OutcomeRows
 from pipeline.outputs.schemas import SERIES_TABLES, to_table
 from pipeline.uids import uid_problem
 
 logger = logging.getLogger(__name__)
 
-WORK_AREA = "_lnq"
-TABLE_FILE = "part-00000-of-00001.parquet"
 COPY_BLOCK_BYTES = 8 << 20
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path
 
 
 class OutsideOutput(Exception):
@@ -68,7 +64,7 @@ def confined(output: str, relative: str) -> str:
         or relative.startswith("/")
         or "\\" in relative
         or "\0" in relative
-        or "://" in relative
+        or is_remote(relative)
         or any(part in ("", ".", "..") for part in relative.split("/"))
     ):
         raise OutsideOutput(f"output {output}: {relative!r} is not a path inside the output")
@@ -290,7 +286,7 @@ class ResultStore:
 
     @property
     def root(self) -> str:
-        return f"{self.output}/{WORK_AREA}/results/{self.key}"
+        return OutputLayout(self.output).results(self.key)
 
     def path(self, status: SeriesStatus, uid: str) -> str:
         """Where the result of ``uid`` is kept; a value that is not a DICOM UID (a cohort row

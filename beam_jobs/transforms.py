@@ -21,6 +21,7 @@ from beam_jobs.lock import JobHeartbeat
 from beam_jobs.store import FileRecord, KeptResult, ResultStore, copy_atomically
 from pipeline.enums import SeriesStatus, Stage
 from pipeline.errors import ModelError, SeriesError
+from pipeline.locations import is_remote
 from pipeline.model_host import ModelHost, open_model
 from pipeline.models.spec import ModelSpec
 from pipeline.outcome import SeriesIdentity, SeriesOutcome
@@ -72,7 +73,7 @@ def check_model_reachable(spec: ModelSpec, shared: Shared) -> None:
 
     The local model is acquired through ``shared``, the handle the job's DoFns carry, so an
     in-process runner reuses it instead of loading it a second time."""
-    if "://" in spec.path:
+    if is_remote(spec.path):
         if not FileSystems.match([spec.path.rstrip("/") + "*"])[0].metadata_list:
             raise ModelError(f"model {spec.path} does not exist")
         return

@@ -73,3 +73,12 @@ def gcs_bucket() -> Iterator[str]:
         os.environ["STORAGE_EMULATOR_HOST"] = previous
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``gpu`` run where torch sees a CUDA device (a lent GPU machine), else skip."""
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA device")

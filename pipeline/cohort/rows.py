@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeline.enums import Annotation
 from pipeline.errors import CohortError
+from pipeline.locations import is_remote
 from pipeline.uids import uid_problem
 
 ANNOTATIONS = tuple(a.value for a in Annotation)
@@ -54,7 +55,7 @@ def check_series_url(url: str, *, what: str, series_uid: str) -> str:
     """A bucket URL of IDC's layout, or a local path; anything else is refused."""
     if not isinstance(url, str) or not url:
         raise CohortError(f"{what} is missing", series_uid=series_uid)
-    if "://" in url:
+    if is_remote(url):
         if not _BUCKET_URL_RE.match(url) or "/../" in url or "/./" in url:
             raise CohortError(
                 f"{what} {url!r} is not a bucket folder URL like s3://bucket/<uuid>/*",

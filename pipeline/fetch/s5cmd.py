@@ -48,6 +48,7 @@ from pipeline.fetch.policy import (
     check_endpoint,
     parse_series_url,
 )
+from pipeline.locations import is_bucket_url
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +142,6 @@ def _is_native_executable(path: str) -> bool:
         return f.read(2) != b"#!"
 
 
-def is_remote(url: str) -> bool:
-    return url.startswith(("s3://", "gs://"))
-
-
 def to_s3_url(url: str) -> str:
     """s5cmd speaks S3: a gs:// bucket URL is read through the GCS S3-compatible endpoint."""
     return "s3://" + url[len("gs://") :] if url.startswith("gs://") else url
@@ -166,7 +163,7 @@ def fetch_series(
     ``deadline`` (a ``time.monotonic()`` value) ends the fetch earlier than ``config.timeout_s``,
     for a caller that shares one budget between several fetches of a series.
     """
-    if is_remote(url):
+    if is_bucket_url(url):
         folder = dest
         _fetch_remote(url, folder, series_uid=series_uid, config=config, deadline=deadline)
     elif os.path.isfile(url):

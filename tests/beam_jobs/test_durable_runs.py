@@ -175,7 +175,7 @@ def test_disk_full_while_publishing_leaves_the_previous_tables(
         == 0
     )
     before = _digest(out)
-    real = publish_module._table_file
+    real = publish_module.synced_file
     calls = []
 
     @contextlib.contextmanager
@@ -186,7 +186,7 @@ def test_disk_full_while_publishing_leaves_the_previous_tables(
             if len(calls) >= 2:  # the second table of the publish, once written
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(publish_module, "_table_file", full)
+    monkeypatch.setattr(publish_module, "synced_file", full)
     code = main(["run", "--cohort", str(path), "--output", str(out)])
     assert code != 0 and "No space left on device" in capsys.readouterr().err
     assert _digest(out) == before  # every table as it was, none torn

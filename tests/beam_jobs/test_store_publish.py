@@ -19,8 +19,9 @@ from beam_jobs.publish import (
     publish_run,
     read_table,
 )
-from beam_jobs.store import TABLE_FILE, KeptResult, ResultStore
+from beam_jobs.store import KeptResult, ResultStore
 from pipeline.enums import SeriesStatus
+from pipeline.outputs.layout import TABLE_FILE
 from pipeline.outputs.rows import OutcomeRows
 from pipeline.outputs.schemas import TABLES, to_table
 from tests.support.results import synthetic_outcome
@@ -150,7 +151,7 @@ def test_a_missing_result_is_refused_before_anything_is_written(tmp_path: Path, 
     store, results = _stored(out, 10)
     os.remove(store.path(SeriesStatus.OK, _uids(results)[4]))
     opened = []
-    monkeypatch.setattr(publish_module, "_table_file", lambda path: opened.append(path))
+    monkeypatch.setattr(publish_module, "synced_file", lambda path: opened.append(path))
     with pytest.raises(RunFailed, match="1 of 10 cohort rows have no result"):
         _publish_run(out, results, store)
     assert not opened

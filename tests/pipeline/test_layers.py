@@ -25,6 +25,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "pipeline.warning_log",
         "pipeline.channel",
         "pipeline.warmup",
+        "pipeline.locations",
         "pipeline.geometry",
         "pipeline.resample",
         "pipeline.qc.text",

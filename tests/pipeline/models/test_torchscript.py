@@ -299,7 +299,7 @@ def test_a_failed_prediction_leaves_no_partial_file(clean_phantom, tmp_path: Pat
     assert caught.value.series_uid == ct.series_uid and not target.exists()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 @pytest.mark.parametrize("net", ["window", "tiny"])
 def test_on_a_gpu_the_prediction_equals_the_cpu_prediction(clean_phantom, tmp_path: Path, net: str) -> None:
     """The same TorchScript file on ``cuda`` and on the CPU, resampled onto a model grid of its own:

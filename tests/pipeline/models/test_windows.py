@@ -288,7 +288,7 @@ def test_npy_sink_refuses_rows_of_another_shape_and_keeps_an_earlier_file_on_abo
     np.testing.assert_array_equal(np.load(path), np.zeros((2, 3, 4)))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
 @pytest.mark.parametrize("batch", [1, 3])
 def test_on_a_gpu_equals_monai_on_the_same_gpu(batch: int) -> None:
     """Windows on the GPU, blending on the CPU: MONAI's result with its windows on that GPU
