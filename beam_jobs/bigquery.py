@@ -20,7 +20,7 @@ from pipeline.errors import CohortError
 from pipeline.locations import is_gcs
 from pipeline.outputs.analytics import analytics_sql
 from pipeline.outputs.layout import OutputLayout
-from pipeline.outputs.schemas import TABLES
+from pipeline.outputs.schemas import TABLE_LAYOUT, TABLES
 from queries.sql_text import bigquery_cohort_sql, dataset_id, fill_identifiers
 
 logger = logging.getLogger(__name__)
@@ -30,16 +30,6 @@ _BQ_TYPES = {
     pa.int64(): "INT64",
     pa.float64(): "FLOAT64",
     pa.timestamp("us", tz="UTC"): "TIMESTAMP",
-}
-# How each results table is laid out: partition series by day, cluster by what queries filter on.
-LAYOUT: dict[str, dict[str, Any]] = {
-    "series": {"partition_field": "processed_at", "clustering": ["model", "status", "patient_id"]},
-    "nodes": {"partition_field": None, "clustering": ["model", "source", "patient_id"]},
-    "errors": {"partition_field": None, "clustering": ["model", "stage"]},
-    "measurements": {
-        "partition_field": None,
-        "clustering": ["sourceSegmentedSeriesUID", "trackingUniqueIdentifier"],
-    },
 }
 
 
@@ -109,13 +99,14 @@ def terraform_schema(table: str) -> list[dict[str, Any]]:
 
 
 def write_terraform_schemas(folder: str) -> None:
-    """``make schemas``: write ``<folder>/<table>.json`` for every table, from the one declaration."""
+    """``make schemas``: write ``<folder>/<table>.json`` for every table and ``<folder>/layout.json``
+    (each table's partitioning and clustering), from the one declaration of the tables."""
     import json
     import os
 
-    for table in TABLES:
-        with open(os.path.join(folder, f"{table}.json"), "w", encoding="utf-8") as f:
-            json.dump(terraform_schema(table), f, indent=2)
+    for name, content in [*((t, terraform_schema(t)) for t in TABLES), ("layout", TABLE_LAYOUT)]:
+        with open(os.path.join(folder, f"{name}.json"), "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2)
             f.write("\n")
 
 
@@ -151,7 +142,7 @@ def load_results(client: Any, *, output: str, dataset: str) -> dict[str, int]:
     earlier failure, or nodes of an earlier result, go too), each target table's rows of those
     (series, model) are deleted and the staged ones inserted (``queries/bigquery/merge_*.sql``, the
     SQL the Composer DAG runs). Target tables are created when missing, partitioned and clustered
-    as in ``LAYOUT`` (Terraform declares the same).
+    as in ``TABLE_LAYOUT`` (Terraform declares the same, from the same declaration).
     """
     check_dataset(dataset)
     if not is_gcs(output):
@@ -205,7 +196,7 @@ def _table_definition(table_id: str, table: str) -> Any:
     from google.cloud import bigquery
 
     definition = bigquery.Table(table_id, schema=bigquery_schema(table))
-    layout = LAYOUT[table]
+    layout = TABLE_LAYOUT[table]
     if layout["partition_field"]:
         definition.time_partitioning = bigquery.TimePartitioning(
             type_=bigquery.TimePartitioningType.DAY, field=layout["partition_field"]

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.enums import ANNOTATION_CHOICES, DEFAULT_IOU_THRESHOLD, DEVICES, REFERENCE_MODEL
+from pipeline.enums import (
+    ANNOTATION_CHOICES,
+    DEFAULT_IOU_THRESHOLD,
+    DEVICES,
+    NNUNET_CHECKPOINT,
+    NNUNET_STEP_SIZE,
+    REFERENCE_MODEL,
+)
 from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
 from pipeline.isolation import GIB, Limits
 
@@ -111,8 +118,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--device", choices=DEVICES, default="auto", help="where the model runs")
     model.add_argument("--folds", nargs="+", help="nnU-Net folds to ensemble (default: all present)")
-    model.add_argument("--checkpoint", default="checkpoint_final.pth", help="nnU-Net checkpoint file name")
-    model.add_argument("--step-size", type=float, default=0.5, help="nnU-Net sliding-window step (0-1]")
+    model.add_argument("--checkpoint", default=NNUNET_CHECKPOINT, help="nnU-Net checkpoint file name")
+    model.add_argument(
+        "--step-size", type=float, default=NNUNET_STEP_SIZE, help="nnU-Net sliding-window step (0-1]"
+    )
     model.add_argument(
         "--iou-threshold",
         type=float,

@@ -99,3 +99,8 @@ DEFAULT_IOU_THRESHOLD = 0.1
 """Node detection: a predicted and a reference node match (one to one) when their intersection over
 union is at least this; nnDetection's threshold for LIDC and LUNA (``pipeline.evaluate.detection``).
 Here, in a module without numpy, so that ``lnq run --help`` can show it."""
+
+NNUNET_CHECKPOINT = "checkpoint_final.pth"
+"""The checkpoint file nnU-Net writes in each ``fold_N/`` at the end of training (``--checkpoint``)."""
+NNUNET_STEP_SIZE = 0.5
+"""nnU-Net's own default sliding-window step, as a fraction of the patch (``--step-size``)."""

@@ -4,14 +4,10 @@ locals {
     temp    = "${var.project_id}-${var.name_prefix}-temp"
     staging = "${var.project_id}-${var.name_prefix}-staging"
   }
-  # Every published table (pipeline/outputs/schemas.py; schemas/*.json written by `make schemas`) and
-  # how it is laid out, as `lnq load-bigquery` creates it when missing (beam_jobs/bigquery.py LAYOUT).
-  tables = {
-    series       = { clustering = ["model", "status", "patient_id"], partition_field = "processed_at" }
-    nodes        = { clustering = ["model", "source", "patient_id"], partition_field = null }
-    errors       = { clustering = ["model", "stage"], partition_field = null }
-    measurements = { clustering = ["sourceSegmentedSeriesUID", "trackingUniqueIdentifier"], partition_field = null }
-  }
+  # Every published table and how it is laid out, from their one declaration
+  # (pipeline/outputs/schemas.py; `make schemas` writes schemas/<table>.json and schemas/layout.json),
+  # as `lnq load-bigquery` creates them when missing.
+  tables = jsondecode(file("${path.module}/schemas/layout.json"))
   # The flex template's object in the staging bucket, declared once for the Makefile and the DAG.
   template_object = regex("LNQ_TEMPLATE_OBJECT=(\\S+)", file("${path.module}/../dataflow/template.env"))[0]
 }

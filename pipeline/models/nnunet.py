@@ -29,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from pipeline.enums import NNUNET_CHECKPOINT, NNUNET_STEP_SIZE
 from pipeline.errors import ModelError
 from pipeline.geometry import CtVolume, Geometry
 from pipeline.models.base import ForwardLock, Prediction, check_finite, model_grid_shape
@@ -90,8 +91,8 @@ class NnUNetModel:
         *,
         device: torch.device,
         folds: Sequence[int | str] | None = None,
-        checkpoint: str = "checkpoint_final.pth",
-        step_size: float = 0.5,
+        checkpoint: str = NNUNET_CHECKPOINT,
+        step_size: float = NNUNET_STEP_SIZE,
         tta: bool = True,
         trust_code: bool = False,
     ):

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pipeline.enums import DEVICES, REFERENCE_MODEL, ModelKind
+from pipeline.enums import DEVICES, NNUNET_CHECKPOINT, NNUNET_STEP_SIZE, REFERENCE_MODEL, ModelKind
 from pipeline.errors import ModelError
 
 if TYPE_CHECKING:  # torch and the model code load only when a model does
@@ -30,8 +30,8 @@ class ModelSpec:
     path: str
     device: str = "auto"
     folds: tuple[int | str, ...] = field(default=())
-    checkpoint: str = "checkpoint_final.pth"
-    step_size: float = 0.5
+    checkpoint: str = NNUNET_CHECKPOINT
+    step_size: float = NNUNET_STEP_SIZE
     tta: bool = True
     trust_code: bool = False
     """Load an nnU-Net checkpoint as nnunetv2 does (its pickle may run code) and any network class its
@@ -61,8 +61,8 @@ def parse_model_spec(
     *,
     device: str = "auto",
     folds: tuple[int | str, ...] = (),
-    checkpoint: str = "checkpoint_final.pth",
-    step_size: float = 0.5,
+    checkpoint: str = NNUNET_CHECKPOINT,
+    step_size: float = NNUNET_STEP_SIZE,
     tta: bool = True,
     trust_code: bool = False,
 ) -> ModelSpec | None:

@@ -13,7 +13,6 @@ from google.cloud import bigquery
 
 import queries
 from beam_jobs.bigquery import (
-    LAYOUT,
     bigquery_schema,
     check_dataset,
     cohort_sql,
@@ -24,7 +23,7 @@ from beam_jobs.bigquery import (
 )
 from pipeline.cohort.query import bundled_index_path, select_cohort
 from pipeline.outputs.analytics import available_queries
-from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
+from pipeline.outputs.schemas import COHORT_SCHEMA, TABLE_LAYOUT, TABLES
 from queries.sql_text import fill_identifiers, with_relation
 
 
@@ -189,8 +188,8 @@ def test_load_results_stages_then_replaces_the_runs_rows() -> None:
         assert config.write_disposition == bigquery.WriteDisposition.WRITE_TRUNCATE
     created = {c[1].table_id: c[1] for c in client.calls if c[0] == "create_table"}
     assert created["series"].time_partitioning.field == "processed_at"
-    assert created["nodes"].clustering_fields == LAYOUT["nodes"]["clustering"]
-    assert created["measurements"].clustering_fields == LAYOUT["measurements"]["clustering"]
+    assert created["nodes"].clustering_fields == TABLE_LAYOUT["nodes"]["clustering"]
+    assert created["measurements"].clustering_fields == TABLE_LAYOUT["measurements"]["clustering"]
     merges = [c[1] for c in client.calls if c[0] == "query"]
     # measurements first (they find the SRs they replace through the old series rows), series last
     assert merges == [merge_sql("proj.lnq", t) for t in ("measurements", "nodes", "errors", "series")]
