@@ -5,12 +5,12 @@ where nodes are. Frames are placed by the CT instance each one references;
 a SEG whose frames carry no such references is placed by its frame positions
 (highdicom builds the volume, SimpleITK resamples it by nearest neighbour).
 The SEG must reference the CT series and share its frame of reference, and every frame must lie
-on its CT slice's plane (orientation, pixel spacing, position: ``pipeline.dicom.seg_planes``), or
+on its CT slice's plane (orientation, pixel spacing, position: ``pipeline.dicom.seg_checks``), or
 placing it by index would put it somewhere else than where it was drawn.
 
 Before highdicom sees the file (it builds per-frame tables from NumberOfFrames
 first), its header is read with pydicom and every frame claim is checked
-against the CT and the bytes in the file (``pipeline.dicom.header_checks``).
+against the CT and the bytes in the file (``pipeline.dicom.seg_checks``).
 A frame that references a CT instance not in the series is an error: highdicom
 would drop it with a logged warning, and the mask would silently lose a slice.
 """
@@ -26,8 +26,8 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from pipeline.dicom.header_checks import Fail, check_seg_header, get_value, read_header
-from pipeline.dicom.seg_planes import check_seg_planes
+from pipeline.dicom.safe_read import Fail, get_value, read_header
+from pipeline.dicom.seg_checks import check_seg_header, check_seg_planes
 from pipeline.errors import ReferenceSegError
 from pipeline.geometry import CtVolume, Geometry
 

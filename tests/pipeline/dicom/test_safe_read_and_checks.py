@@ -17,17 +17,9 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from pipeline.dicom.header_checks import (
-    MAX_ENCAPSULATED_MATRIX,
-    check_codestream,
-    check_plane_geometry,
-    check_rescale,
-    check_volume_bytes,
-    integer,
-    numbers,
-    pixel_data_extent,
-    read_header,
-)
+from pipeline.dicom.codestreams import MAX_ENCAPSULATED_MATRIX, check_codestream
+from pipeline.dicom.ct_checks import check_plane_geometry, check_rescale, check_volume_bytes
+from pipeline.dicom.safe_read import integer, numbers, pixel_data_extent, read_header
 from pipeline.errors import DecodeError
 from tests.support.phantoms import make_phantom
 

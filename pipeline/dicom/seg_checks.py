@@ -1,33 +1,155 @@
-"""A reference SEG's plane geometry checked against its CT's, before a frame is placed.
-
-Frames are placed on the CT slice each one references, by pixel index (highdicom's
-``ignore_spatial_locations=True``): a SEG whose planes are not the CT's would land somewhere
-else than where its annotator drew it. A SEG drawn on a left-right mirrored copy of the CT
-(its row direction reversed) would land on the mirror image, on fat instead of nodes, and
-the series would still be ``ok``. So every frame's plane must be the CT slice's plane: the
-same orientation (row and column directions), the same pixel spacing, and its position
-(``ImagePositionPatient``, the centre of its first pixel) on the slice it references, or,
-for a frame without a source reference, on one of the CT's slices. Per-frame values override
-the shared ones, as the enhanced multi-frame functional groups define. A frame whose plane
-cannot be read cannot be checked, and is refused too.
+"""What a reference SEG claims, checked next to its reader (``reference_seg``): its header against the
+bytes present (frames, bits, segments) before highdicom parses it, and every frame's plane against
+the CT slice it is placed on (orientation, pixel spacing, position) before it is placed.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from pydicom import Dataset
+from pydicom.dataset import Dataset
 
-from pipeline.dicom.header_checks import Fail, numbers
+from pipeline.dicom.ct_checks import ORIENTATION_TOLERANCE, PIXEL_SPACING_TOLERANCE_MM
+from pipeline.dicom.safe_read import (
+    Fail,
+    get_value,
+    integer,
+    known_transfer_syntax,
+    numbers,
+    pixel_data_extent,
+)
+from pipeline.errors import PipelineError
 from pipeline.geometry import CtVolume
 
-ORIENTATION_TOLERANCE = 1e-4
-"""Direction cosines of the SEG and its CT agree within this (the CT's own slices must agree
-within the same: ``pipeline.dicom.ct``)."""
-PIXEL_SPACING_TOLERANCE_MM = 1e-3
+SEG_BITS_ALLOCATED = {"BINARY": (1,), "FRACTIONAL": (8,), "LABELMAP": (8, 16)}
+"""Bits Allocated by Segmentation Type (PS3.3 C.8.20.2; LABELMAP from Supplement 243)."""
+
+
+@dataclass(frozen=True)
+class SegHeader:
+    """The checked frame claims of a SEG."""
+
+    segmentation_type: str
+    frames: int
+    rows: int
+    columns: int
+    segments: int
+
+
+def check_seg_header(
+    path: str,
+    ds: Dataset,
+    file_size: int,
+    fail: Fail,
+    *,
+    ct_slices: int,
+    ct_rows: int,
+    ct_columns: int,
+) -> SegHeader:
+    """Frames, matrix and bits of a SEG against its CT and the bytes in the file.
+
+    A SEG frame is one segment on one CT slice, so a SEG of this CT has at most
+    ``ct_slices x segments`` frames (LNQ's SEGs keep only frames with nodes); anything above
+    that is a header claiming frames that cannot belong to this CT.
+    """
+    name = os.path.basename(path)
+    seg_type = str(get_value(ds, "SegmentationType", name, fail) or "")
+    if seg_type not in SEG_BITS_ALLOCATED:
+        raise fail(f"{name}: SegmentationType {seg_type!r}, expected one of {sorted(SEG_BITS_ALLOCATED)}")
+    bits = integer(ds, "BitsAllocated", name, fail)
+    if bits not in SEG_BITS_ALLOCATED[seg_type]:
+        expected = " or ".join(str(b) for b in SEG_BITS_ALLOCATED[seg_type])
+        raise fail(f"{name}: BitsAllocated {bits} for a {seg_type} SEG, expected {expected}")
+    samples = integer(ds, "SamplesPerPixel", name, fail, default=1)
+    if samples != 1:
+        raise fail(f"{name}: SamplesPerPixel {samples}, a SEG has 1")
+    rows = integer(ds, "Rows", name, fail)
+    columns = integer(ds, "Columns", name, fail)
+    if (rows, columns) != (ct_rows, ct_columns):
+        raise fail(f"{name}: frames are {rows}x{columns}, the CT slices {ct_rows}x{ct_columns}")
+    segments = len(get_value(ds, "SegmentSequence", name, fail) or [])
+    if segments < 1:
+        raise fail(f"{name} has no segments (SegmentSequence is empty)")
+    frames = integer(ds, "NumberOfFrames", name, fail)
+    most = ct_slices * (1 if seg_type == "LABELMAP" else segments)
+    if not 1 <= frames <= most:
+        raise fail(
+            f"{name}: NumberOfFrames {frames}, expected 1 to {most} "
+            f"(one frame per CT slice{'' if seg_type == 'LABELMAP' else ' and segment'}: "
+            f"{ct_slices} slices x {segments} segment(s))"
+        )
+    per_frame = get_value(ds, "PerFrameFunctionalGroupsSequence", name, fail) or []
+    if len(per_frame) != frames:
+        raise fail(
+            f"{name}: NumberOfFrames {frames}, but PerFrameFunctionalGroupsSequence has "
+            f"{len(per_frame)} item(s)"
+        )
+    extent = pixel_data_extent(path, ds, file_size, fail)
+    if known_transfer_syntax(ds, name, fail).is_encapsulated:
+        if len(extent.fragments) < frames:
+            raise fail(f"{name}: {frames} frames in {len(extent.fragments)} compressed fragment(s)")
+    else:
+        needed = (frames * rows * columns * bits + 7) // 8
+        if extent.declared_length is None or extent.present not in (needed, needed + needed % 2):
+            raise fail(
+                f"{name}: PixelData holds {extent.present} bytes, {frames} frames of "
+                f"{rows} x {columns} x {bits} bit(s) need {needed}"
+            )
+    _check_segment_numbers(
+        ds, per_frame, name, fail, segments=segments, per_frame_segment=seg_type != "LABELMAP"
+    )
+    return SegHeader(segmentation_type=seg_type, frames=frames, rows=rows, columns=columns, segments=segments)
+
+
+def _check_segment_numbers(
+    ds: Dataset, per_frame: Any, name: str, fail: Fail, *, segments: int, per_frame_segment: bool
+) -> None:
+    """Segments are numbered 1 to n (PS3.3 C.8.20.2), and every BINARY or FRACTIONAL frame
+    references one of them: highdicom leaves out a frame of an undescribed segment, silently."""
+    try:
+        numbers_found = [integer(item, "SegmentNumber", name, fail) for item in ds.SegmentSequence]
+        if sorted(numbers_found) != list(range(1, segments + 1)):
+            shown = ", ".join(str(n) for n in numbers_found[:6])
+            raise fail(f"{name}: SegmentNumber values {shown}; segments are numbered 1 to {segments}")
+        if not per_frame_segment:
+            return
+        shared = ds.get("SharedFunctionalGroupsSequence") or [Dataset()]
+        shared_identification = shared[0].get("SegmentIdentificationSequence")
+        for index, item in enumerate(per_frame):
+            identification = item.get("SegmentIdentificationSequence") or shared_identification
+            if not identification:
+                raise fail(f"{name}: frame {index + 1} names no segment (no SegmentIdentificationSequence)")
+            number = integer(identification[0], "ReferencedSegmentNumber", name, fail)
+            if not 1 <= number <= segments:
+                raise fail(
+                    f"{name}: frame {index + 1} belongs to segment {number}, "
+                    f"the SEG describes segments 1 to {segments}"
+                )
+    except PipelineError:
+        raise
+    except Exception as exc:  # a garbled sequence item
+        raise fail(f"{name}: segment numbers cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+# ---- planes: a frame on its CT slice ---------------------------------------------------------------
+# A reference SEG's plane geometry checked against its CT's, before a frame is placed.
+#
+# Frames are placed on the CT slice each one references, by pixel index (highdicom's
+# ``ignore_spatial_locations=True``): a SEG whose planes are not the CT's would land somewhere
+# else than where its annotator drew it. A SEG drawn on a left-right mirrored copy of the CT
+# (its row direction reversed) would land on the mirror image, on fat instead of nodes, and
+# the series would still be ``ok``. So every frame's plane must be the CT slice's plane: the
+# same orientation (row and column directions), the same pixel spacing, and its position
+# (``ImagePositionPatient``, the centre of its first pixel) on the slice it references, or,
+# for a frame without a source reference, on one of the CT's slices. Per-frame values override
+# the shared ones, as the enhanced multi-frame functional groups define. A frame whose plane
+# cannot be read cannot be checked, and is refused too.
+
 POSITION_TOLERANCE_MM = 0.05
 """A frame's first pixel lies within this of its slice's: far below a voxel, far above the
 rounding of positions written as decimal strings."""
