@@ -83,44 +83,44 @@ clean:
 
 .PHONY: bench bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-demo bench-export bench-gpu
 bench-accuracy: $(STAMP)
-	$(PY) bench/recist_accuracy.py
+	$(PY) -m bench.recist_accuracy
 
 bench-stages: $(STAMP)
-	$(PY) bench/pipeline_stages.py --sizes 108 556
+	$(PY) -m bench.pipeline_stages --sizes 108 556
 
 bench-score: $(STAMP)
-	$(PY) bench/score_speed.py
+	$(PY) -m bench.score_speed
 
 bench-measure: $(STAMP)
-	$(PY) bench/measure_speed.py
+	$(PY) -m bench.measure_speed
 
 bench-isolation: $(STAMP)
-	$(PY) bench/isolation_cost.py --sizes 108 556
+	$(PY) -m bench.isolation_cost --sizes 108 556
 
 bench-dicom: $(STAMP)
-	$(PY) bench/dicom_writing.py
+	$(PY) -m bench.dicom_writing
 
 bench-report: $(STAMP)
-	$(PY) bench/report_speed.py
+	$(PY) -m bench.report_speed
 
 bench-local: $(STAMP)
-	$(PY) bench/local_run.py
+	$(PY) -m bench.local_run
 
 bench-sharing: $(STAMP)
-	$(PY) bench/model_sharing.py
+	$(PY) -m bench.model_sharing
 
 bench-store: $(STAMP)
-	$(PY) bench/store_speed.py
+	$(PY) -m bench.store_speed
 
 bench-demo: $(STAMP)
-	$(PY) bench/demo_speed.py
+	$(PY) -m bench.demo_speed
 
 bench-export: $(STAMP)
-	$(PY) bench/export_speed.py --sizes 108 556
+	$(PY) -m bench.export_speed --sizes 108 556
 
 # needs a GPU (not part of `make bench`): utilisation, series per hour, cost per series
 bench-gpu: $(STAMP)
-	$(PY) bench/gpu_throughput.py --device cuda --price-per-hour $(or $(PRICE_PER_HOUR),1.00)
+	$(PY) -m bench.gpu_throughput --device cuda --price-per-hour $(or $(PRICE_PER_HOUR),1.00)
 
 bench: bench-accuracy bench-stages bench-score bench-measure bench-isolation bench-dicom bench-report bench-local bench-sharing bench-store bench-demo bench-export
 

@@ -347,13 +347,15 @@ def check_reachable(rows: list[dict[str, Any]], fetch: FetchConfig) -> None:
 DEMO_HINT = "`make demo` (or `lnq demo --output DIR`) runs the whole job on phantoms, offline"
 
 
-def preflight(plan: RunPlan, shared: Shared) -> None:
-    """What would fail every series, found before the lock is taken: the model (loaded here when the
-    job runs here; on a remote runner it must at least exist), the bucket."""
+def preflight(plan: RunPlan, rows: list[dict[str, Any]], shared: Shared) -> None:
+    """What would fail every series of ``rows``: the model (loaded here when the job runs here; on a
+    remote runner it must at least exist), the bucket. On an output with nothing kept yet this runs
+    before the lock is taken, so a run that cannot start leaves nothing behind; else once the lock
+    shows what is pending, and only when something is (a resume that only publishes needs neither)."""
     if plan.spec is not None:
         check_model_reachable(plan.spec, shared)
     if not plan.dry_run:
-        check_reachable(plan.rows, plan.fetch)
+        check_reachable(rows, plan.fetch)
 
 
 # ---- 3. and 4. lock, then run or submit ------------------------------------------------------------
@@ -368,7 +370,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     started = dt.datetime.now(dt.timezone.utc)
     plan = make_plan(list(argv or []))
     shared = Shared()
-    preflight(plan, shared)
     work_base = plan.work_dir if plan.is_local or plan.work_dir else None
     with run_folder(work_base) as work:
         config = ProcessConfig(
@@ -380,7 +381,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         )
         key, _ = run_key(config)
         if plan.dry_run:  # nothing is submitted: the output is not locked, nor looked at
+            preflight(plan, plan.rows, shared)
             return _dry_run(plan, config, key, started, test_pipeline, shared)
+        new_output = not plan.fresh and not ResultStore(plan.output, key).done()
+        if new_output or plan.fresh:
+            preflight(plan, plan.rows, shared)
         with _take_lock(plan.output) as held:
             try:
                 check_bookkeeping(plan.output)
@@ -390,6 +395,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 logger.warning("completed the publish of an earlier run that was interrupted")
             store = ResultStore(plan.output, key)
             pending = _pending(plan, store)
+            if pending and not (new_output or plan.fresh):
+                preflight(plan, pending, shared)
             request = _request(plan, config, key, started, held.token)
             p = test_pipeline or beam.Pipeline(options=plan.options)
             progress = os.path.join(work, "progress") if plan.is_local else None

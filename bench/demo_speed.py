@@ -5,7 +5,7 @@ job (5 series, 2 workers, the HU-window TorchScript model) and writes the report
 user sees it: one ``lnq demo`` process each time (interpreter start, imports, fork server,
 Beam), ``--repeat`` times, each into a fresh folder. CPU is the process and its children.
 
-    .venv/bin/python bench/demo_speed.py [--repeat 3]
+    .venv/bin/python -m bench.demo_speed [--repeat 3]
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench.harness import machine
 
 GOAL_S = 60.0
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         json.dumps(
             {
-                "machine": platform.processor() or platform.machine(),
-                "cpus": os.cpu_count(),
-                "load_average_1min": round(os.getloadavg()[0], 1),
+                "machine": machine(),
                 "demo_seconds": [round(s, 1) for s in seconds],
                 "demo_cpu_seconds": [round(s, 1) for s in cpu_seconds],
                 "goal_s": GOAL_S,

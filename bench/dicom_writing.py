@@ -10,27 +10,21 @@ decoded, labelled and measured (not timed: those are earlier stages), then timed
 - ``sr_s``: building the SR from the SEG plus encoding it to bytes;
 - the same SEG as LABELMAP, for the choice between the two (``labelmap_*``).
 
-    .venv/bin/python bench/dicom_writing.py [--sizes 108 556] [--repeat 3] [--work DIR]
+    .venv/bin/python -m bench.dicom_writing [--sizes 108 556] [--repeat 3] [--work DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from pipeline_stages import _nodes  # noqa: E402
+from bench.harness import machine
+from bench.pipeline_stages import _nodes
 
 
 def _best(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -43,12 +37,12 @@ def _best(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def one_size(work: Path, n_slices: int, repeat: int) -> dict[str, Any]:
+    from pipeline.demo.phantoms import make_phantom
     from pipeline.dicom.ct import decode_ct_series
     from pipeline.dicom.seg_writer import nodes_seg, seg_bytes, source_headers
     from pipeline.dicom.sr import nodes_sr, sr_bytes
     from pipeline.measure.components import label_nodes
     from pipeline.measure.nodes import measure_labelled
-    from tests.support.phantoms import make_phantom
 
     spacing = 1.25 if n_slices > 300 else 2.5
     z_center = -300.0 + (n_slices - 1) * spacing / 2.0
@@ -95,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", help="folder for the phantoms (default: a temporary one)")
     args = parser.parse_args(argv)
-    print(json.dumps({"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}))
+    print(json.dumps({"machine": machine()}))
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for n in args.sizes:
             print(json.dumps(one_size(Path(tmp), n, args.repeat)), flush=True)

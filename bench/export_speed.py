@@ -10,14 +10,13 @@ NIfTI writing and copying). The NIfTI writing alone (``write_nifti`` of the deco
 label volume, in this process) is timed apart, for the goal "no slower than reference mode per
 series, plus the NIfTI writing".
 
-    .venv/bin/python bench/export_speed.py [--sizes 108 556] [--repeats 2]
+    .venv/bin/python -m bench.export_speed [--sizes 108 556] [--repeats 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
 import subprocess
@@ -27,11 +26,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _procmem import TreeSampler  # noqa: E402
+from bench._procmem import TreeSampler
+from bench.harness import ROOT, machine
 
 GIB = 1024**3
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
@@ -41,11 +37,11 @@ def make_series(work: Path, n_slices: int) -> Path:
     """A 512 x 512 phantom of ``n_slices`` (as ``bench/pipeline_stages.py`` makes them) and its cohort."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from pipeline_stages import _nodes
 
+    from bench.pipeline_stages import _nodes
+    from pipeline.demo.cohort import cohort_row
+    from pipeline.demo.phantoms import make_phantom
     from pipeline.outputs.schemas import COHORT_SCHEMA
-    from tests.support.cohort import cohort_row
-    from tests.support.phantoms import make_phantom
 
     spacing = 1.25 if n_slices > 300 else 2.5
     phantom = make_phantom(
@@ -123,7 +119,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[108, 556])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    results = {"machine": f"{platform.machine()}, {platform.python_version()}", "sizes": {}}
+    results = {"machine": machine(), "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="lnq-bench-export-") as tmp:
         work = Path(tmp)
         for n in args.sizes:

@@ -43,14 +43,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from local_run import finished_series, read_progress, stage_seconds  # noqa: E402
-
-from pipeline.enums import NodeSource, Stage  # noqa: E402
-from pipeline.outputs.schemas import burden_column  # noqa: E402
+from bench.harness import ROOT
+from bench.local_run import finished_series, read_progress, stage_seconds
+from pipeline.enums import NodeSource, Stage
+from pipeline.outputs.schemas import burden_column
 
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 
@@ -135,8 +131,7 @@ class GpuSampler(threading.Thread):
 
 def make_models(work: Path, names: list[str], nnunet_fg_offset: float = 3.6) -> dict[str, list[str]]:
     """The ``lnq run`` model arguments of each named model."""
-    from pipeline_stages import tiny_model
-
+    from bench.pipeline_stages import tiny_model
     from tests.support.models import NNUNET_CT_FULLRES_PATCH, NNUNET_CT_FULLRES_STAGES, make_nnunet_folder
 
     models: dict[str, list[str]] = {}
@@ -161,11 +156,10 @@ def make_models(work: Path, names: list[str], nnunet_fg_offset: float = 3.6) -> 
 
 
 def write_cohort(work: Path, n_series: int, n_slices: int) -> Path:
-    from local_run import write_cohort as write
-    from pipeline_stages import _nodes
-
-    from tests.support.cohort import cohort_row
-    from tests.support.phantoms import make_phantom
+    from bench.local_run import write_cohort as write
+    from bench.pipeline_stages import _nodes
+    from pipeline.demo.cohort import cohort_row
+    from pipeline.demo.phantoms import make_phantom
 
     rows = []
     for i in range(n_series):

@@ -8,27 +8,21 @@ alternating, in a fresh process per setting so peak memory is its own. It prints
 median seconds per series of each, the difference, and the peak resident memory of the
 worker process (the isolated children are forked from the fork server, not from it).
 
-    .venv/bin/python bench/isolation_cost.py [--sizes 108 556] [--repeats 3]
+    .venv/bin/python -m bench.isolation_cost [--sizes 108 556] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _procmem import own_peak_rss_bytes  # noqa: E402
+from bench._procmem import own_peak_rss_bytes
+from bench.harness import child_env, describe_machine, module_command
 
 
 def child(row_path: str, isolate: bool, repeats: int) -> None:
@@ -69,7 +63,7 @@ def main() -> None:
         return
     from bench.pipeline_stages import make_series
 
-    print(f"machine: {platform.platform()}, {os.cpu_count()} cpus, Python {platform.python_version()}")
+    print(f"machine: {describe_machine()}")
     print(
         "| slices | isolated s | in-process s | cost s | parent peak MiB (isolated / not) | child peak MiB |"
     )
@@ -81,7 +75,8 @@ def main() -> None:
             result = {}
             for isolate in ("1", "0"):
                 done = subprocess.run(
-                    [sys.executable, __file__, "--child", str(row_path), isolate, str(args.repeats)],
+                    [*module_command(__spec__.name), "--child", str(row_path), isolate, str(args.repeats)],
+                    env=child_env(),
                     capture_output=True,
                     text=True,
                     check=True,

@@ -25,7 +25,7 @@ The last table prints each figure next to its goal from the issue. ``--s3 static
 series from ``bench/_static_s3.py`` instead of moto (about a third of moto's CPU per series; each
 run prints what the stand-in spent), to see how much the stand-in's share of the two cores costs.
 
-    .venv/bin/python bench/local_run.py [--series 10] [--repeats 2] [--skip-memory] [--s3 moto|static]
+    .venv/bin/python -m bench.local_run [--series 10] [--repeats 2] [--skip-memory] [--s3 moto|static]
                                         [--json-out F]
 """
 
@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -47,12 +46,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _procmem import TreeSampler  # noqa: E402
-from pipeline_stages import make_series  # noqa: E402
+from bench._procmem import TreeSampler
+from bench.harness import ROOT, child_env, machine, module_command
+from bench.pipeline_stages import make_series
 
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 GIB = 2**30
@@ -100,7 +96,7 @@ class LnqRun:
 
 def distinct_series(work: Path, n_slices: int, index: int) -> dict:
     """``make_series`` with a seed of its own, so every phantom has its own UIDs."""
-    import tests.support.phantoms as phantoms
+    import pipeline.demo.phantoms as phantoms
 
     original = phantoms.make_phantom
 
@@ -268,7 +264,7 @@ def start_s3(kind: str, root: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     root.mkdir(parents=True)
     os.environ["LNQ_BENCH_S3_ROOT"] = str(root)
-    return start_server([sys.executable, str(ROOT / "bench" / "_static_s3.py"), str(root), str(port)], port)
+    return start_server(module_command("bench._static_s3", str(root), str(port)), port, env=child_env())
 
 
 def effective_beam_modes() -> dict[str, str]:
@@ -388,11 +384,7 @@ def report_and_print(
     # the first one-series run warms the page cache and the fork server: left out
     startups = [r.wall_s - r.series_total_s[0] for r in startup[1:]]
     report.update(
-        machine={
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        machine=machine(),
         torch=torch.__version__,
         bare_minimum_s=bare_s,
         startup_runs=[asdict(r) for r in startup],

@@ -9,26 +9,22 @@ volume is labelled as the pipeline labels it (``label_nodes``) and
 Wall and CPU time are both reported (the best of ``--repeat`` runs): on a busy
 machine the CPU time is the steadier figure.
 
-    .venv/bin/python bench/measure_speed.py [--blobs 680] [--repeat 3] [--seed 0]
+    .venv/bin/python -m bench.measure_speed [--blobs 680] [--repeat 3] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from pipeline.geometry import Geometry  # noqa: E402
-from pipeline.measure.components import label_nodes  # noqa: E402
-from pipeline.measure.nodes import measure_labelled  # noqa: E402
+from bench.harness import describe_machine
+from pipeline.geometry import Geometry
+from pipeline.measure.components import label_nodes
+from pipeline.measure.nodes import measure_labelled
 
 GOAL_MS_PER_NODE = 5.0
 SHAPE_ZYX = (556, 512, 512)
@@ -141,7 +137,7 @@ def main() -> None:
     voxels = np.bincount(labels.ravel())[1:]
     boxes = ndimage.find_objects(labels)
     result = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+        "machine": describe_machine(),
         "grid_zyx": list(SHAPE_ZYX),
         "nodes": n_nodes,
         "node_slices": int(sum(b[0].stop - b[0].start for b in boxes if b is not None)),

@@ -11,19 +11,15 @@ own too, but nothing large crosses: it maps the CT from the ``.npy`` the decodin
 writes its prediction to a ``.npy``; it is compared with the same work done in this process
 (``predict_to_file``, which writes the same file):
 
-    .venv/bin/python bench/model_sharing.py
+    .venv/bin/python -m bench.model_sharing
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _load(model_path: str):  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ pages of the CT file the decoding child wrote, which the worker maps), next to
 ``budget_mib``: the CT volume, one float32 copy on the model's grid, and the model
 file (issue 11's goal for model mode).
 
-    .venv/bin/python bench/pipeline_stages.py [--sizes 108 556] [--device cpu|cuda] [--local]
+    .venv/bin/python -m bench.pipeline_stages [--sizes 108 556] [--device cpu|cuda] [--local]
 """
 
 from __future__ import annotations
@@ -22,25 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _procmem import own_anon_rss_bytes, own_peak_rss_bytes, rss_bytes  # noqa: E402
+from bench._procmem import own_anon_rss_bytes, own_peak_rss_bytes, rss_bytes
+from bench.harness import child_env, machine, module_command
 
 BENCH_NODES_PER_SERIES = 9  # fully annotated LNQ cases average about 9 nodes
 
 
 def _nodes(z_center: float):  # type: ignore[no-untyped-def]
-    from tests.support.phantoms import Ellipsoid
+    from pipeline.demo.phantoms import Ellipsoid
 
     nodes = []
     for i in range(BENCH_NODES_PER_SERIES):
@@ -54,7 +49,7 @@ def _nodes(z_center: float):  # type: ignore[no-untyped-def]
 
 def make_series(work: Path, n_slices: int, *, s3: bool) -> dict:
     """Write the phantom (and upload it); return the cohort row."""
-    from tests.support.phantoms import make_phantom
+    from pipeline.demo.phantoms import make_phantom
 
     z_center = -300.0 + (n_slices - 1) * 1.25 / 2.0 if n_slices > 300 else -300.0 + (n_slices - 1) * 2.5 / 2
     spacing = 1.25 if n_slices > 300 else 2.5
@@ -68,8 +63,7 @@ def make_series(work: Path, n_slices: int, *, s3: bool) -> dict:
     )
     ct_url, seg_url = str(phantom.ct_dir), str(phantom.seg_path)
     if s3 and os.environ.get("LNQ_BENCH_S3_ROOT"):  # bench/_static_s3.py serves this folder
-        from _static_s3 import place_series
-
+        from bench._static_s3 import place_series
         from tests.support.s3 import BUCKET
 
         root = Path(os.environ["LNQ_BENCH_S3_ROOT"])
@@ -343,8 +337,7 @@ def main() -> None:
                 row_path.write_text(json.dumps(make_series(work, n, s3=not args.local)))
                 done = subprocess.run(
                     [
-                        sys.executable,
-                        __file__,
+                        *module_command(__spec__.name),
                         "--child",
                         "--row",
                         str(row_path),
@@ -355,6 +348,7 @@ def main() -> None:
                         "--device",
                         args.device,
                     ],
+                    env=child_env(),
                     capture_output=True,
                     text=True,
                     check=False,
@@ -365,16 +359,14 @@ def main() -> None:
         finally:
             if moto is not None:
                 moto.terminate()
-    machine = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
+    ran_on = {
+        **machine(),
         "torch": torch.__version__,
         "device": args.device,
         "gpu": torch.cuda.get_device_name(0) if args.device != "cpu" and torch.cuda.is_available() else None,
         "fetch": "local folder" if args.local else "moto S3 on loopback via s5cmd",
     }
-    report = {"machine": machine, "results": results}
+    report = {"machine": ran_on, "results": results}
     print(json.dumps(report, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))

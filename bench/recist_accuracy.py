@@ -7,21 +7,17 @@ slice the method chose (ellipsoids). A pixel is the larger in-plane spacing.
 The largest 3D diameter is checked on ellipsoids against twice the longest
 semi-axis (in plane or along z); its error is also given in slices.
 
-    .venv/bin/python bench/recist_accuracy.py [--ellipses N] [--ellipsoids N] [--diameters N]
+    .venv/bin/python -m bench.recist_accuracy [--ellipses N] [--ellipsoids N] [--diameters N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from tests.support.analytic_shapes import (  # noqa: E402
+from bench.harness import describe_machine
+from tests.support.analytic_shapes import (
     diameter_errors,
     diameter_summary,
     ellipse_errors,
@@ -39,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     results = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(),
+        "machine": describe_machine(),
         "ellipses": {"n": args.ellipses, **summary(ellipse_errors(args.ellipses, seed=args.seed))},
         "ellipsoids": {
             "n": args.ellipsoids,

@@ -7,16 +7,13 @@ draws every series after its first. Report: ``write_report_for_output`` on a mad
 model-mode run (Parquet tables and 513 QC file names in a temporary folder), which reads the
 tables through Beam's FileSystems, draws the plots and writes the page.
 
-    .venv/bin/python bench/report_speed.py [--repeat 5]
+    .venv/bin/python -m bench.report_speed [--repeat 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,15 +21,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from beam_jobs.report import write_report_for_output  # noqa: E402
-from pipeline.geometry import Geometry  # noqa: E402
-from pipeline.measure.components import label_nodes  # noqa: E402
-from pipeline.measure.nodes import measure_labelled  # noqa: E402
-from pipeline.qc import nodes_for_qc, qc_png  # noqa: E402
-from tests.pipeline.report.synthetic import random_tables  # noqa: E402
-from tests.support.phantoms import make_phantom  # noqa: E402
+from beam_jobs.report import write_report_for_output
+from bench.harness import machine
+from pipeline.demo.phantoms import make_phantom
+from pipeline.geometry import Geometry
+from pipeline.measure.components import label_nodes
+from pipeline.measure.nodes import measure_labelled
+from pipeline.qc import nodes_for_qc, qc_png
+from tests.pipeline.report.synthetic import random_tables
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 N_SERIES = 513
@@ -66,9 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     results: dict = {
-        "machine": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 1),  # other work on the machine inflates wall time
+        "machine": machine(),  # its load average: other work on the machine inflates wall time
     }
     with tempfile.TemporaryDirectory() as tmp:
         spacing = (0.78, 0.78, 2.5)

@@ -8,7 +8,7 @@ times scoring as ``pipeline/process.py`` calls it: ``score_case`` on the two mas
 made SimpleITK images, plus ``detect`` on the node labels (labelling belongs to the
 measurement stage and is not timed).
 
-    .venv/bin/python bench/score_speed.py [--slices 556] [--blobs 680] [--repeat 3] [--compare]
+    .venv/bin/python -m bench.score_speed [--slices 556] [--blobs 680] [--repeat 3] [--compare]
 
 ``--compare`` also runs the challenge's own SimpleITK code (LabelContour surfaces, float32
 ``SignedMaurerDistanceMap`` over the whole image), the code this replaced, and prints how
@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import machine
 
 GOAL_S = 3.0
 SPACING_XYZ = (0.78, 0.78, 1.25)
@@ -145,11 +141,7 @@ def main() -> None:
         result["challenge_code_s"] = round(time.perf_counter() - start, 3)
         result["challenge_dsc_difference"] = abs(dsc - score.dsc)
         result["challenge_assd_relative_difference"] = abs(assd - score.assd_mm) / assd
-    result["machine"] = {
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-    }
+    result["machine"] = machine()
     print(json.dumps(result, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))

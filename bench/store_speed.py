@@ -7,7 +7,7 @@ the listing a resume makes to find the done series, reading every result back, a
 three tables; and end to end, ``lnq run`` on that output with every series already done
 (start-up included), which is what a user waits for when nothing is left to do.
 
-    .venv/bin/python bench/store_speed.py [--series 513]
+    .venv/bin/python -m bench.store_speed [--series 513]
 """
 
 from __future__ import annotations
@@ -20,18 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.harness import child_env, lnq_command
 
 
 def _publish_peak_mib(out: str, uids: list[str], key: str, *, streamed: bool) -> tuple[float, float]:
     """Seconds and peak memory (MiB above the start) of one publish, in a fresh child process:
     streamed from the store as ``lnq run`` does, or with every result read into a list first."""
     code = f"""
-import os, sys, time
-sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "bench")!r})
-from _procmem import own_peak_rss_bytes, rss_bytes
-from beam_jobs.store import ResultStore, iter_results, publish
+import os, time
+from bench._procmem import own_peak_rss_bytes, rss_bytes
+from beam_jobs.publish import iter_results, publish
+from beam_jobs.store import ResultStore
 uids = {uids!r}
 store = ResultStore({out!r}, {key!r})
 base = rss_bytes(os.getpid())
@@ -43,7 +42,9 @@ else:
     publish({out!r}, [read[u] for u in uids])
 print(time.perf_counter() - start, (own_peak_rss_bytes() - base) / 2**20)
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=child_env()
+    )
     seconds, mib = done.stdout.split()
     return float(seconds), float(mib)
 
@@ -60,7 +61,9 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from beam_jobs.store import ResultStore, publish, run_key
+    from beam_jobs.publish import publish
+    from beam_jobs.settings_key import run_key
+    from beam_jobs.store import KeptResult, ResultStore
     from pipeline.outputs.schemas import COHORT_SCHEMA
     from pipeline.process import ProcessConfig
     from tests.support.results import synthetic_outcome
@@ -73,7 +76,7 @@ def main() -> None:
         writes = []
         for rows in results:
             start = time.perf_counter()
-            store.write(rows)
+            store.write(KeptResult(rows))
             writes.append(time.perf_counter() - start)
         start = time.perf_counter()
         done = store.done()
@@ -103,16 +106,16 @@ def main() -> None:
         pq.write_table(pa.Table.from_pylist(cohort_rows, schema=COHORT_SCHEMA), cohort)
         start = time.perf_counter()
         resumed = subprocess.run(
-            [sys.executable, "-m", "beam_jobs.cli", "run", "--cohort", str(cohort), "--output", str(out)],
+            lnq_command("run", "--cohort", str(cohort), "--output", str(out)),
             capture_output=True,
             text=True,
-            cwd=ROOT,
+            env=child_env(),
         )
         resume_s = time.perf_counter() - start
         noisy = Path(tmp) / "noisy"
         noisy_store = ResultStore(str(noisy), key)
         for i in range(args.series):
-            noisy_store.write(synthetic_outcome(i, n_nodes=args.noisy_nodes))
+            noisy_store.write(KeptResult(synthetic_outcome(i, n_nodes=args.noisy_nodes)))
         sorted_uids = sorted(uids)
         memory = {
             streamed: _publish_peak_mib(str(noisy), sorted_uids, key, streamed=streamed)
@@ -126,7 +129,7 @@ def main() -> None:
     print(f"| write one series' result (median; max {worst_ms:.1f} ms) | {statistics.median(writes):.4f} |")
     print(f"| list the done series (what a resume reads first) | {listing_s:.3f} |")
     print(f"| read every result back | {read_s:.3f} |")
-    print(f"| publish the three tables | {publish_s:.3f} |")
+    print(f"| publish the tables | {publish_s:.3f} |")
     print(f"| `lnq run` with every series done (exit {resumed.returncode}), wall | {resume_s:.2f} |")
     print()
     print(f"publishing {args.series} series of {args.noisy_nodes} nodes each (a noisy model's output)")

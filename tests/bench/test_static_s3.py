@@ -4,19 +4,15 @@ listings s5cmd pages through, whole and ranged reads with MD5 ETags, and nothing
 from __future__ import annotations
 
 import hashlib
-import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from bench._static_s3 import _Objects, place_series, respond
+from bench.harness import child_env, module_command
 from pipeline.fetch.s5cmd import FetchConfig, fetch_series
 from tests.support.s3 import BUCKET, free_port, start_server
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from _static_s3 import _Objects, place_series, respond  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +25,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     (root / "secret.txt").write_text("outside the bucket")
     port = free_port()
     proc, endpoint = start_server(
-        [sys.executable, str(ROOT / "bench" / "_static_s3.py"), str(root), str(port)], port
+        module_command("bench._static_s3", str(root), str(port)), port, env=child_env()
     )
     yield root, source, url, endpoint
     proc.terminate()

@@ -19,10 +19,10 @@ def free_port() -> int:
 
 
 def start_server(
-    command: list[str], port: int, *, timeout_s: float = 30.0
+    command: list[str], port: int, *, timeout_s: float = 30.0, env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start a local server and wait until it accepts connections on ``port``; return it and its URL."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
