@@ -76,7 +76,7 @@ test-fast: lint tools airflow-venv
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline beam_jobs queries tests bench infra setup.py
 	$(VENV)/bin/ruff format --check pipeline beam_jobs queries tests bench infra setup.py
-	$(VENV)/bin/mypy pipeline
+	$(VENV)/bin/mypy pipeline beam_jobs
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(OUTPUT) $(DEMO_OUTPUT) *.egg-info .tools

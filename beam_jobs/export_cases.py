@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from pipeline.isolation import Limits, run_isolated
 from pipeline.outcome import GridSummary, SeriesIdentity, SeriesOutcome
 from pipeline.outputs.rows import OutcomeRows, error_row
 from pipeline.outputs.schemas import to_table
+from pipeline.stage_clock import StageClock
 from pipeline.training.cases import EXPORT_LABEL, PlannedCase, case_row
 from pipeline.training.dataset import image_file, label_file
 from pipeline.training.settings import KnownBackground
@@ -83,11 +83,9 @@ def export_one(
     """Export one case into the dataset folder: its outcome (stage seconds included) and, when it
     is ``ok``, what its isolated child made. Every failure becomes the outcome's error, and a file
     of the case that was copied is removed again."""
-    start = time.perf_counter()
     identity = SeriesIdentity.from_cohort(raw)
     uid = identity.ct_series_instance_uid
-    stage = Stage.COHORT
-    seconds: dict[Stage, float] = {}
+    clock = StageClock()
     grid = None
     try:
         row = validate_cohort_row(raw)
@@ -103,18 +101,16 @@ def export_one(
                 series_uid=uid,
                 limits=config.limits,
                 first_stage=Stage.FETCH,
+                clock=clock,
             )
-            seconds.update(exported.seconds)
-            grid = GridSummary(n_slices=exported.size_zyx[0], slice_spacing_mm=exported.spacing_mm[2])
-            stage = Stage.EXPORT
-            copy_start = time.perf_counter()
-            place_case(exported.image_path, exported.label_path, dataset=config.dataset, planned=planned)
-            seconds[Stage.EXPORT] = seconds.get(Stage.EXPORT, 0.0) + time.perf_counter() - copy_start
+            grid = GridSummary.of(exported)
+            with clock.stage(Stage.EXPORT):
+                place_case(exported.image_path, exported.label_path, dataset=config.dataset, planned=planned)
     except Exception as exc:  # this case's failure, never the job's
         error = (
             exc.error
             if isinstance(exc, IsolatedFailure)
-            else SeriesError.from_exception(exc, stage=stage, series_uid=uid)
+            else SeriesError.from_exception(exc, stage=clock.current, series_uid=uid)
         )
         log = logger.warning if isinstance(exc, (PipelineError, OSError)) else logger.exception
         log("case %s (series %s) failed at %s: %s", planned.case_id, uid, error.stage, exc)
@@ -123,8 +119,8 @@ def export_one(
             error,
             model=EXPORT_LABEL,
             pipeline_version=config.pipeline_version,
-            seconds=seconds,
-            total_s=round(time.perf_counter() - start, 4),
+            seconds=clock.seconds,
+            total_s=clock.total_s(),
             grid=grid,
         )
         return failed, None
@@ -133,8 +129,8 @@ def export_one(
         model=EXPORT_LABEL,
         pipeline_version=config.pipeline_version,
         processed_at=dt.datetime.now(dt.timezone.utc),
-        seconds=seconds,
-        total_s=round(time.perf_counter() - start, 4),
+        seconds=clock.seconds,
+        total_s=clock.total_s(),
         grid=grid,
     )
     return outcome, exported

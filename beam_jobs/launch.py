@@ -329,7 +329,7 @@ def check_reachable(rows: list[dict[str, Any]], fetch: FetchConfig) -> None:
         if not is_bucket_url(url):
             continue
         try:
-            problem = probe_series(url, series_uid=str(row["ct_series_instance_uid"]), config=fetch)
+            problem = probe_series(str(url), series_uid=str(row["ct_series_instance_uid"]), config=fetch)
         except PipelineError:
             continue  # a bad row: its own error row will say so
         if problem is None:
@@ -523,7 +523,7 @@ def _submit(
             f"{plan.runner} did not take the job: {first_line(exc)}; nothing was submitted"
         ) from exc
     cloud = plan.options.view_as(GoogleCloudOptions)
-    job_id = result.job_id() if getattr(result, "has_job", False) else None
+    job_id = result.job_id() if getattr(result, "has_job", False) else None  # type: ignore[attr-defined]
     held.hand_to_job(
         lock.JobHandle(
             runner=plan.runner,

@@ -82,7 +82,8 @@ class JobHandle:
         if not isinstance(data, dict):
             raise TypeError(f"job is {type(data).__name__}, not an object")
         fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (None if v is None else str(v)) for k, v in data.items() if k in fields})
+        values: dict[str, Any] = {k: (None if v is None else str(v)) for k, v in data.items() if k in fields}
+        return cls(**values)
 
     def describe(self) -> str:
         return f"{self.runner} job {self.job_id}" if self.job_id else f"a {self.runner} job"
@@ -355,7 +356,7 @@ class _LocalStore:
 
 
 def _storage_client() -> Any:
-    from google.cloud import storage
+    from google.cloud import storage  # type: ignore[attr-defined]
 
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
@@ -559,7 +560,7 @@ def acquire(
             continue  # released between our create and our read
         raw, version = found
         if not raw.strip():  # never ours: every record is written whole before it appears
-            reason = "empty (left by a failed write)"
+            reason: str | None = "empty (left by a failed write)"
             holder = None
         else:
             try:

@@ -28,7 +28,7 @@ def beam_option_names() -> frozenset[str]:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     def subclasses(cls: type) -> set[type]:
-        found = set(cls.__subclasses__())
+        found: set[type] = set(cls.__subclasses__())
         for sub in list(found):
             found |= subclasses(sub)
         return found

@@ -24,14 +24,14 @@ from pipeline.enums import Stage
 from pipeline.errors import ReferenceSegError
 from pipeline.fetch.s5cmd import FetchConfig, fetch_series
 from pipeline.geometry import CtVolume
-from pipeline.isolation import StageReporter
+from pipeline.stage_clock import StageReporter
 
 _NO_PIXELS = np.empty((0, 0, 0), dtype=np.int16)
 
 
 @dataclass(frozen=True)
 class SeriesInputs:
-    """The decoded CT and the reference mask, seconds per stage.
+    """The decoded CT and the reference mask.
 
     For another process, the voxels are in ``hu_path`` and the mask in ``reference_path``
     (``.npy``) and ``ct`` carries no voxels and no headers (the SEG writer reads those from
@@ -41,7 +41,6 @@ class SeriesInputs:
     ct: CtVolume
     hu_path: str | None
     reference_path: str | None
-    seconds: dict[Stage, float]
     reference: np.ndarray | None = None
 
     def load(self) -> tuple[CtVolume, np.ndarray | None]:
@@ -68,9 +67,7 @@ def load_series_inputs(
     ``in_memory``: the arrays are for this process, so they are not written to ``folder``.
     """
     uid = row.ct_series_instance_uid
-    seconds: dict[Stage, float] = {}
     report(Stage.FETCH)
-    start = time.perf_counter()
     deadline = time.monotonic() + fetch.timeout_s  # one budget for the series' whole fetch, CT and SEG
     # the SEG is fetched while the CT is: each is mostly waiting on the network. A failed CT fetch
     # is the error reported, once the SEG's (bounded by the same deadline) has ended too.
@@ -94,33 +91,28 @@ def load_series_inputs(
             deadline=deadline,
         )
         seg_dir = None if seg_fetch is None else seg_fetch.result()
-    seconds[Stage.FETCH] = time.perf_counter() - start
 
     report(Stage.DECODE)
-    start = time.perf_counter()
     ct = decode_ct_series(ct_dir, expected_series_uid=uid)
     hu_path = None if in_memory else _saved(os.path.join(folder, "hu.npy"), ct.hu)
-    seconds[Stage.DECODE] = time.perf_counter() - start
 
-    report(Stage.REFERENCE)
     mask = reference_path = None
     if seg_dir is not None:
-        start = time.perf_counter()
+        report(Stage.REFERENCE)
         mask = read_reference_seg(_single_seg_file(seg_dir, uid), ct)
         reference_path = None if in_memory else _saved(os.path.join(folder, "reference.npy"), mask)
-        seconds[Stage.REFERENCE] = time.perf_counter() - start
     elif reference_required:
+        report(Stage.REFERENCE)
         raise ReferenceSegError(
             "the cohort row has no reference SEG (seg_series_url is null) to measure", series_uid=uid
         )
     if in_memory:
-        return SeriesInputs(ct=ct, hu_path=None, reference_path=None, seconds=seconds, reference=mask)
+        return SeriesInputs(ct=ct, hu_path=None, reference_path=None, reference=mask)
     return SeriesInputs(  # no headers: the measuring child reads them from the files again, which
         # is quicker than pickling them there and back, and leaves the parent nothing of pydicom's
         ct=dataclasses.replace(ct, hu=_NO_PIXELS, headers=()),
         hu_path=hu_path,
         reference_path=reference_path,
-        seconds=seconds,
     )
 
 

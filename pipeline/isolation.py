@@ -9,8 +9,9 @@ in a session of its own, with an address-space limit (``RLIMIT_AS``) and a wall-
 limit. The parent kills the child's whole process group (s5cmd included) when the time
 is up, and reports a crash by its signal, at the stage the child last announced.
 
-The child announces each stage it enters (:class:`StageReporter`), returns a small
-picklable result, and leaves large arrays in files of the series' work folder. What it sends
+The child keeps a :class:`~pipeline.stage_clock.StageClock` that announces each stage it enters
+and whose seconds come back with its result (a small picklable record: large arrays stay in
+files of the series' work folder). What it sends
 back is signed with a key of its own and read as data only (:mod:`pipeline.channel`): the
 parent never runs code that a child, or anything else that can reach its pipe, sends.
 """
@@ -28,11 +29,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import Any
 
 from pipeline import channel
 from pipeline.enums import Stage
 from pipeline.errors import IsolatedFailure, SeriesError
+from pipeline.stage_clock import StageClock
 from pipeline.warning_log import send_warnings_to_log
 
 logger = logging.getLogger(__name__)
@@ -63,10 +65,6 @@ class Limits:
 
     timeout_s: float = 1800.0
     memory_bytes: int | None = 6 * GIB
-
-
-class StageReporter(Protocol):
-    def __call__(self, stage: Stage) -> None: ...
 
 
 _LIVE: set[int] = set()  # process groups of running children
@@ -161,16 +159,20 @@ def run_isolated(
     series_uid: str,
     limits: Limits,
     first_stage: Stage,
+    clock: StageClock | None = None,
     **kwargs: Any,
 ) -> Any:
-    """``fn(report=..., **kwargs)`` in a limited child process; its return value, or
-    :class:`IsolatedFailure` carrying the series' error (raised inside, crash, timeout)."""
+    """``fn(report=..., **kwargs)`` in a limited child process, starting at ``first_stage``; its
+    return value, or :class:`IsolatedFailure` carrying the series' error (raised inside, crash,
+    timeout). ``clock`` follows the child's stages and counts its seconds."""
+    clock = clock if clock is not None else StageClock()
+    clock.current = first_stage
     parent_end, child_end = _context().Pipe(duplex=False)
     key = channel.new_key()
     log_level = logging.getLogger().getEffectiveLevel()  # the child logs warnings as this process would
     process = _context().Process(
         target=_child_main,
-        args=(child_end, key, fn, kwargs, limits.memory_bytes, series_uid, log_level),
+        args=(child_end, key, fn, kwargs, limits.memory_bytes, series_uid, first_stage, log_level),
         daemon=True,
     )
     process.start()
@@ -178,18 +180,18 @@ def run_isolated(
     pid = process.pid
     with _LIVE_LOCK:
         _LIVE.add(pid)
-    stage = first_stage
     start = time.monotonic()
     try:
         while True:
             remaining = limits.timeout_s - (time.monotonic() - start)
             if remaining <= 0:
                 _kill_group(pid)
+                during = clock.current
                 raise _failure(
                     series_uid,
-                    stage,
+                    during,
                     "SeriesTimeout",
-                    f"stopped after the series time limit of {limits.timeout_s:g} s (during {stage.value})",
+                    f"stopped after the series time limit of {limits.timeout_s:g} s (during {during.value})",
                 )
             if not parent_end.poll(min(remaining, 1.0)):
                 if process.is_alive():
@@ -203,16 +205,21 @@ def run_isolated(
                 break  # the child died before it could say why
             except channel.ChannelError as exc:
                 raise _failure(
-                    series_uid, stage, "IsolationError", f"the isolated process' channel carried {exc}"
+                    series_uid,
+                    clock.current,
+                    "IsolationError",
+                    f"the isolated process' channel carried {exc}",
                 ) from exc
             if kind == "stage":
-                stage = payload
+                clock.current = payload
             elif kind == "result":
-                return payload
+                result, seconds = payload
+                clock.merge(seconds)
+                return result
             else:
                 raise IsolatedFailure(payload, series_uid=series_uid)
         process.join(5)
-        raise _failure(series_uid, stage, *_death(process.exitcode, limits))
+        raise _failure(series_uid, clock.current, *_death(process.exitcode, limits, clock.current))
     finally:
         _kill_group(pid)  # s5cmd or any grandchild left in the child's session
         process.join(5)
@@ -228,13 +235,24 @@ def _message(message: object) -> tuple[str, Any]:
         if (
             (kind == "stage" and isinstance(payload, Stage))
             or (kind == "error" and isinstance(payload, SeriesError))
-            or kind == "result"
+            or (kind == "result" and _is_result(payload))
         ):
             return kind, payload
     raise channel.ChannelError(f"a message of the wrong shape ({type(message).__name__})")
 
 
-def _death(exitcode: int | None, limits: Limits) -> tuple[str, str]:
+def _is_result(payload: object) -> bool:
+    """``(the value, {stage: seconds})``."""
+    if not (isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[1], dict)):
+        return False
+    return all(isinstance(k, Stage) and isinstance(v, float) for k, v in payload[1].items())
+
+
+def _death(exitcode: int | None, limits: Limits, stage: Stage) -> tuple[str, str]:
+    """The error of a child that ended without a word, named by the stage it was in (fetching and
+    decoding run native decoders; measuring, SEG writing and the QC picture run others)."""
+    decoding = stage in _DECODING
+    kind, doing = ("DecoderCrash", "decoding") if decoding else ("ProcessCrash", stage.value)
     if exitcode is not None and exitcode < 0:
         number = -exitcode
         name = signal.Signals(number).name if number in signal.Signals._value2member_map_ else "?"
@@ -242,8 +260,11 @@ def _death(exitcode: int | None, limits: Limits) -> tuple[str, str]:
             hint = f"; the memory limit is {limits.memory_bytes / GIB:g} GB, or the system ran out of memory"
         else:
             hint = ""
-        return "DecoderCrash", f"the decoding process crashed (signal {number}, {name}){hint}"
-    return "DecoderCrash", f"the decoding process exited with code {exitcode} without a result"
+        return kind, f"the {doing} process crashed (signal {number}, {name}){hint}"
+    return kind, f"the {doing} process exited with code {exitcode} without a result"
+
+
+_DECODING = frozenset({Stage.COHORT, Stage.FETCH, Stage.DECODE, Stage.REFERENCE})
 
 
 def _failure(series_uid: str, stage: Stage, error_type: str, message: str) -> IsolatedFailure:
@@ -258,6 +279,7 @@ def _child_main(
     kwargs: dict[str, Any],
     memory_bytes: int | None,
     series_uid: str,
+    first_stage: Stage,
     log_level: int = logging.WARNING,
 ) -> None:
     """The child: own session (so its group can be killed whole), memory limit, library warnings
@@ -268,26 +290,23 @@ def _child_main(
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if memory_bytes:
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    stage: list[Stage] = [Stage.COHORT]
-
-    def report(current: Stage) -> None:
-        stage[0] = current
-        channel.send(conn, key, ("stage", current))
-
+    clock = StageClock(first_stage, announce=lambda stage: channel.send(conn, key, ("stage", stage)))
+    clock.start()
     try:
-        result = fn(report=report, **kwargs)
+        result = fn(report=clock, **kwargs)
+        clock.stop()
     except MemoryError:
         limit = f" of {memory_bytes / GIB:g} GB" if memory_bytes else ""
         error = SeriesError(
-            stage=stage[0],
+            stage=clock.current,
             error_type="MemoryError",
             message=f"series {series_uid}: ran out of memory: exceeded the series memory limit{limit}",
         )
         channel.send(conn, key, ("error", error))
     except BaseException as exc:  # a Rust panic is a BaseException: it is this series' error too
-        error = SeriesError.from_exception(exc, stage=stage[0], series_uid=series_uid)
+        error = SeriesError.from_exception(exc, stage=clock.current, series_uid=series_uid)
         channel.send(conn, key, ("error", error))
     else:
-        channel.send(conn, key, ("result", result))
+        channel.send(conn, key, ("result", (result, clock.seconds)))
     finally:
         conn.close()

@@ -11,7 +11,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.enums import NodeSource, SeriesStatus, Stage
 from pipeline.errors import SeriesError
@@ -54,6 +54,20 @@ class GridSummary:
 
     n_slices: int
     slice_spacing_mm: float
+
+    @classmethod
+    def of(cls, grid: _Grid) -> GridSummary:
+        """Of a grid's size (z, y, x) and spacing (x, y, z), as :class:`~pipeline.geometry.Geometry`
+        holds them."""
+        return cls(n_slices=int(grid.size_zyx[0]), slice_spacing_mm=float(grid.spacing_mm[2]))
+
+
+class _Grid(Protocol):
+    @property
+    def size_zyx(self) -> tuple[int, int, int]: ...
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]: ...
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,7 @@ import functools
 import logging
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +32,7 @@ from pipeline.models.base import SavedPrediction, SegmentationModel
 from pipeline.models.spec import ModelSpec, model_label
 from pipeline.outcome import GridSummary, SeriesIdentity, SeriesOutcome
 from pipeline.provenance import build_version
+from pipeline.stage_clock import StageClock
 
 if TYPE_CHECKING:
     from pipeline.inputs import SeriesInputs
@@ -67,26 +66,11 @@ class ProcessConfig:
         return model_label(self.model)
 
 
-class StageClock:
-    """Seconds per stage, which stage is running when something fails, and the CT grid once
-    it is known (a failed series keeps both)."""
+@dataclass
+class _Seen:
+    """What a series has shown so far, for its outcome should a later stage fail."""
 
-    def __init__(self) -> None:
-        self.current = Stage.COHORT
-        self.seconds: dict[Stage, float] = {}
-        self.grid: GridSummary | None = None
-
-    @contextmanager
-    def stage(self, stage: Stage) -> Iterator[None]:
-        self.current = stage
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.add(stage, time.perf_counter() - start)
-
-    def add(self, stage: Stage, seconds: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+    grid: GridSummary | None = None
 
 
 def process_series(
@@ -104,9 +88,9 @@ def process_series(
     the per-node SEG and SR of the run's nodes (the prediction's, or the expert's in reference
     mode) and the QC picture (None: nothing is written).
     """
-    start = time.perf_counter()
     identity = SeriesIdentity.from_cohort(raw)
     clock = StageClock()
+    seen = _Seen()
     try:
         row = validate_cohort_row(raw)
         if model is None and config.model is not None:
@@ -114,7 +98,7 @@ def process_series(
                 f"model {config.model_label} was not loaded", series_uid=identity.ct_series_instance_uid
             )
         with tempfile.TemporaryDirectory(prefix="lnq-", dir=config.work_dir) as tmp:
-            measured, uris = _run_stages(row, tmp, clock, config=config, model=model, sink=sink)
+            measured, uris = _run_stages(row, tmp, clock, seen, config=config, model=model, sink=sink)
     except Exception as exc:  # every failure of this series becomes its error, never a crash
         error = (
             exc.error
@@ -131,8 +115,8 @@ def process_series(
             model=config.model_label,
             pipeline_version=config.pipeline_version,
             seconds=clock.seconds,
-            total_s=round(time.perf_counter() - start, 4),
-            grid=clock.grid,
+            total_s=clock.total_s(),
+            grid=seen.grid,
         )
     return SeriesOutcome(
         identity=identity,
@@ -140,7 +124,7 @@ def process_series(
         pipeline_version=config.pipeline_version,
         processed_at=dt.datetime.now(dt.timezone.utc),
         seconds=clock.seconds,
-        total_s=round(time.perf_counter() - start, 4),
+        total_s=clock.total_s(),
         grid=measured.grid,
         sources=measured.sources,
         seg_uri=uris.get("seg"),
@@ -155,62 +139,45 @@ def _run_stages(
     row: CohortRow,
     tmp: str,
     clock: StageClock,
+    seen: _Seen,
     *,
     config: ProcessConfig,
     model: SegmentationModel | ModelHost | None,
     sink: ArtifactSink | None,
 ) -> tuple[MeasuredSeries, dict[str, str]]:
-    """Reference mode: the whole series in one isolated child. Model mode: decode in a child, infer
-    in the model host (the model is loaded once per worker), measure and write in a second child.
-    Returns what was measured and where the sink stored each file (by kind)."""
+    """One path for both modes: read the inputs in a child, predict in the model host (the model is
+    loaded once per worker), measure and write in a second child. With nothing to predict (reference
+    mode) the inputs are measured in the child that read them. Returns what was measured and where
+    the sink stored each file (by kind)."""
     # the stages run in isolated children, forked from a server that has these loaded already: the
     # worker imports them (pydicom, highdicom, scipy: 0.5 s) only when it runs a series itself
     from pipeline.inputs import load_series_inputs
-    from pipeline.series_stages import measure_series, reference_series
+    from pipeline.series_stages import Writer, load_and_measure, measure_series
 
     uid = row.ct_series_instance_uid
-    files_to = os.path.join(tmp, "made") if sink is not None else None
+    load = functools.partial(
+        load_series_inputs, row=row, folder=tmp, fetch=config.fetch, reference_required=model is None
+    )
+    measure = functools.partial(
+        measure_series,
+        row=row,
+        writer=Writer.of(row, model),
+        files_to=os.path.join(tmp, "made") if sink is not None else None,
+        iou_threshold=config.iou_threshold,
+    )
+    isolated = functools.partial(_isolated, clock=clock, config=config, series_uid=uid)
     if model is None:
-        measured: MeasuredSeries = _isolated(
-            functools.partial(reference_series, row=row, folder=tmp, fetch=config.fetch, files_to=files_to),
-            clock,
-            config=config,
-            series_uid=uid,
-            first_stage=Stage.FETCH,
+        measured: MeasuredSeries = isolated(
+            functools.partial(load_and_measure, load=load, measure=measure), first_stage=Stage.FETCH
         )
     else:
-        inputs: SeriesInputs = _isolated(
-            functools.partial(
-                load_series_inputs, row=row, folder=tmp, fetch=config.fetch, reference_required=False
-            ),
-            clock,
-            config=config,
-            series_uid=uid,
-            first_stage=Stage.FETCH,
-        )
-        for stage, seconds in inputs.seconds.items():
-            clock.add(stage, seconds)
-        geometry = inputs.ct.geometry
-        clock.grid = GridSummary(n_slices=geometry.size_zyx[0], slice_spacing_mm=geometry.spacing_mm[2])
+        inputs: SeriesInputs = isolated(load, first_stage=Stage.FETCH)
+        seen.grid = GridSummary.of(inputs.ct.geometry)
         prediction = _predict(model, inputs, clock, os.path.join(tmp, "prediction.npy"), limits=config.limits)
-        measured = _isolated(
-            functools.partial(
-                measure_series,
-                inputs=inputs,
-                prediction=prediction,
-                row=row,
-                model=(model.name, model.version),
-                files_to=files_to,
-                iou_threshold=config.iou_threshold,
-            ),
-            clock,
-            config=config,
-            series_uid=uid,
-            first_stage=Stage.MEASURE,
+        measured = isolated(
+            functools.partial(measure, inputs=inputs, prediction=prediction), first_stage=Stage.MEASURE
         )
-    for stage, seconds in measured.seconds.items():
-        clock.add(stage, seconds)
-    clock.grid = measured.grid
+    seen.grid = measured.grid
     uris: dict[str, str] = {}
     if sink is not None:
         with clock.stage(Stage.SEG_WRITE):
@@ -251,17 +218,19 @@ def _predict(
 
 
 def _isolated(
-    fn: Callable[..., Any], clock: StageClock, *, config: ProcessConfig, series_uid: str, first_stage: Stage
+    fn: Callable[..., Any], *, clock: StageClock, config: ProcessConfig, series_uid: str, first_stage: Stage
 ) -> Any:
     """``fn(report=...)`` in a limited child process (see :mod:`pipeline.isolation`), or in this
-    process when isolation is off; the stage it reached is kept by ``clock`` either way."""
+    process when isolation is off; ``clock`` follows its stages and counts its seconds either way."""
     if config.isolate:
-        return run_isolated(fn, series_uid=series_uid, limits=config.limits, first_stage=first_stage)
-
-    def report(stage: Stage) -> None:
-        clock.current = stage
-
-    return fn(report=report)
+        return run_isolated(
+            fn, series_uid=series_uid, limits=config.limits, first_stage=first_stage, clock=clock
+        )
+    clock.current = first_stage
+    clock.start()
+    result = fn(report=clock)
+    clock.stop()
+    return result
 
 
 def _log_done(series_uid: str, measured: MeasuredSeries) -> None:

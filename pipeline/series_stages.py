@@ -3,7 +3,8 @@
 :func:`measure_series` runs in an isolated child (:mod:`pipeline.isolation`) like the
 decoding does, so that the CPU-heavy Python work of several series runs in parallel
 processes rather than in one worker's threads, and the worker keeps only the model. In
-reference mode the whole series (:func:`reference_series`) is one child. It returns a small
+reference mode, with nothing to predict, the same child read the inputs (:func:`load_and_measure`).
+It returns a small
 record and writes the files into the series' work folder, where the worker copies them from
 (the files of a noisy model's series can be hundreds of MB: they never pass through the pipe,
 nor sit whole in the worker's memory).
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -26,19 +27,18 @@ from pipeline.dicom.tracking import node_tracking
 from pipeline.enums import DEFAULT_IOU_THRESHOLD, REFERENCE_MODEL, Annotation, NodeSource, Stage
 from pipeline.evaluate.detection import Detection, detect
 from pipeline.evaluate.lnq2023 import CaseScore, score_case
-from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.geometry import CtVolume, mask_to_sitk
-from pipeline.inputs import SeriesInputs, load_series_inputs
-from pipeline.isolation import StageReporter
+from pipeline.inputs import SeriesInputs
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_labelled
 from pipeline.models.base import SavedPrediction
 from pipeline.outcome import GridSummary, SourceNodes
+from pipeline.stage_clock import StageReporter
 
 
 @dataclass(frozen=True)
 class MeasuredSeries:
-    """What a series produced: its nodes per source, scores, files to store, seconds per stage."""
+    """What a series produced: its nodes per source, scores, and the files to store."""
 
     grid: GridSummary
     sources: tuple[SourceNodes, ...]
@@ -46,36 +46,36 @@ class MeasuredSeries:
     detection: Detection | None
     files: dict[str, str]
     """Where each file made (``seg``, ``sr``, ``qc``) is, in the series' work folder."""
-    seconds: dict[Stage, float]
 
 
 @dataclass(frozen=True)
 class Writer:
-    """Who made the run's nodes, as the SEG and SR name it."""
+    """Who made the run's nodes, as the SEG and SR name them: the model (its name and version, as
+    the loaded model reports them) or, in reference mode, the expert, whose nodes the pipeline split."""
 
     source: NodeSource
     model_name: str
     model_version: str
 
     @classmethod
-    def of(cls, row: CohortRow, model: tuple[str, str] | None) -> Writer:
-        if model is None:  # the expert's nodes, split by the pipeline
-            version = row.seg_series_instance_uid or REFERENCE_MODEL
-            return cls(NodeSource.REFERENCE, REFERENCE_MODEL, version)
-        return cls(NodeSource.PREDICTION, *model)
+    def of(cls, row: CohortRow, model: _Named | None) -> Writer:
+        if model is None:
+            return cls(NodeSource.REFERENCE, REFERENCE_MODEL, row.seg_series_instance_uid or REFERENCE_MODEL)
+        return cls(NodeSource.PREDICTION, str(model.name), str(model.version))
 
 
-def reference_series(
-    *, report: StageReporter, row: CohortRow, folder: str, fetch: FetchConfig, files_to: str | None
+class _Named(Protocol):
+    name: str
+    version: str
+
+
+def load_and_measure(
+    *, report: StageReporter, load: Callable[..., SeriesInputs], measure: Callable[..., MeasuredSeries]
 ) -> MeasuredSeries:
-    """Reference mode, all in one process: fetch, decode, read the expert SEG, measure, write."""
-    inputs = load_series_inputs(
-        report=report, row=row, folder=folder, fetch=fetch, reference_required=True, in_memory=True
-    )
-    measured = measure_series(
-        report=report, inputs=inputs, prediction=None, row=row, model=None, files_to=files_to
-    )
-    return dataclasses.replace(measured, seconds={**inputs.seconds, **measured.seconds})
+    """The series path with nothing to predict (reference mode): the inputs are measured in the
+    process that read them, so they never leave its memory."""
+    inputs = load(report=report, in_memory=True)
+    return measure(report=report, inputs=inputs, prediction=None)
 
 
 def measure_series(
@@ -84,13 +84,13 @@ def measure_series(
     inputs: SeriesInputs,
     prediction: SavedPrediction | None,
     row: CohortRow,
-    model: tuple[str, str] | None,
+    writer: Writer,
     files_to: str | None,
     iou_threshold: float = DEFAULT_IOU_THRESHOLD,
 ) -> MeasuredSeries:
-    """Measure every mask, score the prediction against the reference, and make the files in the
-    folder ``files_to`` (none when it is None). Node detection matches at IoU >= ``iou_threshold``."""
-    seconds: dict[Stage, float] = {}
+    """Measure every mask, score the prediction against the reference, and make the files of
+    ``writer``'s nodes in the folder ``files_to`` (none when it is None). Node detection matches at
+    IoU >= ``iou_threshold``."""
     ct, reference = inputs.load()
     masks: dict[NodeSource, np.ndarray] = {}
     if reference is not None:
@@ -99,23 +99,18 @@ def measure_series(
         masks[NodeSource.PREDICTION] = prediction.on_ct_grid(ct.geometry)
     elif prediction is not None:  # the model's probabilities, brought to the CT grid here
         report(Stage.POSTPROCESS)
-        start = time.perf_counter()
         masks[NodeSource.PREDICTION] = prediction.on_ct_grid(ct.geometry)
-        seconds[Stage.POSTPROCESS] = time.perf_counter() - start
 
     report(Stage.MEASURE)
-    start = time.perf_counter()
     labels = {source: label_nodes(mask, ct.geometry) for source, mask in masks.items()}
     sources = tuple(
         SourceNodes(source, tuple(measure_labelled(labels[source], ct.geometry, hu=ct.hu)))
         for source in masks
     )
-    seconds[Stage.MEASURE] = time.perf_counter() - start
 
     score = detection = None
-    if model is not None and reference is not None:
+    if prediction is not None and reference is not None:
         report(Stage.SCORE)
-        start = time.perf_counter()
         score, detection = _score(
             ct,
             masks,
@@ -124,14 +119,11 @@ def measure_series(
             fully_annotated=row.annotation == Annotation.FULL,
             iou_threshold=iou_threshold,
         )
-        seconds[Stage.SCORE] = time.perf_counter() - start
 
     files: dict[str, str] = {}
     if files_to is not None:
         os.makedirs(files_to, exist_ok=True)
-        writer = Writer.of(row, model)
         report(Stage.SEG_WRITE)
-        start = time.perf_counter()
         nodes = next(s.nodes for s in sources if s.source == writer.source)
         name, version = writer.model_name, writer.model_version
         seg = nodes_seg(
@@ -149,16 +141,12 @@ def measure_series(
             _tracked(s, in_seg if s.source == writer.source else {}, row.ct_series_instance_uid, writer)
             for s in sources
         )
-        seconds[Stage.SEG_WRITE] = time.perf_counter() - start
         report(Stage.QC)
-        start = time.perf_counter()
         files["qc"] = os.path.join(files_to, "qc.png")
         with open(files["qc"], "wb") as f:
             f.write(_qc_picture(ct, labels, sources, title=_qc_title(row)))
-        seconds[Stage.QC] = time.perf_counter() - start
-    grid = GridSummary(n_slices=ct.geometry.size_zyx[0], slice_spacing_mm=ct.geometry.spacing_mm[2])
     return MeasuredSeries(
-        grid=grid, sources=sources, score=score, detection=detection, files=files, seconds=seconds
+        grid=GridSummary.of(ct.geometry), sources=sources, score=score, detection=detection, files=files
     )
 
 

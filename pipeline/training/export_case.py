@@ -11,14 +11,13 @@ worker copies the files to the dataset.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 from pipeline.cohort.rows import CohortRow
 from pipeline.enums import Stage
 from pipeline.fetch.s5cmd import FetchConfig
 from pipeline.inputs import load_series_inputs
-from pipeline.isolation import StageReporter
+from pipeline.stage_clock import StageReporter
 from pipeline.training.labels import LabelCounts, training_labels
 from pipeline.training.nifti import write_nifti
 from pipeline.training.settings import FILE_ENDING, KnownBackground, is_partial
@@ -29,7 +28,7 @@ LABEL_NAME = f"label{FILE_ENDING}"
 
 @dataclass(frozen=True)
 class ExportedCase:
-    """What one case wrote into its work folder, its grid, its labels, and seconds per stage."""
+    """What one case wrote into its work folder, its grid and its labels."""
 
     image_path: str
     label_path: str
@@ -37,7 +36,6 @@ class ExportedCase:
     spacing_mm: tuple[float, float, float]
     counts: LabelCounts
     partial: bool
-    seconds: dict[Stage, float]
 
 
 def export_case(
@@ -54,10 +52,8 @@ def export_case(
         report=report, row=row, folder=folder, fetch=fetch, reference_required=True, in_memory=True
     )
     report(Stage.EXPORT)
-    start = time.perf_counter()
     ct, reference = inputs.load()
     assert reference is not None  # reference_required
-    seconds = dict(inputs.seconds)
     labels = training_labels(reference, ct.hu, annotation=row.annotation, background=background)
     del reference, inputs  # the SEG mask: the labels hold what is needed of it
     counts = LabelCounts.of(labels)
@@ -66,7 +62,6 @@ def export_case(
     del labels
     image_path = os.path.join(folder, IMAGE_NAME)
     write_nifti(ct.hu, ct.geometry, image_path)
-    seconds[Stage.EXPORT] = time.perf_counter() - start
     return ExportedCase(
         image_path=image_path,
         label_path=label_path,
@@ -74,5 +69,4 @@ def export_case(
         spacing_mm=ct.geometry.spacing_mm,
         counts=counts,
         partial=is_partial(row.annotation),
-        seconds=seconds,
     )

@@ -324,6 +324,7 @@ def test_a_job_killed_between_its_last_series_and_the_publish_is_finished_by_the
     assert not (out / "_lnq" / "lock.json").exists()
 
 
+@pytest.mark.slow
 def test_an_unreachable_bucket_stops_the_run_before_the_first_series(cohort, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """Not the series' fault: when the first series cannot even be listed, all with the same
     error, the run stops at once with one line (exit 1) and touches nothing."""

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.enums import Stage
 from pipeline.isolation import GIB, IsolatedFailure, Limits, kill_all, run_isolated
+from pipeline.stage_clock import StageClock
 from tests.support import isolated_targets as targets
 
 LIMITS = Limits(timeout_s=60.0, memory_bytes=2 * GIB)
@@ -54,6 +55,32 @@ def test_a_native_crash_is_reported_by_its_signal(fn, stage: Stage, signal_text:
     error = _failure(fn).error
     assert (error.stage, error.error_type) == (stage, "DecoderCrash")
     assert f"the decoding process crashed ({signal_text}" in error.message
+
+
+def test_a_crash_after_decoding_is_named_by_the_stage_it_was_in() -> None:
+    """The measuring child crashing is not "the decoding process crashed"."""
+    error = _failure(targets.crashes_measuring).error
+    assert (error.stage, error.error_type) == (Stage.SEG_WRITE, "ProcessCrash")
+    assert "the seg_write process crashed (signal 11, SIGSEGV" in error.message
+    assert "decoding" not in error.message
+
+
+def test_the_childs_stage_seconds_come_back_into_the_parents_clock() -> None:
+    clock = StageClock()
+    clock.add(Stage.DECODE, 1.0)  # a stage timed before, in the parent
+    out = run_isolated(
+        targets.times_two_stages,
+        series_uid="1.2.3",
+        limits=LIMITS,
+        first_stage=Stage.FETCH,
+        clock=clock,
+        fetch_s=0.3,
+        decode_s=0.2,
+    )
+    assert out == "done" and clock.current == Stage.DECODE
+    assert set(clock.seconds) == {Stage.FETCH, Stage.DECODE}
+    assert 0.3 <= clock.seconds[Stage.FETCH] < 2.0  # the child starts timing in first_stage
+    assert 1.2 <= clock.seconds[Stage.DECODE] < 3.0  # added to what the parent had
 
 
 def test_an_exit_without_result_is_an_error() -> None:

@@ -26,6 +26,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "pipeline.channel",
         "pipeline.warmup",
         "pipeline.locations",
+        "pipeline.stage_clock",
         "pipeline.geometry",
         "pipeline.resample",
         "pipeline.qc.text",

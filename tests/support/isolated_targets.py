@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from pipeline.enums import Stage
-from pipeline.isolation import StageReporter
+from pipeline.stage_clock import StageReporter
 
 
 def returns(*, report: StageReporter, value: int) -> dict[str, int]:
@@ -98,3 +98,18 @@ def sleeps(*, report: StageReporter, seconds: float) -> str:
     report(Stage.FETCH)
     time.sleep(seconds)
     return "slept"
+
+
+def crashes_measuring(*, report: StageReporter) -> None:
+    """A native crash after the inputs are read: in the measuring child (SimpleITK, highdicom)."""
+    report(Stage.MEASURE)
+    report(Stage.SEG_WRITE)
+    ctypes.string_at(0)
+
+
+def times_two_stages(*, report: StageReporter, fetch_s: float, decode_s: float) -> str:
+    """Spend known seconds in two stages, as a series' reading child does."""
+    time.sleep(fetch_s)
+    report(Stage.DECODE)
+    time.sleep(decode_s)
+    return "done"

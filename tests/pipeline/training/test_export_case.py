@@ -15,6 +15,7 @@ from pipeline.dicom.ct import decode_ct_series
 from pipeline.enums import Stage
 from pipeline.errors import ReferenceSegError
 from pipeline.fetch.s5cmd import FetchConfig
+from pipeline.stage_clock import StageClock
 from pipeline.training.export_case import export_case
 from pipeline.training.nifti import read_nifti
 from pipeline.training.settings import BACKGROUND, IGNORE, LYMPH_NODE, KnownBackground
@@ -34,11 +35,13 @@ def test_image_is_the_ct_and_label_one_is_the_seg(name: str, tmp_path: Path) -> 
     p = make_phantom(tmp_path / "p", seed=31, shape_zyx=(14, 48, 56), **CASES[name])
     row = validate_cohort_row(cohort_row(p, ct_url=str(p.ct_dir), seg_url=str(p.seg_path)))
     stages: list[Stage] = []
+    clock = StageClock(announce=stages.append)
     work = tmp_path / "work"
     work.mkdir()
     made = export_case(
-        report=stages.append, row=row, folder=str(work), fetch=FetchConfig(), background=KnownBackground()
+        report=clock, row=row, folder=str(work), fetch=FetchConfig(), background=KnownBackground()
     )
+    clock.stop()
     assert stages == [Stage.FETCH, Stage.DECODE, Stage.REFERENCE, Stage.EXPORT]
     image, image_grid = read_nifti(made.image_path)
     labels, label_grid = read_nifti(made.label_path)
@@ -63,7 +66,7 @@ def test_image_is_the_ct_and_label_one_is_the_seg(name: str, tmp_path: Path) -> 
         int((labels == v).sum()) for v in (LYMPH_NODE, BACKGROUND, IGNORE)
     )
     assert made.size_zyx == image.shape and made.spacing_mm == pytest.approx(p.spacing_mm)
-    assert set(made.seconds) == {Stage.DECODE, Stage.REFERENCE, Stage.FETCH, Stage.EXPORT}
+    assert set(clock.seconds) == {Stage.DECODE, Stage.REFERENCE, Stage.FETCH, Stage.EXPORT}
 
 
 def test_a_case_without_a_seg_is_refused(tmp_path: Path) -> None:
