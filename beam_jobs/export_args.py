@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.enums import ANNOTATION_CHOICES
-from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
-from pipeline.isolation import GIB, Limits
+from beam_jobs.shared_args import (
+    add_cohort_arguments,
+    add_dataflow_group,
+    add_limit_arguments,
+    add_local_arguments,
+)
 from pipeline.training.settings import (
     DEFAULT_DATASET_ID,
     DEFAULT_DATASET_NAME,
@@ -31,14 +34,7 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="Other options go to Beam if Beam declares them, e.g. --runner DataflowRunner --project P.",
     )
     parser.add_argument("--output", required=True, help="folder to hold the dataset folder (local or gs://)")
-    parser.add_argument("--cohort", help="cohort Parquet file from 'lnq cohort' (default: LNQ query)")
-    parser.add_argument(
-        "--annotation",
-        choices=ANNOTATION_CHOICES,
-        default="all",
-        help="with no --cohort: which LNQ annotations to select",
-    )
-    parser.add_argument("--limit", type=int, help="export only the first N cohort rows")
+    add_cohort_arguments(parser, verb="export")
     dataset = parser.add_argument_group("dataset")
     dataset.add_argument(
         "--dataset-id", type=int, default=DEFAULT_DATASET_ID, help="nnU-Net dataset id (default %(default)s)"
@@ -74,53 +70,15 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="HU",
         help="hu rule: voxels above this are bone (default %(default)g)",
     )
-    parser.add_argument(
-        "--s3-endpoint",
-        default=None,
-        help=f"S3 endpoint for s5cmd: {AWS_ENDPOINT} (AWS, the local default) or {GCS_ENDPOINT} "
-        "(IDC's Google Cloud copy, the default on Dataflow)",
-    )
-    parser.add_argument("--workers", type=int, default=1, help="cases exported at once locally")
+    add_local_arguments(parser, unit="cases")
     parser.add_argument(
         "--fresh", action="store_true", help="export every case again (default: resume, skip finished cases)"
     )
-    parser.add_argument("--work-dir", help="where per-case temporary folders go (default: system temp)")
-    parser.add_argument("--log-level", default=None, help=argparse.SUPPRESS)  # also after the command
-    limits = parser.add_argument_group("limits per case")
-    limits.add_argument(
-        "--series-timeout",
-        type=float,
-        default=Limits.timeout_s,
-        metavar="SECONDS",
-        help="wall-clock limit of a case's isolated process (fetch, decode, labels, NIfTI; "
-        "default %(default)g s)",
+    add_limit_arguments(
+        parser,
+        unit="case",
+        timeout_help="a case's isolated process (fetch, decode, labels, NIfTI)",
+        memory_help="a case's isolated process",
     )
-    limits.add_argument(
-        "--series-memory-gb",
-        type=float,
-        default=Limits.memory_bytes / GIB if Limits.memory_bytes else 0,
-        metavar="GB",
-        help="address-space limit of a case's isolated process (default %(default)g GB; 0: none)",
-    )
-    limits.add_argument(
-        "--fetch-timeout",
-        type=float,
-        default=FetchConfig.timeout_s,
-        metavar="SECONDS",
-        help="limit for one case's whole fetch, all attempts together (default %(default)g s)",
-    )
-    limits.add_argument(
-        "--allow-bucket",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="also read this bucket (default: only IDC's public buckets); repeatable",
-    )
-    cloud = parser.add_argument_group("Dataflow")
-    cloud.add_argument(
-        "--series-per-worker",
-        type=int,
-        default=2,
-        help="cases in flight per worker VM (number_of_worker_harness_threads; bounds memory)",
-    )
+    add_dataflow_group(parser, unit="cases")
     return parser

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 
+from beam_jobs.shared_args import (
+    add_cohort_arguments,
+    add_dataflow_group,
+    add_limit_arguments,
+    add_local_arguments,
+)
 from pipeline.enums import (
-    ANNOTATION_CHOICES,
     DEFAULT_IOU_THRESHOLD,
     DEVICES,
     NNUNET_CHECKPOINT,
     NNUNET_STEP_SIZE,
     REFERENCE_MODEL,
 )
-from pipeline.fetch.s5cmd import AWS_ENDPOINT, GCS_ENDPOINT, FetchConfig
-from pipeline.isolation import GIB, Limits
 
 DESCRIPTION = """Process a cohort: fetch each CT series from IDC, measure its lymph nodes (expert
 reference or a model you bring), and publish Parquet tables (series, nodes, errors) to --output.
@@ -36,22 +39,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cohort", help="cohort Parquet file from 'lnq cohort' (default: LNQ query)")
+    add_cohort_arguments(parser, verb="process")
     parser.add_argument("--output", required=True, help="output folder (local path or gs://)")
-    parser.add_argument(
-        "--annotation",
-        choices=ANNOTATION_CHOICES,
-        default="all",
-        help="with no --cohort: which LNQ annotations to select",
-    )
-    parser.add_argument("--limit", type=int, help="process only the first N cohort rows")
-    parser.add_argument(
-        "--s3-endpoint",
-        default=None,
-        help=f"S3 endpoint for s5cmd: {AWS_ENDPOINT} (AWS, the local default) or {GCS_ENDPOINT} "
-        "(IDC's Google Cloud copy, the default on Dataflow)",
-    )
-    parser.add_argument("--workers", type=int, default=1, help="series processed at once locally")
+    add_local_arguments(parser, unit="series")
     parser.add_argument(
         "--fresh",
         action="store_true",
@@ -60,41 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report", action="store_true", help="write the run report OUTPUT/report/index.html at the end"
     )
-    parser.add_argument("--log-level", default=None, help=argparse.SUPPRESS)  # also accepted after 'run'
-
-    parser.add_argument("--work-dir", help="where per-series temporary folders go (default: system temp)")
-    limits = parser.add_argument_group("limits per series")
-    limits.add_argument(
-        "--series-timeout",
-        type=float,
-        default=Limits.timeout_s,
-        metavar="SECONDS",
-        help="wall-clock limit of each isolated process of one series: fetch and decode, measure "
-        "and write, and of its inference in the model host (default %(default)g s)",
+    add_limit_arguments(
+        parser,
+        unit="series",
+        timeout_help="each isolated process of one series: fetch and decode, measure and write, and of "
+        "its inference in the model host",
+        memory_help="each isolated process of one series, and the memory the model host may hold per "
+        "series above its own",
     )
-    limits.add_argument(
-        "--series-memory-gb",
-        type=float,
-        default=Limits.memory_bytes / GIB if Limits.memory_bytes else 0,
-        metavar="GB",
-        help="address-space limit of each isolated process of one series, and the memory the model "
-        "host may hold per series above its own (default %(default)g GB; 0: none)",
-    )
-    limits.add_argument(
-        "--fetch-timeout",
-        type=float,
-        default=FetchConfig.timeout_s,
-        metavar="SECONDS",
-        help="limit for one series' whole fetch, all attempts together (default %(default)g s)",
-    )
-    limits.add_argument(
-        "--allow-bucket",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="also read this bucket (default: only IDC's public buckets); repeatable",
-    )
-    cloud = parser.add_argument_group("Dataflow")
+    cloud = add_dataflow_group(parser, unit="series")
     cloud.add_argument("--gpu", help="GPU per worker VM, TYPE[:COUNT], e.g. nvidia-l4:1 (Dataflow only)")
     cloud.add_argument(
         "--wait",
@@ -102,12 +66,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=True,
         help="on a remote runner, wait for the job to end and print its summary (--no-wait: submit "
         "and exit 0; the job publishes the tables itself). A flex template or a dry run never waits",
-    )
-    cloud.add_argument(
-        "--series-per-worker",
-        type=int,
-        default=2,
-        help="series in flight per worker VM (number_of_worker_harness_threads; bounds memory)",
     )
     model = parser.add_argument_group("model")
     model.add_argument(

@@ -23,8 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import machine
-from bench.pipeline_stages import _nodes
+from bench.harness import lnq_sized_phantom, machine
 
 
 def _best(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -37,24 +36,13 @@ def _best(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def one_size(work: Path, n_slices: int, repeat: int) -> dict[str, Any]:
-    from pipeline.demo.phantoms import make_phantom
     from pipeline.dicom.ct import decode_ct_series
     from pipeline.dicom.seg_writer import nodes_seg, seg_bytes, source_headers
     from pipeline.dicom.sr import nodes_sr, sr_bytes
     from pipeline.measure.components import label_nodes
     from pipeline.measure.nodes import measure_labelled
 
-    spacing = 1.25 if n_slices > 300 else 2.5
-    z_center = -300.0 + (n_slices - 1) * spacing / 2.0
-    phantom = make_phantom(
-        work / f"p{n_slices}",
-        shape_zyx=(n_slices, 512, 512),
-        pixel_spacing_mm=(0.78, 0.78),
-        slice_spacing_mm=spacing,
-        seed=n_slices,
-        nodes=_nodes(z_center),
-        write_seg=False,
-    )
+    phantom = lnq_sized_phantom(work / f"p{n_slices}", n_slices, write_seg=False)
     ct = decode_ct_series(str(phantom.ct_dir))
     labels = label_nodes(phantom.mask, ct.geometry)
     nodes = measure_labelled(labels, ct.geometry, hu=ct.hu)

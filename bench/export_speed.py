@@ -38,21 +38,11 @@ def make_series(work: Path, n_slices: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from bench.pipeline_stages import _nodes
+    from bench.harness import lnq_sized_phantom
     from pipeline.demo.cohort import cohort_row
-    from pipeline.demo.phantoms import make_phantom
     from pipeline.outputs.schemas import COHORT_SCHEMA
 
-    spacing = 1.25 if n_slices > 300 else 2.5
-    phantom = make_phantom(
-        work / f"p{n_slices}",
-        shape_zyx=(n_slices, 512, 512),
-        pixel_spacing_mm=(0.78, 0.78),
-        slice_spacing_mm=spacing,
-        seed=n_slices,
-        nodes=_nodes(-300.0 + (n_slices - 1) * spacing / 2.0),
-        annotation="partial",
-    )
+    phantom = lnq_sized_phantom(work / f"p{n_slices}", n_slices, annotation="partial")
     cohort = work / f"cohort{n_slices}.parquet"
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
     pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), cohort)

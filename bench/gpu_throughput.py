@@ -156,21 +156,13 @@ def make_models(work: Path, names: list[str], nnunet_fg_offset: float = 3.6) -> 
 
 
 def write_cohort(work: Path, n_series: int, n_slices: int) -> Path:
+    from bench.harness import lnq_sized_phantom
     from bench.local_run import write_cohort as write
-    from bench.pipeline_stages import _nodes
     from pipeline.demo.cohort import cohort_row
-    from pipeline.demo.phantoms import make_phantom
 
     rows = []
     for i in range(n_series):
-        phantom = make_phantom(
-            work / f"p{i}",
-            shape_zyx=(n_slices, 512, 512),
-            pixel_spacing_mm=(0.78, 0.78),
-            slice_spacing_mm=2.5,
-            seed=100 + i,
-            nodes=_nodes(-300.0 + (n_slices - 1) * 2.5 / 2),
-        )
+        phantom = lnq_sized_phantom(work / f"p{i}", n_slices, seed=100 + i)
         rows.append(cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path)))
     return write(rows, work / "cohort.parquet")
 

@@ -47,3 +47,32 @@ def module_command(module: str, *args: str) -> list[str]:
 def lnq_command(*args: str) -> list[str]:
     """``lnq`` as a child process (with :func:`child_env`): the one way a benchmark runs the job."""
     return module_command("beam_jobs.cli", *args)
+
+
+NODES_PER_SERIES = 9
+"""Fully annotated LNQ cases average about 9 nodes."""
+
+
+def lnq_sized_phantom(folder: Path, n_slices: int, **options: Any) -> Any:
+    """A phantom of LNQ's size, as every benchmark makes it: 512 x 512 slices of 0.78 mm,
+    ``n_slices`` of 2.5 mm (1.25 mm above 300 slices), with :data:`NODES_PER_SERIES` nodes of 8 to 23 mm
+    around the middle slice; ``options`` go to :func:`pipeline.demo.phantoms.make_phantom` (``seed``
+    defaults to ``n_slices``)."""
+    from pipeline.demo.phantoms import Ellipsoid, make_phantom
+
+    spacing = 1.25 if n_slices > 300 else 2.5
+    z_center = -300.0 + (n_slices - 1) * spacing / 2.0
+    nodes = []
+    for i in range(NODES_PER_SERIES):
+        semi = 4.0 + (i % 4) * 2.5
+        centre = (-8.0 + (i % 3) * 8.0, -30.0 + (i % 5) * 15.0, z_center + (i - NODES_PER_SERIES // 2) * 22.0)
+        nodes.append(Ellipsoid(centre, (semi, semi * 0.8, semi)))
+    options.setdefault("seed", n_slices)
+    return make_phantom(
+        folder,
+        shape_zyx=(n_slices, 512, 512),
+        pixel_spacing_mm=(0.78, 0.78),
+        slice_spacing_mm=spacing,
+        nodes=nodes,
+        **options,
+    )

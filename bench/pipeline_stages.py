@@ -29,38 +29,12 @@ import time
 from pathlib import Path
 
 from bench._procmem import own_anon_rss_bytes, own_peak_rss_bytes, rss_bytes
-from bench.harness import child_env, machine, module_command
-
-BENCH_NODES_PER_SERIES = 9  # fully annotated LNQ cases average about 9 nodes
-
-
-def _nodes(z_center: float):  # type: ignore[no-untyped-def]
-    from pipeline.demo.phantoms import Ellipsoid
-
-    nodes = []
-    for i in range(BENCH_NODES_PER_SERIES):
-        dz = (i - BENCH_NODES_PER_SERIES // 2) * 22.0
-        semi = 4.0 + (i % 4) * 2.5
-        nodes.append(
-            Ellipsoid((-8.0 + (i % 3) * 8.0, -30.0 + (i % 5) * 15.0, z_center + dz), (semi, semi * 0.8, semi))
-        )
-    return nodes
+from bench.harness import child_env, lnq_sized_phantom, machine, module_command
 
 
 def make_series(work: Path, n_slices: int, *, s3: bool) -> dict:
     """Write the phantom (and upload it); return the cohort row."""
-    from pipeline.demo.phantoms import make_phantom
-
-    z_center = -300.0 + (n_slices - 1) * 1.25 / 2.0 if n_slices > 300 else -300.0 + (n_slices - 1) * 2.5 / 2
-    spacing = 1.25 if n_slices > 300 else 2.5
-    phantom = make_phantom(
-        work / f"p{n_slices}",
-        shape_zyx=(n_slices, 512, 512),
-        pixel_spacing_mm=(0.78, 0.78),
-        slice_spacing_mm=spacing,
-        seed=n_slices,
-        nodes=_nodes(z_center),
-    )
+    phantom = lnq_sized_phantom(work / f"p{n_slices}", n_slices)
     ct_url, seg_url = str(phantom.ct_dir), str(phantom.seg_path)
     if s3 and os.environ.get("LNQ_BENCH_S3_ROOT"):  # bench/_static_s3.py serves this folder
         from bench._static_s3 import place_series
