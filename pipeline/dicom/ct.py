@@ -204,31 +204,39 @@ def _check_modality(datasets: list[tuple[str, pydicom.Dataset]], label: str) -> 
 def _common_orientation(
     datasets: list[tuple[str, pydicom.Dataset]], label: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    first = np.asarray(datasets[0][1].ImageOrientationPatient, dtype=float)
-    for path, ds in datasets[1:]:
-        iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
-        if np.max(np.abs(iop - first)) > ORIENTATION_TOLERANCE:
-            raise DecodeError(
-                f"orientation differs: {os.path.basename(path)} has {iop.round(5).tolist()}, "
-                f"others {first.round(5).tolist()}",
-                series_uid=label,
-            )
+    first = _agreed(datasets, label, "ImageOrientationPatient", ORIENTATION_TOLERANCE, what="orientation")
     row_dir, col_dir = first[:3], first[3:]  # each slice's header was checked: orthogonal, not degenerate
     return row_dir / np.linalg.norm(row_dir), col_dir / np.linalg.norm(col_dir)
 
 
 def _common_pixel_spacing(datasets: list[tuple[str, pydicom.Dataset]], label: str) -> np.ndarray:
-    first = np.asarray(datasets[0][1].PixelSpacing, dtype=float)
-    for path, ds in datasets[1:]:
-        spacing = np.asarray(ds.PixelSpacing, dtype=float)
-        if np.max(np.abs(spacing - first)) > PIXEL_SPACING_TOLERANCE_MM:
-            raise DecodeError(
-                f"pixel spacing differs: {os.path.basename(path)} has {spacing.tolist()} mm, "
-                f"others {first.tolist()} mm",
-                series_uid=label,
-            )
+    first = _agreed(
+        datasets, label, "PixelSpacing", PIXEL_SPACING_TOLERANCE_MM, what="pixel spacing", unit=" mm"
+    )
     if np.any(first <= 0):
         raise DecodeError(f"pixel spacing {first.tolist()} is not positive", series_uid=label)
+    return first
+
+
+def _agreed(
+    datasets: list[tuple[str, pydicom.Dataset]],
+    label: str,
+    keyword: str,
+    tolerance: float,
+    *,
+    what: str,
+    unit: str = "",
+) -> np.ndarray:
+    """The first slice's ``keyword``, which every slice must match within ``tolerance``."""
+    first = np.asarray(getattr(datasets[0][1], keyword), dtype=float)
+    for path, ds in datasets[1:]:
+        value = np.asarray(getattr(ds, keyword), dtype=float)
+        if np.max(np.abs(value - first)) > tolerance:
+            raise DecodeError(
+                f"{what} differs: {os.path.basename(path)} has {value.round(5).tolist()}{unit}, "
+                f"others {first.round(5).tolist()}{unit}",
+                series_uid=label,
+            )
     return first
 
 
