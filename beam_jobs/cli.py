@@ -356,9 +356,13 @@ def _export_training(rest: list[str]) -> int:
 
         start_fork_server()
     from beam_jobs.export_training import run as export
+    from beam_jobs.launch import Submitted
 
     with _stop_children_on_signals():
         summary = export(rest)
+    if isinstance(summary, Submitted):
+        print(summary.message)
+        return EXIT_OK
     print(
         f"{summary.n_ok} ok, {summary.n_failed} failed of {summary.n_cohort} cases; "
         f"{summary.n_training} training, {summary.n_test} test; dataset in {summary.dataset}"

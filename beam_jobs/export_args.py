@@ -80,5 +80,5 @@ def make_parser() -> argparse.ArgumentParser:
         timeout_help="a case's isolated process (fetch, decode, labels, NIfTI)",
         memory_help="a case's isolated process",
     )
-    add_dataflow_group(parser, unit="cases")
+    add_dataflow_group(parser, unit="cases", finish="finishes the dataset")
     return parser

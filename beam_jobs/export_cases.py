@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import apache_beam as beam
 
 import pipeline
+from beam_jobs.lock import JobHeartbeat
 from beam_jobs.store import KeptResult, ResultStore, copy_atomically, delete_quietly
 from beam_jobs.transforms import report_progress
 from pipeline.cohort.rows import validate_cohort_row
@@ -183,7 +184,9 @@ def keep(store: ResultStore, rows: OutcomeRows) -> None:
 
 
 class ExportCaseFn(beam.DoFn):
-    """(cohort row, planned case) in, :class:`CaseDone` out; the case's rows go to the store."""
+    """(cohort row, planned case) in, :class:`CaseDone` out; the case's rows go to the store. With
+    ``lock_token`` (a job that runs without its launcher) each worker keeps the dataset's lock
+    alive (:class:`~beam_jobs.lock.JobHeartbeat`)."""
 
     def __init__(
         self,
@@ -193,12 +196,18 @@ class ExportCaseFn(beam.DoFn):
         total: int,
         progress_dir: str | None = None,
         started: float | None = None,
+        lock_token: str | None = None,
     ):
         self._config = config
         self._store = store
         self._total = total
         self._progress_dir = progress_dir
         self._started = started
+        self._lock_token = lock_token
+
+    def setup(self) -> None:
+        if self._lock_token:  # the job holds the dataset's lock: its workers keep it alive
+            JobHeartbeat.start(self._config.dataset, self._lock_token)
 
     def process(self, element: tuple[dict[str, Any], PlannedCase]) -> Iterator[CaseDone]:
         raw, planned = element

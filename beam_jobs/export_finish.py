@@ -1,7 +1,8 @@
 """The last step of ``lnq export-training``: the dataset's own files, once every case has a result.
 
-:func:`finish_export` is fed by every case through a global combine, so it runs inside the Beam
-job, not after ``wait_until_finish()``: a Dataflow job finishes its dataset itself. It checks that
+:func:`finish_export` (in :class:`FinishFn`) is fed by every case through a global combine, so it
+runs inside the Beam job, not after ``wait_until_finish()``: a Dataflow job finishes its dataset
+itself, and releases the dataset's lock it was handed. It checks that
 every cohort row has a result, removes files of cases that are not ``ok`` now (a ``--fresh`` export
 that failed them, a smaller cohort, a case moved between training and test), and writes
 ``splits_final.json``, ``cases.parquet``/``cases.csv``, ``errors.parquet`` and ``dataset.json``, which
@@ -14,14 +15,17 @@ import io
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import apache_beam as beam
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from beam_jobs import lock
 from beam_jobs.export_cases import ExportConfig
 from beam_jobs.publish import manifest
 from beam_jobs.store import KeptResult, ResultStore, delete_quietly, write_atomically
@@ -142,6 +146,29 @@ def finish_export(
         dataset,
     )
     return summary
+
+
+class FinishFn(beam.DoFn):
+    """The export's last step: check the run still holds the dataset's lock, finish the dataset
+    (:func:`finish_export`), and, when the job holds the lock (it runs without its launcher),
+    release it."""
+
+    def __init__(self, *, lock_token: str, job_holds_lock: bool, **finish: Any):
+        self._lock_token = lock_token
+        self._job_holds_lock = job_holds_lock
+        self._finish = finish
+
+    def setup(self) -> None:
+        if self._job_holds_lock:  # this worker may have exported no case
+            lock.JobHeartbeat.start(self._finish["config"].dataset, self._lock_token)
+
+    def process(self, n_exported: int) -> Iterator[ExportSummary]:
+        dataset = self._finish["config"].dataset
+        lock.ensure_token(dataset, self._lock_token)
+        summary = finish_export(n_exported, **self._finish)
+        if self._job_holds_lock and not lock.release_token(dataset, self._lock_token):
+            logger.warning("dataset %s: the lock was no longer this export's at the end", dataset)
+        yield summary
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:

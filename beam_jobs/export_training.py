@@ -14,6 +14,7 @@ finishes its dataset itself. One case's work is ``beam_jobs.export_cases``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -22,14 +23,25 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 
-from beam_jobs import lock
 from beam_jobs.dataflow import is_dataflow
 from beam_jobs.export_args import make_parser
 from beam_jobs.export_cases import ExportCaseFn, ExportConfig, case_store, dead_letter_to_case
-from beam_jobs.export_finish import ExportSummary, finish_export, listed_case_files, read_summary
-from beam_jobs.launch import check_reachable, load_cohort_rows, normalise_output, pipeline_options
+from beam_jobs.export_finish import ExportSummary, FinishFn, listed_case_files, read_summary
+from beam_jobs.launch import (
+    Submitted,
+    check_output,
+    check_reachable,
+    check_runner_setup,
+    first_line,
+    hand_over,
+    load_cohort_rows,
+    normalise_output,
+    pipeline_options,
+    take_lock,
+    wait_for_job,
+)
 from beam_jobs.options import INTERRUPTED, UsageError, split_beam_args
 from beam_jobs.publish import RunFailed
 from beam_jobs.store import ResultStore
@@ -59,9 +71,20 @@ def build(
     sources: Mapping[str, SeriesSource],
     dataset_name: str,
     progress_dir: str | None,
+    lock_token: str,
+    job_holds_lock: bool = False,
 ) -> beam.PCollection:
-    """Wire the export into ``p``; returns the finished dataset's summary (one element)."""
-    fn = ExportCaseFn(config, store=store, total=len(pending), progress_dir=progress_dir, started=time.time())
+    """Wire the export into ``p``; returns the finished dataset's summary (one element).
+    ``lock_token``: the run's lock, which the finish step checks; ``job_holds_lock``: the job runs
+    without its launcher, so its workers keep the lock alive and the finish step releases it."""
+    fn = ExportCaseFn(
+        config,
+        store=store,
+        total=len(pending),
+        progress_dir=progress_dir,
+        started=time.time(),
+        lock_token=lock_token if job_holds_lock else None,
+    )
     done, crashed = (
         p
         | "Cases" >> beam.Create(list(pending), reshuffle=False)
@@ -74,20 +97,26 @@ def build(
         | "Merge" >> beam.Flatten()
         | "AllCases" >> beam.combiners.Count.Globally()
         | "Finish"
-        >> beam.Map(
-            finish_export,
-            config=config,
-            plan=list(plan),
-            store=store,
-            sources=dict(sources),
-            release=idc_release(),
-            dataset_name=dataset_name,
+        >> beam.ParDo(
+            FinishFn(
+                config=config,
+                plan=list(plan),
+                store=store,
+                sources=dict(sources),
+                release=idc_release(),
+                dataset_name=dataset_name,
+                lock_token=lock_token,
+                job_holds_lock=job_holds_lock,
+            )
         )
     )
 
 
-def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> ExportSummary:
-    """Export the cohort; return the summary of the finished dataset."""
+def run(
+    argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None
+) -> ExportSummary | Submitted:
+    """Export the cohort: locally, to the end, returning the summary of the finished dataset; on a
+    remote runner, submit the job (which finishes the dataset itself) and hand it the lock."""
     args, beam_args = split_beam_args(make_parser(), list(argv or []))
     try:
         name = dataset_folder_name(args.dataset_id, args.dataset_name)
@@ -100,13 +129,27 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             f"--series-timeout {args.series_timeout:g}, --series-memory-gb {args.series_memory_gb:g}, "
             f"--workers {args.workers}: expected a positive time, a memory limit >= 0 and >= 1 worker"
         )
+    output = normalise_output(args.output)
+    check_output(output)
+    runner = options.view_as(StandardOptions).runner
+    is_local = runner in StandardOptions.LOCAL_RUNNERS
+    dry_run = bool(options.view_as(TestOptions).dry_run)
+    check_runner_setup(
+        options,
+        runner,
+        output=output,
+        output_as_given=args.output,
+        reads=[args.cohort],
+        what="lnq export-training",
+    )
     rows = load_cohort_rows(args.cohort, annotation=args.annotation, limit=args.limit)
     try:
         plan = plan_cases(rows, test_annotation=args.test_annotation)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    dataset = f"{normalise_output(args.output)}/{name}"
-    _check_no_other_dataset_with_id(normalise_output(args.output), args.dataset_id, name)
+    dataset = f"{output}/{name}"
+    if not dry_run:
+        _check_no_other_dataset_with_id(output, args.dataset_id, name)
     endpoint = args.s3_endpoint or (GCS_ENDPOINT if is_dataflow(options) else AWS_ENDPOINT)
     fetch = FetchConfig(
         endpoint_url=endpoint, timeout_s=args.fetch_timeout, extra_buckets=tuple(args.allow_bucket)
@@ -120,7 +163,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             "--partial-background none with --test-annotation full: the training cases have no "
             "background label at all (only full cases do, and they are the test set)"
         )
-    is_local = options.view_as(StandardOptions).runner in StandardOptions.LOCAL_RUNNERS
     sources = series_sources(p.ct_series_instance_uid for p in plan)
     with run_folder(args.work_dir if is_local or args.work_dir else None) as work:
         config = ExportConfig(
@@ -134,7 +176,27 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             work_dir=work if is_local else args.work_dir,
             test_annotation=args.test_annotation,
         )
-        with lock.acquire(dataset):
+        graph = functools.partial(
+            build,
+            test_pipeline or beam.Pipeline(options=options),
+            config=config,
+            plan=plan,
+            sources=sources,
+            dataset_name=args.dataset_name,
+        )
+        if dry_run:  # nothing is submitted: the dataset is not locked, nor looked at
+            graph(
+                list(zip(rows, plan, strict=True)),
+                store=case_store(dataset, config.key()),
+                progress_dir=None,
+                lock_token="dry-run",
+                job_holds_lock=True,
+            ).pipeline.run()
+            return Submitted(
+                f"dry run: the {runner} export of {len(plan)} cohort rows was built and checked; "
+                "nothing was submitted"
+            )
+        with take_lock(dataset) as held:
             store = case_store(dataset, config.key())
             done = set() if args.fresh else _finished(store, dataset, plan)
             pending = [
@@ -154,24 +216,34 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             progress = os.path.join(work, "progress") if is_local else None
             if progress:
                 os.makedirs(progress)
-            p = test_pipeline or beam.Pipeline(options=options)
-            build(
-                p,
+            job = graph(
                 pending,
-                config=config,
-                plan=plan,
                 store=store,
-                sources=sources,
-                dataset_name=args.dataset_name,
                 progress_dir=progress,
-            )
+                lock_token=held.token,
+                job_holds_lock=not is_local,
+            ).pipeline
+            if not is_local:
+                handed = hand_over(
+                    job,
+                    options,
+                    held,
+                    n_rows=len(plan),
+                    output_as_given=f"{args.output.rstrip('/')}/{name}",
+                    publishes="finishes the dataset",
+                    wait=args.wait,
+                )
+                if isinstance(handed, Submitted):
+                    return handed
+                wait_for_job(handed, runner, dataset, held.token, resume="finished cases are kept")
+                return read_summary(dataset, len(plan))
             try:
-                p.run().wait_until_finish()
+                job.run().wait_until_finish()
             except Exception as exc:  # the runner's own failure (or the finish step's), not a case's
                 if INTERRUPTED.is_set():
                     raise KeyboardInterrupt from exc
                 raise RunFailed(
-                    f"the export failed: {_first_line(exc)}; finished cases are kept, run again to resume"
+                    f"the export failed: {first_line(exc)}; finished cases are kept, run again to resume"
                 ) from exc
             return read_summary(dataset, len(plan))
 
@@ -204,8 +276,3 @@ def _check_no_other_dataset_with_id(output: str, dataset_id: int, name: str) -> 
             f"{output} already holds {others[0]} with dataset id {dataset_id}; nnU-Net needs one folder "
             "per id: choose another --dataset-id or --output"
         )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

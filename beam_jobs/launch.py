@@ -99,10 +99,6 @@ class RunPlan:
     def dry_run(self) -> bool:
         return bool(self.options.view_as(TestOptions).dry_run)
 
-    @property
-    def template_location(self) -> str | None:
-        return self.options.view_as(GoogleCloudOptions).template_location
-
 
 # ---- 1. the plan ---------------------------------------------------------------------------------
 
@@ -225,6 +221,40 @@ def _check_beam_options(options: PipelineOptions, runner: str) -> None:
         raise UsageError("Beam options: " + "; ".join(" ".join(e.split()) for e in errors))
 
 
+def check_runner_setup(
+    options: PipelineOptions,
+    runner: str,
+    *,
+    output: str,
+    output_as_given: str,
+    reads: list[str | None],
+    what: str,
+) -> None:
+    """What a job needs of its runner before anything is touched: a remote runner writes to Cloud
+    Storage and passes Beam's own validation; credentials are prepared for whatever the launcher
+    (or, for a dry run, only the reads) will touch. ``what``: the command, for messages."""
+    is_local = runner in StandardOptions.LOCAL_RUNNERS
+    if not is_local and not is_gcs(output):
+        raise UsageError(
+            f"--output {output_as_given}: a {runner} job writes to Cloud Storage (gs://BUCKET/FOLDER)"
+        )
+    dry_run = bool(options.view_as(TestOptions).dry_run)
+    if dry_run and is_local:
+        raise UsageError(
+            f"--dry_run: only Dataflow checks a job without running it; {runner} would run it (leave out "
+            "--dry_run, or add --runner DataflowRunner)"
+        )
+    touched = list(reads)
+    if not dry_run:
+        touched.append(output)
+        if not is_local:
+            touched.append(options.view_as(GoogleCloudOptions).temp_location or "gs://")
+    if credentials.needs_credentials(*touched):  # before Beam's validation: it may look at buckets
+        credentials.prepare_credentials(what=f"{what} on {runner} with {output}")
+    if not is_local:
+        _check_beam_options(options, runner)
+
+
 def make_plan(argv: list[str]) -> RunPlan:
     args, beam_args = split_beam_args(make_parser(), list(argv))
     output = normalise_output(args.output)
@@ -254,26 +284,18 @@ def make_plan(argv: list[str]) -> RunPlan:
             f"--series-timeout {args.series_timeout:g}, --series-memory-gb {args.series_memory_gb:g}, "
             f"--workers {args.workers}: expected a positive time, a memory limit >= 0 and >= 1 worker"
         )
-    is_local = runner in StandardOptions.LOCAL_RUNNERS
-    if not is_local:
-        if not is_gcs(output):
-            raise UsageError(
-                f"--output {args.output}: a {runner} job writes to Cloud Storage (gs://BUCKET/FOLDER)"
-            )
-        if spec is not None and not is_gcs(spec.path):
-            raise UsageError(
-                f"--model {args.model}: a {runner} job's workers read the model from Cloud Storage (gs://...)"
-            )
-    dry_run = bool(options.view_as(TestOptions).dry_run)
-    touched = [args.cohort, None if spec is None else spec.path]
-    if not dry_run:
-        touched.append(output)
-        if not is_local:
-            touched.append(options.view_as(GoogleCloudOptions).temp_location or "gs://")
-    if credentials.needs_credentials(*touched):  # before Beam's validation: it may look at buckets
-        credentials.prepare_credentials(what=f"lnq run on {runner} with {output}")
-    if not is_local:
-        _check_beam_options(options, runner)
+    if runner not in StandardOptions.LOCAL_RUNNERS and spec is not None and not is_gcs(spec.path):
+        raise UsageError(
+            f"--model {args.model}: a {runner} job's workers read the model from Cloud Storage (gs://...)"
+        )
+    check_runner_setup(
+        options,
+        runner,
+        output=output,
+        output_as_given=args.output,
+        reads=[args.cohort, None if spec is None else spec.path],
+        what="lnq run",
+    )
     rows = load_cohort_rows(args.cohort, annotation=args.annotation, limit=args.limit)
     fetch = FetchConfig(
         endpoint_url=args.s3_endpoint or (GCS_ENDPOINT if is_dataflow(options) else AWS_ENDPOINT),
@@ -386,7 +408,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         new_output = not plan.fresh and not ResultStore(plan.output, key).done()
         if new_output or plan.fresh:
             preflight(plan, plan.rows, shared)
-        with _take_lock(plan.output) as held:
+        with take_lock(plan.output) as held:
             try:
                 check_bookkeeping(plan.output)
             except OutsideOutput as exc:
@@ -417,7 +439,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             return _submit(p, plan, request, held)
 
 
-def _take_lock(output: str) -> lock.OutputLock:
+def take_lock(output: str) -> lock.OutputLock:
     """The output's lock; a lock that cannot be written (a full disk, no permission) is one line."""
     try:
         return lock.acquire(output, job_state=_lock_job_state)
@@ -516,17 +538,46 @@ def _submit(
     p: beam.Pipeline, plan: RunPlan, request: PublishRequest, held: lock.OutputLock
 ) -> RunSummary | Submitted:
     """Hand the job to its runner and the lock to the job."""
+    tables = f"{plan.output_as_given}/series/, nodes/ and errors/"
+    handed = hand_over(
+        p,
+        plan.options,
+        held,
+        n_rows=len(plan.rows),
+        output_as_given=plan.output_as_given,
+        publishes=f"publishes {tables}",
+        wait=plan.wait,
+    )
+    if isinstance(handed, Submitted):
+        return handed
+    wait_for_job(handed, plan.runner, plan.output, request.token, resume="finished series are kept")
+    return _published_summary(plan, request)
+
+
+def hand_over(
+    p: beam.Pipeline,
+    options: PipelineOptions,
+    held: lock.OutputLock,
+    *,
+    n_rows: int,
+    output_as_given: str,
+    publishes: str,
+    wait: bool,
+) -> Submitted | beam.runners.runner.PipelineResult:
+    """Submit ``p`` to a runner that runs it without this process and hand the output's lock to
+    the job (its workers keep it, its last step releases it). A :class:`Submitted` when this
+    process does not wait (a flex template's job file, ``--no-wait``); else the job's result, to
+    wait for with :func:`wait_for_job`. ``publishes``: what the job's last step does."""
+    runner = options.view_as(StandardOptions).runner
     try:
         result = p.run()
     except Exception as exc:  # refused: bad project, no permission, quota...
-        raise RunFailed(
-            f"{plan.runner} did not take the job: {first_line(exc)}; nothing was submitted"
-        ) from exc
-    cloud = plan.options.view_as(GoogleCloudOptions)
-    job_id = result.job_id() if getattr(result, "has_job", False) else None  # type: ignore[attr-defined]
+        raise RunFailed(f"{runner} did not take the job: {first_line(exc)}; nothing was submitted") from exc
+    cloud = options.view_as(GoogleCloudOptions)
+    job_id = _job_id(result)
     held.hand_to_job(
         lock.JobHandle(
-            runner=plan.runner,
+            runner=runner,
             handed_at=lock.utc_now(),
             job_id=job_id,
             job_name=cloud.job_name,
@@ -534,28 +585,37 @@ def _submit(
             region=cloud.region,
         )
     )
-    n = len(plan.rows)
-    tables = f"{plan.output_as_given}/series/, nodes/ and errors/"
-    if plan.template_location:
+    if cloud.template_location:
         return Submitted(
-            f"wrote the job file {plan.template_location} ({n} cohort rows); the job holds the lock of "
-            f"{plan.output_as_given} and publishes {tables} as its last step"
+            f"wrote the job file {cloud.template_location} ({n_rows} cohort rows); the job holds the lock "
+            f"of {output_as_given} and {publishes} as its last step"
         )
-    if not plan.wait:
+    if not wait:
         return Submitted(
-            f"submitted {plan.runner} job {job_id} ({n} cohort rows); it publishes {tables} as its last step"
+            f"submitted {runner} job {job_id} ({n_rows} cohort rows); it {publishes} as its last step"
         )
-    logger.info("waiting for %s job %s", plan.runner, job_id)
+    return result
+
+
+def _job_id(result: beam.runners.runner.PipelineResult) -> str | None:
+    """A Dataflow job's id; None for a job file (a template) or a runner without ids."""
+    return result.job_id() if getattr(result, "has_job", False) else None  # type: ignore[attr-defined]
+
+
+def wait_for_job(
+    result: beam.runners.runner.PipelineResult, runner: str, output: str, token: str, *, resume: str
+) -> None:
+    """Wait for a submitted job; one that does not end DONE is a :class:`RunFailed` (and its lock,
+    which it can no longer release, is released here)."""
+    job_id = _job_id(result)
+    logger.info("waiting for %s job %s", runner, job_id)
     try:
         state = result.wait_until_finish()
     except Exception as exc:
         state = f"failed ({first_line(exc)})"
     if str(state).rsplit(".", 1)[-1] != "DONE":
-        lock.release_token(plan.output, request.token)  # the job is over: its lock goes with it
-        raise RunFailed(
-            f"{plan.runner} job {job_id} ended {state}; finished series are kept: run again to resume"
-        )
-    return _published_summary(plan, request)
+        lock.release_token(output, token)  # the job is over: its lock goes with it
+        raise RunFailed(f"{runner} job {job_id} ended {state}; {resume}: run again to resume")
 
 
 def _dry_run(

@@ -58,15 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         memory_help="each isolated process of one series, and the memory the model host may hold per "
         "series above its own",
     )
-    cloud = add_dataflow_group(parser, unit="series")
+    cloud = add_dataflow_group(parser, unit="series", finish="publishes the tables")
     cloud.add_argument("--gpu", help="GPU per worker VM, TYPE[:COUNT], e.g. nvidia-l4:1 (Dataflow only)")
-    cloud.add_argument(
-        "--wait",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="on a remote runner, wait for the job to end and print its summary (--no-wait: submit "
-        "and exit 0; the job publishes the tables itself). A flex template or a dry run never waits",
-    )
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model",

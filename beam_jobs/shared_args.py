@@ -72,13 +72,21 @@ def add_limit_arguments(
     )
 
 
-def add_dataflow_group(parser: argparse.ArgumentParser, *, unit: str) -> argparse._ArgumentGroup:
-    """The Dataflow group, with ``--series-per-worker``; the caller may add its own options to it."""
+def add_dataflow_group(parser: argparse.ArgumentParser, *, unit: str, finish: str) -> argparse._ArgumentGroup:
+    """The Dataflow group, with ``--series-per-worker`` and ``--wait`` (``finish``: what the job's
+    last step does); the caller may add its own options to it."""
     cloud = parser.add_argument_group("Dataflow")
     cloud.add_argument(
         "--series-per-worker",
         type=int,
         default=2,
         help=f"{unit} in flight per worker VM (number_of_worker_harness_threads; bounds memory)",
+    )
+    cloud.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help=f"on a remote runner, wait for the job to end and print its summary (--no-wait: submit "
+        f"and exit 0; the job {finish} itself). A flex template or a dry run never waits",
     )
     return cloud

@@ -288,22 +288,14 @@ def test_usage_mistakes_touch_nothing(cohort, tmp_path: Path, capsys) -> None:  
     assert "--partial-background" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_the_dataset_is_finished_by_a_step_of_the_pipeline(cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The finish is the pipeline's last step, fed by every case (so a Dataflow job finishes its
-    dataset itself): its summary comes out of the pipeline, and the dataset is complete when the
-    pipeline is."""
-    from apache_beam.testing.test_pipeline import TestPipeline
-    from apache_beam.testing.util import assert_that, equal_to
-
+def _export_pipeline(p, rows, dataset: str, tmp_path: Path, *, token: str, job_holds_lock: bool):  # type: ignore[no-untyped-def]
+    """The export's pipeline on ``rows`` (all pending), as the launcher builds it."""
     from pipeline.fetch.s5cmd import FetchConfig
     from pipeline.isolation import Limits
     from pipeline.training.cases import plan_cases
     from pipeline.training.settings import KnownBackground
 
-    _, rows, _ = cohort
-    dataset = str(tmp_path / DATASET)
-    plan = plan_cases(rows[:2], test_annotation="full")
+    plan = plan_cases(rows, test_annotation="full")
     config = export_training.ExportConfig(
         dataset=dataset,
         fetch=FetchConfig(),
@@ -312,22 +304,64 @@ def test_the_dataset_is_finished_by_a_step_of_the_pipeline(cohort, tmp_path: Pat
         work_dir=str(tmp_path),
         test_annotation="full",
     )
+    return export_training.build(
+        p,
+        list(zip(rows, plan, strict=True)),
+        config=config,
+        plan=plan,
+        store=export_cases.case_store(dataset, config.key()),
+        sources={},
+        dataset_name="LNQ",
+        progress_dir=None,
+        lock_token=token,
+        job_holds_lock=job_holds_lock,
+    )
+
+
+@pytest.mark.slow
+def test_a_job_handed_the_lock_finishes_the_dataset_and_releases_it(cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """On Dataflow the launcher hands the dataset's lock to the job and returns: the finish is the
+    pipeline's last step, fed by every case, and releases the lock. Run here as that job runs."""
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from beam_jobs import lock
+
+    _, rows, _ = cohort
+    dataset = str(tmp_path / DATASET)
+    held = lock.acquire(dataset)
+    held.hand_to_job(lock.JobHandle(runner="DataflowRunner", handed_at=lock.utc_now(), job_id="2026-12-05_1"))
+    held.release()  # the launcher has exited: the lock stays, the job's
+    assert (tmp_path / DATASET / "_lnq" / "lock.json").is_file()
     with TestPipeline(runner="FnApiRunner") as p:
-        summary = export_training.build(
-            p,
-            list(zip(rows[:2], plan, strict=True)),
-            config=config,
-            plan=plan,
-            store=export_cases.case_store(dataset, config.key()),
-            sources={},
-            dataset_name="LNQ",
-            progress_dir=None,
-        )
+        summary = _export_pipeline(p, rows[:2], dataset, tmp_path, token=held.token, job_holds_lock=True)
         expected = export_training.ExportSummary(
             n_cohort=2, n_ok=2, n_failed=0, n_training=1, n_test=1, dataset=dataset
         )
         assert_that(summary, equal_to([expected]))
     assert json.loads((tmp_path / DATASET / "dataset.json").read_text())["numTraining"] == 1
+    assert not (tmp_path / DATASET / "_lnq" / "lock.json").exists()  # released by the job
+
+
+@pytest.mark.slow
+def test_a_job_whose_lock_was_taken_over_does_not_finish_the_dataset(cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """When another run took the dataset over (the job's lock went stale), the job's last step
+    refuses to write dataset.json over it: the pipeline fails naming the lock."""
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from beam_jobs import lock
+
+    _, rows, _ = cohort
+    dataset = str(tmp_path / DATASET)
+    other = lock.acquire(dataset)
+    try:
+        with pytest.raises(Exception, match="no longer holds the lock"):
+            with TestPipeline(runner="FnApiRunner") as p:
+                _export_pipeline(p, rows[:1], dataset, tmp_path, token="an-older-run", job_holds_lock=True)
+        assert not (tmp_path / DATASET / "dataset.json").exists()
+        assert (tmp_path / DATASET / "_lnq" / "lock.json").is_file()  # still the other run's
+    finally:
+        other.release()
 
 
 @pytest.mark.slow
@@ -418,6 +452,8 @@ def test_the_job_is_built_for_remote_workers(cohort) -> None:  # type: ignore[no
         sources={},
         dataset_name="LNQ",
         progress_dir=None,
+        lock_token="handed-to-the-job",
+        job_holds_lock=True,
     )
     proto = p.to_runner_api()
     names = {t.unique_name.split("/")[0] for t in proto.components.transforms.values()}

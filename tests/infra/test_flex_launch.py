@@ -180,3 +180,88 @@ def test_an_installed_package_without_an_image_is_refused(monkeypatch, capsys) -
         "lnq run: error: Dataflow workers would get no lnq code: pass --sdk_container_image=IMAGE "
         "(the worker image, `make image`) or run from a checkout (its setup.py is shipped)"
     ]
+
+
+@pytest.mark.slow
+def test_the_template_launches_the_training_export(  # type: ignore[no-untyped-def]
+    gcs_bucket: str, launch_cohort: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """command=export-training: the same launch writes the export's job file, hands the dataset's
+    lock to the job (which finishes the dataset as its last step) and writes nothing else."""
+    output = f"gs://{gcs_bucket}/training/flex"
+    parameters = {
+        "command": "export-training",
+        "cohort": launch_cohort,
+        "output": output,
+        "s3_endpoint": s3_endpoint,
+        "dataset_id": "502",
+        "partial_background": "none",
+        "gpu": "",  # as a form that lists every parameter sends it
+        "fresh": "false",
+    }
+    done = _launch(parameters, tmp_path / "export.json", gcs_bucket)
+    assert done.returncode == 0, done.stderr[-3000:]
+    dataset = f"{output}/Dataset502_LNQ"
+    assert (
+        f"wrote the job file {tmp_path / 'export.json'} (1 cohort rows); the job holds the lock of {dataset}"
+        in (done.stdout)
+    )
+    assert "finishes the dataset as its last step" in done.stdout
+    written = [m.path for m in FileSystems.match([f"{output}/**"])[0].metadata_list]
+    assert written == [f"{dataset}/_lnq/lock.json"]
+    with FileSystems.open(f"{dataset}/_lnq/lock.json") as f:
+        held = json.loads(f.read())
+    assert held["job"]["runner"] == "DataflowRunner" and held["job"]["region"] == "us-central1"
+    job = json.loads((tmp_path / "export.json").read_text())
+    (pool,) = job["environment"]["workerPools"]
+    assert pool["workerHarnessContainerImage"] == IMAGE
+    assert not job["environment"].get("serviceOptions")  # the export runs on CPU workers
+
+    again = _launch(parameters, tmp_path / "again.json", gcs_bucket)
+    assert again.returncode == 1, again.stderr[-2000:]
+    assert "is being written by a DataflowRunner job" in again.stderr
+    refused = _launch({**parameters, "model": "nnunet:gs://b/m"}, tmp_path / "refused.json", gcs_bucket)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "lnq flex template: error: parameter model is not an option of lnq export-training "
+        "(command=export-training); leave it out or empty"
+    )
+
+
+@pytest.mark.slow
+def test_a_dry_run_of_the_export_on_dataflow_exits_0_and_touches_nothing(  # type: ignore[no-untyped-def]
+    gcs_bucket: str, launch_cohort: str, capsys
+) -> None:
+    output = f"gs://{gcs_bucket}/training/dry"
+    cloud = [
+        "--project",
+        "my-project",
+        "--region",
+        "us-central1",
+        "--temp_location",
+        f"gs://{gcs_bucket}/tmp",
+    ]
+    code = main(
+        ["export-training", "--cohort", launch_cohort, "--output", output, "--runner", "DataflowRunner"]
+        + ["--dry_run", "True", *cloud]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert (
+        "dry run: the DataflowRunner export of 1 cohort rows was built and checked; nothing was submitted"
+        in out
+    )
+    assert not FileSystems.match([f"{output}/**"])[0].metadata_list
+
+
+@pytest.mark.parametrize("command", ["run", "export-training"])
+def test_a_dry_run_on_the_local_runner_is_refused(command: str, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Only Dataflow checks a job without running it: a local runner would run it."""
+    code = main([command, "--output", str(tmp_path / "out"), "--dry_run", "True"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == [
+        f"lnq {command}: error: --dry_run: only Dataflow checks a job without running it; FnApiRunner "
+        "would run it (leave out --dry_run, or add --runner DataflowRunner)"
+    ]
+    assert not (tmp_path / "out").exists()

@@ -8,8 +8,16 @@ import sys
 from pathlib import Path
 
 import apache_beam
+import pytest
 
-from beam_jobs.flex_main import OWN_OPTIONS, translate
+from beam_jobs.flex_main import (
+    COMMAND_OPTIONS,
+    OWN_OPTIONS,
+    SHARED_OPTIONS,
+    ParameterError,
+    split_command,
+    translate,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = (REPO / "containers" / "worker" / "Dockerfile").read_text()
@@ -38,7 +46,7 @@ def test_image_carries_the_beam_sdk_at_the_launching_version() -> None:
 def test_every_template_parameter_is_described_and_understood() -> None:
     names = [p["name"] for p in METADATA["parameters"]]
     assert len(names) == len(set(names))
-    assert set(names) == {*OWN_OPTIONS, "sdk_container_image"}  # the worker image: a Beam option
+    assert set(names) == {*OWN_OPTIONS, "command", "sdk_container_image"}  # the image: a Beam option
     for p in METADATA["parameters"]:
         assert p["label"] and len(p["helpText"]) > 20 and "isOptional" in p, p["name"]
         for regex in p.get("regexes", []):
@@ -69,6 +77,73 @@ def test_parameters_translate_to_lnq_run_options() -> None:
     assert args.s3_endpoint == "https://storage.googleapis.com" and args.series_per_worker == 3
     assert args.folds == ["0", "1"] and args.tta is False and args.step_size == 0.5
     assert beam_args == ["--runner=DataflowRunner"]
+
+
+def _parser_options(command: str) -> set[str]:
+    from beam_jobs.export_args import make_parser as export_parser
+    from beam_jobs.run_args import make_parser as run_parser
+
+    parser = run_parser() if command == "run" else export_parser()
+    return {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+
+
+def test_every_parameter_is_an_option_of_the_command_it_is_declared_for() -> None:
+    """Both commands take the shared parameters; each its own; none of the other's only ones."""
+    for command, own in COMMAND_OPTIONS.items():
+        options = _parser_options(command)
+        for name in (*SHARED_OPTIONS, *own):
+            assert f"--{name.replace('_', '-')}" in options, (command, name)
+        (other,) = [names for c, names in COMMAND_OPTIONS.items() if c != command]
+        assert not {f"--{n.replace('_', '-')}" for n in other} & options, command
+    (command,) = [p for p in METADATA["parameters"] if p["name"] == "command"]
+    assert all(re.fullmatch(command["regexes"][0], c) for c in (*COMMAND_OPTIONS, ""))
+
+
+def test_the_command_parameter_picks_the_job_and_refuses_the_other_jobs_options() -> None:
+    from beam_jobs.export_args import make_parser
+
+    command, rest = split_command(
+        [
+            "--command=export-training",
+            "--output=gs://b/t",
+            "--dataset_id=502",
+            "--partial_background=none",
+            "--air_below_hu=-600",
+            "--gpu=",
+            "--fresh=true",
+        ]
+    )
+    assert command == "export-training"
+    args, beam_args = make_parser().parse_known_args(translate(rest, command))
+    assert (args.dataset_id, args.partial_background, args.air_below_hu, args.fresh) == (
+        502,
+        "none",
+        -600,
+        True,
+    )
+    assert beam_args == ["--runner=DataflowRunner"]  # the DAG's empty gpu= is not passed on
+    assert split_command(["--output=gs://b/r", "--command="]) == ("run", ["--output=gs://b/r"])
+    assert translate(["--output=gs://b/t", "--report=false", "--model="], "export-training") == [
+        "--output=gs://b/t",
+        "--runner=DataflowRunner",
+    ]
+    with pytest.raises(ParameterError, match="parameter model is not an option of lnq export-training"):
+        translate(["--output=gs://b/t", "--model=nnunet:gs://b/m"], "export-training")
+    with pytest.raises(ParameterError, match="parameter dataset_id is not an option of lnq run"):
+        translate(["--output=gs://b/r", "--dataset_id=502"], "run")
+    with pytest.raises(ParameterError, match="command=train: expected one of run, export-training"):
+        split_command(["--command=train"])
+
+
+def test_a_refused_parameter_is_one_line_and_exit_2(capsys) -> None:  # type: ignore[no-untyped-def]
+    from beam_jobs.flex_main import main
+
+    assert main(["--command=export-training", "--output=gs://b/t", "--tta=true"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "lnq flex template: error: parameter tta is not an option of lnq export-training "
+        "(command=export-training); leave it out or empty"
+    ]
 
 
 def test_switch_parameters_become_flags() -> None:
