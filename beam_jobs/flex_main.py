@@ -62,12 +62,16 @@ class ParameterError(ValueError):
 
 def split_command(argv: list[str]) -> tuple[str, list[str]]:
     """The ``--command=`` parameter (``run`` when absent or empty) and the other arguments."""
-    command, rest = "run", []
+    given: list[str] = []
+    rest = []
     for arg in argv:
         if arg.startswith("--command="):
-            command = arg.split("=", 1)[1].strip() or "run"
+            given.append(arg.split("=", 1)[1].strip() or "run")
         else:
             rest.append(arg)
+    if len(set(given)) > 1:
+        raise ParameterError(f"command given {len(given)} times ({', '.join(given)}): give it once")
+    command = given[0] if given else "run"
     if command not in COMMANDS:
         raise ParameterError(f"command={command}: expected one of {', '.join(COMMANDS)}")
     return command, rest

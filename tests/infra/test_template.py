@@ -186,3 +186,10 @@ def test_the_image_is_built_with_the_launching_beam_and_a_small_context() -> Non
     assert {".venv/", ".venv-airflow/", ".tools/", ".git/"} <= set(ignored)
     for copied in re.findall(r"^COPY (?!--)(\S+)", DOCKERFILE, re.M):
         assert f"{copied}/" not in ignored and copied not in ignored, copied
+
+
+def test_a_command_given_twice_differently_is_refused() -> None:
+    """Two different commands: neither is silently the one that runs."""
+    with pytest.raises(ParameterError, match="command given 2 times"):
+        split_command(["--command=export-training", "--output=gs://b/t", "--command=run"])
+    assert split_command(["--command=run", "--command=run"]) == ("run", [])
