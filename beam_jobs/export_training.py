@@ -185,13 +185,17 @@ def run(
             dataset_name=args.dataset_name,
         )
         if dry_run:  # nothing is submitted: the dataset is not locked, nor looked at
-            graph(
+            job = graph(
                 list(zip(rows, plan, strict=True)),
                 store=case_store(dataset, config.key()),
                 progress_dir=None,
                 lock_token="dry-run",
                 job_holds_lock=True,
-            ).pipeline.run()
+            ).pipeline
+            try:
+                job.run()
+            except Exception as exc:
+                raise RunFailed(f"{runner} dry run failed: {first_line(exc)}") from exc
             return Submitted(
                 f"dry run: the {runner} export of {len(plan)} cohort rows was built and checked; "
                 "nothing was submitted"

@@ -460,3 +460,34 @@ def test_the_job_is_built_for_remote_workers(cohort) -> None:  # type: ignore[no
     assert {"Cases", "Spread", "Export", "DeadLetters", "AllCases", "Finish"} <= names
     restored = beam.Pipeline.from_runner_api(proto, p.runner, p._options)
     assert restored.to_runner_api().components.transforms.keys() == proto.components.transforms.keys()
+
+
+def _one_case_cohort(phantom: Phantom, tmp_path: Path) -> Path:
+    row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
+    return _write_cohort(tmp_path / "cohort.parquet", [row])
+
+
+DATAFLOW_DRY_RUN = [
+    "--runner",
+    "DataflowRunner",
+    "--region",
+    "us-central1",
+    "--temp_location",
+    "gs://bkt-x/tmp",
+    "--dry_run",
+    "True",
+]
+
+
+def test_a_failed_dataflow_dry_run_is_one_line_and_exit_1(phantom: Phantom, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """As lnq run's: Beam's own refusal of the job (here a --setup_file that is not there) is one line
+    naming the dry run, exit 1, not a traceback."""
+    cohort = _one_case_cohort(phantom, tmp_path)
+    code = main(
+        ["export-training", "--cohort", str(cohort), "--output", "gs://bkt-x/training"]
+        + [*DATAFLOW_DRY_RUN, "--project", "my-project", "--setup_file", str(tmp_path / "no" / "setup.py")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("lnq export-training: error: DataflowRunner dry run failed: The file ")
+
