@@ -230,9 +230,11 @@ def check_runner_setup(
     reads: list[str | None],
     what: str,
 ) -> None:
-    """What a job needs of its runner before anything is touched: a remote runner writes to Cloud
-    Storage and passes Beam's own validation; credentials are prepared for whatever the launcher
-    (or, for a dry run, only the reads) will touch. ``what``: the command, for messages."""
+    """What a job needs of its runner before anything is touched: a well-formed project id; a remote
+    runner writes to Cloud Storage and passes Beam's own validation; credentials are prepared for
+    whatever the launcher (or, for a dry run, only the reads) will touch. ``what``: the command, for
+    messages."""
+    credentials.check_project(options.view_as(GoogleCloudOptions).project)
     is_local = runner in StandardOptions.LOCAL_RUNNERS
     if not is_local and not is_gcs(output):
         raise UsageError(
@@ -278,7 +280,6 @@ def make_plan(argv: list[str]) -> RunPlan:
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     runner = options.view_as(StandardOptions).runner or LOCAL_RUNNER
-    credentials.check_project(options.view_as(GoogleCloudOptions).project)
     if args.series_timeout <= 0 or args.series_memory_gb < 0 or args.workers < 1:
         raise UsageError(
             f"--series-timeout {args.series_timeout:g}, --series-memory-gb {args.series_memory_gb:g}, "

@@ -491,3 +491,28 @@ def test_a_failed_dataflow_dry_run_is_one_line_and_exit_1(phantom: Phantom, tmp_
     assert code == 1
     assert err[-1].startswith("lnq export-training: error: DataflowRunner dry run failed: The file ")
 
+
+def test_a_malformed_project_id_is_refused_as_lnq_run_refuses_it(
+    phantom: Phantom, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """A project id Google Cloud would refuse is a usage error before anything is built, for the
+    export as for lnq run (whose dry run refuses it too): not a dry run that says all is well."""
+    cohort = _one_case_cohort(phantom, tmp_path)
+    for command in ("export-training", "run"):
+        code = main(
+            [
+                command,
+                "--cohort",
+                str(cohort),
+                "--output",
+                "gs://bkt-x/o",
+                *DATAFLOW_DRY_RUN,
+                "--project",
+                "abc",
+            ]
+        )
+        out, err = capsys.readouterr()
+        assert code == 2, (command, out)
+        assert err.strip().splitlines() == [
+            f"lnq {command}: error: project 'abc' is not a Google Cloud project id"
+        ]
