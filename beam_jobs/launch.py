@@ -170,6 +170,9 @@ def pipeline_options(
     if runner is None:
         runner = LOCAL_RUNNER
         args.append(f"--runner={LOCAL_RUNNER}")
+    elif canonical_runner(runner) != runner:  # checks by name must see what Beam will run
+        runner = canonical_runner(runner)
+        args.append(f"--runner={runner}")
     if runner in StandardOptions.LOCAL_RUNNERS and workers > 1 and not _names_mode(args):
         # threads: each series' work runs in isolated child processes already, and threads start
         # at once, share the loaded model and log without Beam's wrapping (multi_processing was
@@ -185,6 +188,16 @@ def pipeline_options(
     elif gpu:
         raise ValueError("--gpu asks Dataflow for GPU workers; locally use --device cuda")
     return PipelineOptions(args)
+
+
+def canonical_runner(name: str) -> str:
+    """A runner named as Beam accepts it (any case, ``Runner`` optional, Beam's dotted path: ``direct``,
+    ``dataflow``) in Beam's own spelling (``DirectRunner``, ``DataflowRunner``); other names as given."""
+    short = name.rsplit(".", 1)[-1] if name in StandardOptions.ALL_KNOWN_RUNNERS else name
+    for known in StandardOptions.KNOWN_RUNNER_NAMES:
+        if short.lower() in (known.lower(), known.lower().removesuffix("runner")):
+            return known
+    return name
 
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
@@ -231,9 +244,9 @@ def check_runner_setup(
     what: str,
 ) -> None:
     """What a job needs of its runner before anything is touched: a well-formed project id; a remote
-    runner writes to Cloud Storage and passes Beam's own validation; credentials are prepared for
-    whatever the launcher (or, for a dry run, only the reads) will touch. ``what``: the command, for
-    messages."""
+    runner writes to Cloud Storage and passes Beam's own validation; only Dataflow's dry run checks
+    a job without running it; credentials are prepared for whatever the launcher (or, for a dry
+    run, only the reads) will touch. ``what``: the command, for messages."""
     credentials.check_project(options.view_as(GoogleCloudOptions).project)
     is_local = runner in StandardOptions.LOCAL_RUNNERS
     if not is_local and not is_gcs(output):
@@ -241,7 +254,7 @@ def check_runner_setup(
             f"--output {output_as_given}: a {runner} job writes to Cloud Storage (gs://BUCKET/FOLDER)"
         )
     dry_run = bool(options.view_as(TestOptions).dry_run)
-    if dry_run and is_local:
+    if dry_run and not runner.endswith("DataflowRunner"):  # any other runner would run the job
         raise UsageError(
             f"--dry_run: only Dataflow checks a job without running it; {runner} would run it (leave out "
             "--dry_run, or add --runner DataflowRunner)"
