@@ -164,7 +164,7 @@ class FinishFn(beam.DoFn):
 
     def process(self, n_exported: int) -> Iterator[ExportSummary]:
         dataset = self._finish["config"].dataset
-        lock.ensure_token(dataset, self._lock_token)
+        lock.ensure_token(dataset, self._lock_token, unwritten="the dataset was not finished")
         summary = finish_export(n_exported, **self._finish)
         if self._job_holds_lock and not lock.release_token(dataset, self._lock_token):
             logger.warning("dataset %s: the lock was no longer this export's at the end", dataset)

@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from beam_jobs.dataflow import is_dataflow
 from beam_jobs.export_args import make_parser
 from beam_jobs.export_cases import ExportCaseFn, ExportConfig, case_store, dead_letter_to_case
-from beam_jobs.export_finish import ExportSummary, FinishFn, listed_case_files, read_summary
+from beam_jobs.export_finish import ExportIncomplete, ExportSummary, FinishFn, listed_case_files, read_summary
 from beam_jobs.launch import (
     Submitted,
     check_output,
@@ -39,10 +39,11 @@ from beam_jobs.launch import (
     load_cohort_rows,
     normalise_output,
     pipeline_options,
+    run_job_here,
     take_lock,
     wait_for_job,
 )
-from beam_jobs.options import INTERRUPTED, UsageError, split_beam_args
+from beam_jobs.options import UsageError, split_beam_args
 from beam_jobs.publish import RunFailed
 from beam_jobs.store import ResultStore
 from beam_jobs.work_folder import run_folder
@@ -241,14 +242,13 @@ def run(
                     return handed
                 wait_for_job(handed, runner, dataset, held.token, resume="finished cases are kept")
                 return read_summary(dataset, len(plan))
-            try:
-                job.run().wait_until_finish()
-            except Exception as exc:  # the runner's own failure (or the finish step's), not a case's
-                if INTERRUPTED.is_set():
-                    raise KeyboardInterrupt from exc
-                raise RunFailed(
+            run_job_here(
+                job,
+                otherwise=lambda exc: (
                     f"the export failed: {first_line(exc)}; finished cases are kept, run again to resume"
-                ) from exc
+                ),
+                ours=(ExportIncomplete,),
+            )
             return read_summary(dataset, len(plan))
 
 

@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -207,7 +208,8 @@ def check_output(output: str) -> None:
     """A ``gs://`` output names a bucket and a folder; other schemes are refused."""
     if is_gcs(output):
         bucket, _, folder = output[len("gs://") :].partition("/")
-        if not _BUCKET.fullmatch(bucket) or ".." in folder.split("/") or "//" in folder:
+        parts = folder.split("/") if folder else []
+        if not _BUCKET.fullmatch(bucket) or ".." in parts or "" in parts:
             raise UsageError(f"--output {output}: expected gs://BUCKET/FOLDER with a valid bucket name")
     elif is_remote(output):
         raise UsageError(f"--output {output}: expected a local folder or gs://BUCKET/FOLDER")
@@ -504,31 +506,43 @@ def _request(
     )
 
 
-def _our_failure(exc: BaseException) -> BaseException | None:
-    """The project's own error, or an interruption, inside what a runner raised (Beam wraps a
-    DoFn's exception)."""
+def _our_failure(exc: BaseException, ours: tuple[type[BaseException], ...] = ()) -> BaseException | None:
+    """The project's own error (or one of ``ours``), or an interruption, inside what a runner
+    raised (Beam wraps a DoFn's exception)."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (RunFailed, lock.OutputLocked, OutsideOutput, KeyboardInterrupt)):
+        if isinstance(seen, (RunFailed, lock.OutputLocked, OutsideOutput, KeyboardInterrupt, *ours)):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
 
 
-def _run_here(p: beam.Pipeline, plan: RunPlan, request: PublishRequest) -> RunSummary:
+def run_job_here(
+    p: beam.Pipeline, *, otherwise: Callable[[BaseException], str], ours: tuple[type[BaseException], ...] = ()
+) -> None:
+    """Run ``p`` in this process to its end. A failure is one line: the project's own error (or one
+    of ``ours``) as it said it, without Beam's wrapping; any other is ``otherwise(exc)``; an
+    interruption stays one."""
     try:
         p.run().wait_until_finish()
-    except Exception as exc:  # the runner's own failure, or publishing's: a series' failures are rows
+    except Exception as exc:  # the runner's own failure, or the last step's: a series' failures are rows
         if INTERRUPTED.is_set():  # Beam wrapped the interruption of a DoFn it was running
             raise KeyboardInterrupt from exc
-        ours = _our_failure(exc)
-        if isinstance(ours, KeyboardInterrupt):
+        found = _our_failure(exc, ours)
+        if isinstance(found, KeyboardInterrupt):
             raise KeyboardInterrupt from exc
-        if ours is not None:
-            raise RunFailed(_strip_beam_context(str(ours))) from exc
-        raise RunFailed(
+        if found is not None:
+            raise RunFailed(_strip_beam_context(str(found))) from exc
+        raise RunFailed(otherwise(exc)) from exc
+
+
+def _run_here(p: beam.Pipeline, plan: RunPlan, request: PublishRequest) -> RunSummary:
+    run_job_here(
+        p,
+        otherwise=lambda exc: (
             f"the job failed: {first_line(exc)}; finished series are kept, the published tables are unchanged"
-        ) from exc
+        ),
+    )
     return _published_summary(plan, request)
 
 

@@ -607,14 +607,14 @@ def _held_by(store: _Store, token: str) -> tuple[LockRecord, Any] | None:
     return (record, version) if record.token == token else None
 
 
-def ensure_token(output: str, token: str) -> None:
+def ensure_token(output: str, token: str, *, unwritten: str = "nothing was published") -> None:
     """Raise OutputLocked unless the run of ``token`` still holds the lock of ``output``
-    (the job's last step calls it before publishing)."""
+    (the job's last step calls it before publishing); ``unwritten`` says what was not done."""
     store = _store(output)
     if _held_by(store, token) is None:
         raise OutputLocked(
             f"output {output}: this run no longer holds the lock {store.where} "
-            "(another run took it over, or it was deleted); nothing was published"
+            f"(another run took it over, or it was deleted); {unwritten}"
         )
 
 

@@ -55,6 +55,9 @@ def _one_line(capsys) -> str:  # type: ignore[no-untyped-def]
             "loads from Cloud Storage",
         ),
         (["load-bigquery", "--output", "gs://B/x", "--dataset", "my-project.lnq"], "valid bucket name"),
+        (["load-bigquery", "--output", "gs://bkt//x", "--dataset", "my-project.lnq"], "valid bucket name"),
+        (["run", "--output", "gs://bkt//runs/r"], "expected gs://BUCKET/FOLDER"),
+        (["export-training", "--output", "gs://bkt/a//b"], "expected gs://BUCKET/FOLDER"),
         (["analytics", "--dataset", "my-project.lnq", "--query", "node_burden"], FIX),
         (["analytics", "--dataset", "my-project", "--query", "node_burden"], "is not PROJECT.DATASET"),
         (

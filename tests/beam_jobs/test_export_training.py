@@ -355,7 +355,7 @@ def test_a_job_whose_lock_was_taken_over_does_not_finish_the_dataset(cohort, tmp
     dataset = str(tmp_path / DATASET)
     other = lock.acquire(dataset)
     try:
-        with pytest.raises(Exception, match="no longer holds the lock"):
+        with pytest.raises(Exception, match="no longer holds the lock .*; the dataset was not finished"):
             with TestPipeline(runner="FnApiRunner") as p:
                 _export_pipeline(p, rows[:1], dataset, tmp_path, token="an-older-run", job_holds_lock=True)
         assert not (tmp_path / DATASET / "dataset.json").exists()

@@ -1,7 +1,8 @@
-"""Handing a job to a runner that runs it without the launcher (``beam_jobs.launch.hand_over`` and
-``wait_for_job``), shared by ``lnq run`` and ``lnq export-training``. Dataflow cannot run offline, so
-the runner is a stand-in with Dataflow's result interface (``has_job``, ``job_id()``,
-``wait_until_finish()``); the lock is the real one."""
+"""Running a job here (``beam_jobs.launch.run_job_here``) or handing it to a runner that runs it
+without the launcher (``hand_over`` and ``wait_for_job``), shared by ``lnq run`` and ``lnq
+export-training``. Dataflow cannot run offline, so that runner is a stand-in with Dataflow's result
+interface (``has_job``, ``job_id()``, ``wait_until_finish()``); the lock and the local runner are
+the real ones."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_jobs import lock
-from beam_jobs.launch import Submitted, hand_over, wait_for_job
+from beam_jobs.launch import Submitted, hand_over, run_job_here, wait_for_job
 from beam_jobs.publish import RunFailed
 
 CLOUD = ["--runner=DataflowRunner", "--project=my-project", "--region=europe-west4", "--job_name=lnq-1"]
@@ -116,3 +117,44 @@ def test_a_job_that_does_not_end_done_is_a_failure_and_its_lock_is_released(  # 
         f"DataflowRunner job 2026-12-05_01_02_03-42 {said}; finished cases are kept: run again to resume"
     )
     assert not (Path(out) / "_lnq" / "lock.json").exists()
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def _failing(exc: Exception):  # type: ignore[no-untyped-def]
+    import apache_beam as beam
+
+    def fail(_: int) -> None:
+        raise exc
+
+    p = beam.Pipeline(runner="FnApiRunner")
+    _ = p | beam.Create([1]) | "Finish" >> beam.Map(fail)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("raised", "said"),
+    [
+        (
+            lock.OutputLocked("output /o: this run no longer holds the lock /o/_lnq/lock.json; nothing"),
+            "output /o: this run no longer holds the lock /o/_lnq/lock.json; nothing",
+        ),
+        (_Incomplete("2 of 3 cohort rows have no result"), "2 of 3 cohort rows have no result"),
+        (ZeroDivisionError("division by zero"), "the job failed: "),
+    ],
+    ids=["ours", "named", "other"],
+)
+def test_a_job_run_here_fails_in_one_line_without_beams_wrapping(raised: Exception, said: str) -> None:
+    with pytest.raises(RunFailed) as failed:
+        run_job_here(
+            _failing(raised),
+            otherwise=lambda exc: f"the job failed: {type(exc).__name__}",
+            ours=(_Incomplete,),
+        )
+    message = str(failed.value)
+    if said.endswith(": "):  # not ours: the caller's line about the runner's failure
+        assert message.startswith(said), message
+    else:  # ours: as it said it, without Beam's "[while running 'Finish']" and stack
+        assert message == said
