@@ -53,7 +53,7 @@ COMMAND_OPTIONS = {
 }
 OWN_OPTIONS = (*SHARED_OPTIONS, *(name for names in COMMAND_OPTIONS.values() for name in names))
 FLAGS = ("fresh", "report", "trust_model_code")  # true/false parameters that are switches
-TRUE = ("", "true", "1", "yes")
+TRUE = ("true", "1", "yes")
 
 
 class ParameterError(ValueError):
@@ -86,7 +86,7 @@ def translate(argv: list[str], command: str = "run") -> list[str]:
     for arg in argv:
         name, eq, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if name in others:
-            asks_nothing = not value.strip() or (name in FLAGS and value.lower() not in TRUE)
+            asks_nothing = not value.strip() or (name in FLAGS and value.strip().lower() not in TRUE)
             if not asks_nothing:
                 raise ParameterError(
                     f"parameter {name} is not an option of lnq {command} (command={command}); leave it "
@@ -95,13 +95,13 @@ def translate(argv: list[str], command: str = "run") -> list[str]:
             continue
         if name not in OWN_OPTIONS:
             out.append(arg)
+        elif eq and not value.strip():
+            continue  # an optional parameter left empty: not given (a switch stays off)
         elif name == "tta":
             out.append("--tta" if value.lower() in TRUE else "--no-tta")
         elif name in FLAGS:
-            if value.lower() in TRUE:
+            if not eq or value.lower() in TRUE:
                 out.append(f"--{name}")
-        elif eq and not value.strip():
-            continue  # an optional parameter left empty
         elif name == "folds":
             out += ["--folds", *value.replace(",", " ").split()]
         else:

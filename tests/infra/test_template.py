@@ -146,6 +146,19 @@ def test_a_refused_parameter_is_one_line_and_exit_2(capsys) -> None:  # type: ig
     ]
 
 
+def test_an_empty_switch_is_off_and_a_bare_one_on() -> None:
+    """Empty means "not given" for every parameter: an empty ``fresh=`` must not redo a month's work."""
+    assert translate(["--output=gs://b/r", "--fresh=", "--report=", "--tta="]) == [
+        "--output=gs://b/r",
+        "--runner=DataflowRunner",
+    ]
+    assert translate(["--output=gs://b/r", "--fresh"]) == [
+        "--output=gs://b/r",
+        "--fresh",
+        "--runner=DataflowRunner",
+    ]
+
+
 def test_switch_parameters_become_flags() -> None:
     argv = translate(["--output=gs://b/r", "--fresh=true", "--report=false", "--series_timeout=600"])
     assert argv == ["--output=gs://b/r", "--fresh", "--series-timeout=600", "--runner=DataflowRunner"]
