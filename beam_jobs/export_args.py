@@ -23,7 +23,8 @@ DESCRIPTION = """Export a cohort as an nnU-Net v2 raw dataset, OUTPUT/Dataset<ID
 on its own grid (imagesTr, imagesTs), the expert SEG as labels (labelsTr, labelsTs; partially
 annotated cases with nnU-Net's ignore label), dataset.json, patient-level splits_final.json and the
 case table cases.parquet. Finished cases are kept as they finish; a rerun resumes. Exit codes: 0 every
-case ok, 3 some cases failed (see errors.parquet), 2 a usage error, 1 the job failed, 130 interrupted.
+case ok (or, on Dataflow, the job submitted: it finishes the dataset itself), 3 some cases failed (see
+errors.parquet), 2 a usage error, 1 the job failed, 130 interrupted.
 See docs/training.md."""
 
 
