@@ -566,7 +566,7 @@ def _submit(
     p: beam.Pipeline, plan: RunPlan, request: PublishRequest, held: lock.OutputLock
 ) -> RunSummary | Submitted:
     """Hand the job to its runner and the lock to the job."""
-    tables = f"{plan.output_as_given}/series/, nodes/ and errors/"
+    tables = f"{plan.output_as_given}/series/, nodes/, errors/ and measurements/"
     handed = hand_over(
         p,
         plan.options,

@@ -23,7 +23,7 @@ from pipeline.enums import (
 )
 
 DESCRIPTION = """Process a cohort: fetch each CT series from IDC, measure its lymph nodes (expert
-reference or a model you bring), and publish Parquet tables (series, nodes, errors) to --output.
+reference or a model you bring), and publish Parquet tables (series, nodes, errors, measurements) to --output.
 Finished series are kept as they finish; a rerun resumes. Exit codes: 0 every series ok, 3 some
 series failed (see errors/), 2 a usage error, 1 the job failed, 130 interrupted."""
 
