@@ -40,11 +40,11 @@ from beam_jobs.launch import (
     normalise_output,
     pipeline_options,
     run_job_here,
+    submit_dry_run,
     take_lock,
     wait_for_job,
 )
 from beam_jobs.options import UsageError, split_beam_args
-from beam_jobs.publish import RunFailed
 from beam_jobs.store import ResultStore
 from beam_jobs.work_folder import run_folder
 from pipeline.errors import PipelineError
@@ -193,14 +193,7 @@ def run(
                 lock_token="dry-run",
                 job_holds_lock=True,
             ).pipeline
-            try:
-                job.run()
-            except Exception as exc:
-                raise RunFailed(f"{runner} dry run failed: {first_line(exc)}") from exc
-            return Submitted(
-                f"dry run: the {runner} export of {len(plan)} cohort rows was built and checked; "
-                "nothing was submitted"
-            )
+            return submit_dry_run(job, runner, what=f"export of {len(plan)} cohort rows")
         with take_lock(dataset) as held:
             store = case_store(dataset, config.key())
             done = set() if args.fresh else _finished(store, dataset, plan)

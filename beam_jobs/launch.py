@@ -668,14 +668,17 @@ def _dry_run(
         shared=shared,
         job_holds_lock=True,
     )
+    return submit_dry_run(p, plan.runner, what=f"job for {len(plan.rows)} cohort rows")
+
+
+def submit_dry_run(p: beam.Pipeline, runner: str, *, what: str) -> Submitted:
+    """Hand ``p`` to the runner's dry run (Dataflow's: built and checked, not submitted); ``what``
+    names the job in the line printed."""
     try:
         p.run()
     except Exception as exc:
-        raise RunFailed(f"{plan.runner} dry run failed: {first_line(exc)}") from exc
-    return Submitted(
-        f"dry run: the {plan.runner} job for {len(plan.rows)} cohort rows was built and checked; "
-        "nothing was submitted"
-    )
+        raise RunFailed(f"{runner} dry run failed: {first_line(exc)}") from exc
+    return Submitted(f"dry run: the {runner} {what} was built and checked; nothing was submitted")
 
 
 def as_summary_line(outcome: RunSummary | Submitted) -> str:
