@@ -35,17 +35,14 @@ LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 
 def make_series(work: Path, n_slices: int) -> Path:
     """A 512 x 512 phantom of ``n_slices`` (as ``bench/pipeline_stages.py`` makes them) and its cohort."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from bench.harness import lnq_sized_phantom
-    from pipeline.demo.cohort import cohort_row
-    from pipeline.outputs.schemas import COHORT_SCHEMA
+    from pipeline.demo.cohort import cohort_row, write_cohort
 
     phantom = lnq_sized_phantom(work / f"p{n_slices}", n_slices, annotation="partial")
     cohort = work / f"cohort{n_slices}.parquet"
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
-    pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, [row])
     return cohort
 
 

@@ -58,13 +58,11 @@ def main() -> None:
         "--noisy-nodes", type=int, default=3000, help="nodes per series of the noisy-model publish"
     )
     args = parser.parse_args()
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from beam_jobs.publish import publish
     from beam_jobs.settings_key import run_key
     from beam_jobs.store import KeptResult, ResultStore
-    from pipeline.outputs.schemas import COHORT_SCHEMA
+    from pipeline.demo.cohort import write_cohort
     from pipeline.process import ProcessConfig
     from tests.support.results import synthetic_outcome
 
@@ -103,7 +101,7 @@ def main() -> None:
             }
             for r in results
         ]
-        pq.write_table(pa.Table.from_pylist(cohort_rows, schema=COHORT_SCHEMA), cohort)
+        write_cohort(cohort, cohort_rows)
         start = time.perf_counter()
         resumed = subprocess.run(
             lnq_command("run", "--cohort", str(cohort), "--output", str(out)),

@@ -1,8 +1,17 @@
-"""Cohort rows for phantoms, as ``lnq cohort`` writes them."""
+"""Cohort rows for phantoms, and cohort files, as ``lnq cohort`` writes them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from pipeline.demo.phantoms import Phantom
+from pipeline.outputs.schemas import COHORT_SCHEMA
+
+Where = TypeVar("Where")
 
 
 def cohort_row(
@@ -22,3 +31,10 @@ def cohort_row(
     }
     row.update(overrides)
     return row
+
+
+def write_cohort(where: Where, rows: Sequence[dict[str, Any]]) -> Where:
+    """Write ``rows`` as a cohort Parquet file (``COHORT_SCHEMA``) to ``where``, a path or a binary
+    file object; returns ``where``."""
+    pq.write_table(pa.Table.from_pylist(list(rows), schema=COHORT_SCHEMA), where)
+    return where

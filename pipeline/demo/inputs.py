@@ -21,13 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.demo.cohort import cohort_row
+from pipeline.demo.cohort import cohort_row, write_cohort
 from pipeline.demo.model import HuWindow, save_torchscript
 from pipeline.demo.phantoms import Ellipsoid, Phantom, ct_datasets, make_phantom, write_seg
-from pipeline.outputs.schemas import COHORT_SCHEMA
 
 SHAPE_ZYX = (40, 128, 128)
 PIXEL_MM = (1.6, 1.6)
@@ -94,7 +91,7 @@ def write_demo_inputs(folder: str | Path) -> DemoInputs:
             )
         )
     cohort = base / "cohort.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, rows)
     model = save_torchscript(
         HuWindow(40.0, 70.0),
         base / MODEL_FILE,

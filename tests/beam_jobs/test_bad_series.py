@@ -14,15 +14,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pydicom
 import pytest
 
 from beam_jobs.publish import read_table
 from bench._procmem import TreeSampler
-from pipeline.outputs.schemas import COHORT_SCHEMA
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.faults import read_leftovers, under_subreaper
 from tests.support.phantoms import Phantom, make_phantom
 
@@ -112,9 +109,9 @@ def test_hostile_series_become_their_own_error_rows(tmp_path: Path) -> None:
     every = [*good, *hostile.values()]
     cohort = data / "cohort.parquet"
     rows = [cohort_row(p, ct_url=str(p.ct_dir), seg_url=str(p.seg_path)) for p in every]
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, rows)
     clean_cohort = data / "clean.parquet"
-    pq.write_table(pa.Table.from_pylist(rows[:2], schema=COHORT_SCHEMA), clean_cohort)
+    write_cohort(clean_cohort, rows[:2])
 
     work = tmp_path / "work"
     work.mkdir()

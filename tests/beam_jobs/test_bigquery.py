@@ -287,18 +287,15 @@ def test_measurements_are_loaded_with_records() -> None:
 def test_the_published_measurements_are_the_runs_srs_flattened(phantom, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The job publishes the measurements table in IDC's shape with the other tables; it agrees with
     the nodes table node for node, and each series row names the SR its measurements come from."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import pydicom
 
     from beam_jobs.cli import main
     from beam_jobs.publish import read_table
-    from pipeline.outputs.schemas import COHORT_SCHEMA
-    from tests.support.cohort import cohort_row
+    from tests.support.cohort import cohort_row, write_cohort
 
     cohort = tmp_path / "cohort.parquet"
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
-    pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, [row])
     out = tmp_path / "out"
     assert main(["run", "--cohort", str(cohort), "--output", str(out)]) == 0
     table = read_table(str(out), "measurements").to_pylist()

@@ -95,20 +95,16 @@ def test_with_a_gpu_a_worker_where_torch_sees_no_cuda_fails_its_series_at_infere
     from beam_jobs.store import ResultStore
     from beam_jobs.transforms import ProcessSeriesFn
     from pipeline.process import ProcessConfig
-    from tests.support.cohort import cohort_row
+    from tests.support.cohort import cohort_row, write_cohort
     from tests.support.models import HuWindow, save_torchscript
 
     if torch.cuda.is_available():
         pytest.skip("torch sees a GPU here")
     model = save_torchscript(HuWindow(40.0, 70.0), tmp_path / "m.pt")
     cohort = tmp_path / "cohort.parquet"
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipeline.outputs.schemas import COHORT_SCHEMA
 
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
-    pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, [row])
     plan = make_plan(
         ["--output", str(tmp_path / "out"), "--cohort", str(cohort), "--model", f"torchscript:{model}"]
     )

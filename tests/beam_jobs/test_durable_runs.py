@@ -17,15 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs import publish as publish_module
 from beam_jobs.cli import main
 from beam_jobs.publish import read_table
-from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
-from tests.support.cohort import cohort_row
+from pipeline.outputs.schemas import TABLES
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import make_phantom
 
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
@@ -46,13 +45,8 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
         )
         rows.append(cohort_row(p, ct_url=str(p.ct_dir), seg_url=str(p.seg_path)))
     path = base / "cohort.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
+    write_cohort(path, rows)
     return path, rows
-
-
-def _write_cohort(path: Path, rows: list[dict]) -> Path:
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
-    return path
 
 
 def _digest(out: Path) -> dict[str, str]:
@@ -71,10 +65,10 @@ def test_cohort_and_option_mistakes_touch_nothing(cohort, tmp_path: Path, capsys
     (out / "mine.txt").write_text("a file the project did not write")
     cases = [
         (
-            ["--cohort", str(_write_cohort(tmp_path / "dup.parquet", [rows[0], rows[1], rows[0]]))],
+            ["--cohort", str(write_cohort(tmp_path / "dup.parquet", [rows[0], rows[1], rows[0]]))],
             "more than once",
         ),
-        (["--cohort", str(_write_cohort(tmp_path / "empty.parquet", []))], "has no rows"),
+        (["--cohort", str(write_cohort(tmp_path / "empty.parquet", []))], "has no rows"),
         (["--cohort", str(path), "--limit", "0"], "--limit 0: expected a positive number"),
         (["--cohort", str(tmp_path / "absent.parquet")], "cannot be read"),
         (["--cohort", str(path), "--modle", "torchscript:m.pt"], "did you mean --model?"),
@@ -118,9 +112,7 @@ def test_resume_publish_and_foreign_files(cohort, tmp_path: Path) -> None:
     assert (out / "seg" / "other.dcm").read_bytes() == b"not ours"
     # a smaller cohort publishes only its rows
     assert (
-        main(
-            ["run", "--cohort", str(_write_cohort(tmp_path / "two.parquet", rows[:2])), "--output", str(out)]
-        )
+        main(["run", "--cohort", str(write_cohort(tmp_path / "two.parquet", rows[:2])), "--output", str(out)])
         == 0
     )
     assert read_table(str(out), "series").num_rows == 2
@@ -152,7 +144,7 @@ def test_every_series_failing_exits_3(cohort, tmp_path: Path, capsys) -> None:  
         [
             "run",
             "--cohort",
-            str(_write_cohort(tmp_path / "bad.parquet", bad)),
+            str(write_cohort(tmp_path / "bad.parquet", bad)),
             "--output",
             str(tmp_path / "o"),
         ]
@@ -169,9 +161,7 @@ def test_disk_full_while_publishing_leaves_the_previous_tables(
     path, rows = cohort
     out = tmp_path / "out"
     assert (
-        main(
-            ["run", "--cohort", str(_write_cohort(tmp_path / "two.parquet", rows[:2])), "--output", str(out)]
-        )
+        main(["run", "--cohort", str(write_cohort(tmp_path / "two.parquet", rows[:2])), "--output", str(out)])
         == 0
     )
     before = _digest(out)
@@ -199,9 +189,7 @@ def test_a_publish_interrupted_between_renames_is_completed_by_the_next_run(
     path, rows = cohort
     out = tmp_path / "out"
     assert (
-        main(
-            ["run", "--cohort", str(_write_cohort(tmp_path / "two.parquet", rows[:2])), "--output", str(out)]
-        )
+        main(["run", "--cohort", str(write_cohort(tmp_path / "two.parquet", rows[:2])), "--output", str(out)])
         == 0
     )
     real = os.replace
@@ -240,7 +228,7 @@ def test_kill_at_random_points_keeps_tables_and_finished_series(cohort, tmp_path
     every series that finished is kept, and a resume skips exactly those."""
     path, _ = cohort
     out = tmp_path / "out"
-    two = _write_cohort(tmp_path / "two.parquet", list(pq.read_table(path).to_pylist())[:2])
+    two = write_cohort(tmp_path / "two.parquet", list(pq.read_table(path).to_pylist())[:2])
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     first = subprocess.run(
         [*LNQ, "run", "--cohort", str(two), "--output", str(out)],
@@ -340,7 +328,7 @@ def test_an_unreachable_bucket_stops_the_run_before_the_first_series(cohort, tmp
         [
             "run",
             "--cohort",
-            str(_write_cohort(tmp_path / "remote.parquet", remote)),
+            str(write_cohort(tmp_path / "remote.parquet", remote)),
             "--output",
             str(out),
             "--s3-endpoint",

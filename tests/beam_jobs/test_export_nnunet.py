@@ -14,13 +14,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs.publish import read_table
-from pipeline.outputs.schemas import COHORT_SCHEMA
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import make_phantom
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +62,7 @@ def planned(
         )
         rows.append(cohort_row(p, ct_url=str(p.ct_dir), seg_url=str(p.seg_path)))
     cohort = base / "cohort.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, rows)
     env = nnunet_env(base)
     export = _run(
         [
@@ -161,7 +158,7 @@ def test_train_then_lnq_run_scores_the_held_out_cases(planned) -> None:  # type:
 
     held_out = [r for r in rows if r["annotation"] == "full"]
     cohort = base / "held_out.parquet"
-    pq.write_table(pa.Table.from_pylist(held_out, schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, held_out)
     out = base / "scored"
     run = _run(
         [

@@ -13,26 +13,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs import export_cases, export_training
 from beam_jobs.cli import main
-from pipeline.outputs.schemas import COHORT_SCHEMA
 from pipeline.training.nifti import read_nifti
 from pipeline.training.settings import IGNORE, LYMPH_NODE
 from pipeline.training.splits import fold_of
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import Phantom, make_phantom
 
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 DATASET = "Dataset501_LNQ"
-
-
-def _write_cohort(path: Path, rows: list[dict]) -> Path:
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +51,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict], 
     rows.append(cohort_row(bad, ct_url=str(base / "nowhere"), seg_url=str(bad.seg_path)))  # fetch fails
     wrong_seg = make_phantom(base / "wrong", seed=50, shape_zyx=(16, 48, 48), patient_id="pt6")
     rows.append(cohort_row(wrong_seg, ct_url=str(wrong_seg.ct_dir), seg_url=str(bad.seg_path)))  # not its SEG
-    return _write_cohort(base / "cohort.parquet", rows), rows, phantoms
+    return write_cohort(base / "cohort.parquet", rows), rows, phantoms
 
 
 def _cases(dataset: Path) -> dict[str, dict]:
@@ -161,7 +154,7 @@ def test_export_end_to_end_and_resume(cohort, tmp_path: Path) -> None:  # type: 
 @pytest.mark.slow
 def test_fresh_and_a_case_that_fails_later_leaves_the_dataset(cohort, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     _, rows, phantoms = cohort
-    good = _write_cohort(tmp_path / "good.parquet", rows[:3])
+    good = write_cohort(tmp_path / "good.parquet", rows[:3])
     out = tmp_path / "out"
     args = ["export-training", "--output", str(out), "--test-annotation", "none"]
     assert main([*args, "--cohort", str(good)]) == 0
@@ -171,7 +164,7 @@ def test_fresh_and_a_case_that_fails_later_leaves_the_dataset(cohort, tmp_path: 
     before = _case_files(dataset)
     # the first case's CT has gone: a fresh export fails it, and its files leave the dataset
     broken = [dict(rows[0], ct_series_url=str(tmp_path / "gone")), *rows[1:3]]
-    assert main([*args, "--fresh", "--cohort", str(_write_cohort(tmp_path / "b.parquet", broken))]) == 3
+    assert main([*args, "--fresh", "--cohort", str(write_cohort(tmp_path / "b.parquet", broken))]) == 3
     assert "2 ok, 1 failed of 3 cases; 2 training, 0 test" in capsys.readouterr().out
     after = _case_files(dataset)
     gone = _cases(dataset)[rows[0]["ct_series_instance_uid"]]["case_id"]
@@ -206,7 +199,7 @@ def test_a_failed_copy_leaves_no_half_case(cohort, tmp_path: Path, monkeypatch: 
                 "--output",
                 str(tmp_path),
                 "--cohort",
-                str(_write_cohort(tmp_path / "c.parquet", rows[1:2])),
+                str(write_cohort(tmp_path / "c.parquet", rows[1:2])),
             ]
         )
         == 3
@@ -233,7 +226,7 @@ def test_a_crash_outside_the_case_handlers_is_an_error_row(
         return real(raw, planned, config)
 
     monkeypatch.setattr(export_cases, "export_one", export_one)
-    cohort_path = _write_cohort(tmp_path / "c.parquet", rows[:3])
+    cohort_path = write_cohort(tmp_path / "c.parquet", rows[:3])
     assert main(["export-training", "--output", str(tmp_path), "--cohort", str(cohort_path)]) == 3
     dataset = tmp_path / DATASET
     (error,) = pq.read_table(dataset / "errors.parquet").to_pylist()
@@ -259,7 +252,7 @@ def test_a_case_without_a_result_fails_the_job_and_finishes_nothing(
             real(self, rows)
 
     monkeypatch.setattr(export_cases.ResultStore, "write", write)
-    cohort_path = _write_cohort(tmp_path / "c.parquet", rows[:2])
+    cohort_path = write_cohort(tmp_path / "c.parquet", rows[:2])
     assert main(["export-training", "--output", str(tmp_path), "--cohort", str(cohort_path)]) == 1
     err = capsys.readouterr().err
     assert "1 of 2 cohort rows have no result" in err and len(err.strip().splitlines()) == 1, err
@@ -369,7 +362,7 @@ def test_export_to_cloud_storage(cohort, gcs_bucket: str, tmp_path: Path) -> Non
     from apache_beam.io.filesystems import FileSystems
 
     _, rows, phantoms = cohort
-    cohort_path = _write_cohort(tmp_path / "c.parquet", rows[:2])
+    cohort_path = write_cohort(tmp_path / "c.parquet", rows[:2])
     output = f"gs://{gcs_bucket}/training"
     for _ in range(2):  # the second run resumes: both cases are done, the dataset is finished again
         summary = export_training.run(["--cohort", str(cohort_path), "--output", output])
@@ -464,7 +457,7 @@ def test_the_job_is_built_for_remote_workers(cohort) -> None:  # type: ignore[no
 
 def _one_case_cohort(phantom: Phantom, tmp_path: Path) -> Path:
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
-    return _write_cohort(tmp_path / "cohort.parquet", [row])
+    return write_cohort(tmp_path / "cohort.parquet", [row])
 
 
 DATAFLOW_DRY_RUN = [

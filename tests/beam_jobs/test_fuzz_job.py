@@ -13,16 +13,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 from scipy import ndimage
 
 from beam_jobs.publish import read_table
 from pipeline.enums import Stage
-from pipeline.outputs.schemas import COHORT_SCHEMA
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.fuzz import corrupt_ct_header, corrupt_ct_pixels, corrupt_seg_header
 from tests.support.phantoms import make_phantom
 
@@ -63,7 +60,7 @@ def test_a_fuzzed_cohort_finishes_with_every_row_accounted_for(tmp_path: Path) -
             ct_url, seg_url = case.ct_dir, case.seg_path
         rows.append(cohort_row(phantom, ct_url=ct_url, seg_url=seg_url))
     cohort = tmp_path / "cohort.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, rows)
     done = subprocess.run(
         [
             sys.executable,

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
@@ -15,8 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, 
 from beam_jobs.cli import main
 from beam_jobs.launch import check_runner_setup, pipeline_options
 from beam_jobs.options import UsageError
-from pipeline.outputs.schemas import COHORT_SCHEMA
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import Phantom
 
 
@@ -59,7 +56,7 @@ def test_a_dry_run_on_a_local_runner_named_in_lower_case_is_refused_and_touches_
     (or series) to the output without its lock."""
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
     cohort = tmp_path / "cohort.parquet"
-    pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, [row])
     output = f"gs://{gcs_bucket}/runner-names/{command}"
     code = main(
         [command, "--cohort", str(cohort), "--output", output, "--runner", "direct", "--dry_run", "True"]

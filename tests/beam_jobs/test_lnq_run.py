@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -17,7 +16,7 @@ from beam_jobs.publish import read_table
 from pipeline.geometry import Geometry
 from pipeline.measure.nodes import measure_nodes
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import make_phantom
 
 LNQ = [sys.executable, "-m", "beam_jobs.cli"]
@@ -61,7 +60,7 @@ def e2e_cohort(tmp_path_factory: pytest.TempPathFactory, upload_series) -> tuple
         )
     )
     path = base / "cohort.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
+    write_cohort(path, rows)
     return path, phantoms, rows
 
 
@@ -161,7 +160,7 @@ def clean_cohort(tmp_path_factory: pytest.TempPathFactory, upload_series) -> tup
         cohort_row(p, ct_url=upload_series(p.ct_dir), seg_url=upload_series(p.seg_path)) for p in phantoms
     ]
     path = base / "cohort.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
+    write_cohort(path, rows)
     return path, phantoms
 
 

@@ -8,13 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs.publish import read_table
-from pipeline.outputs.schemas import COHORT_SCHEMA
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.faults import read_leftovers, under_subreaper
 from tests.support.models import save_torchscript
 from tests.support.phantoms import make_phantom
@@ -32,7 +29,7 @@ def test_a_hanging_model_costs_one_series_not_the_run(tmp_path: Path) -> None:
     metal = _with_metal(make_phantom(tmp_path / "m", seed=95, noise_sd=0.0, anatomy=False, shape_zyx=shape))
     cohort = tmp_path / "cohort.parquet"
     rows = [cohort_row(p, ct_url=str(p.ct_dir), seg_url=str(p.seg_path)) for p in (metal, *healthy)]
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, rows)
     model = save_torchscript(HangsOnBright(), tmp_path / "model" / "hangs.pt", patch_size=(8, 32, 32))
     command = [
         sys.executable,

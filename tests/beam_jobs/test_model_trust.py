@@ -8,13 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.outputs.schemas import COHORT_SCHEMA
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.isolated_targets import Payload
 from tests.support.models import make_nnunet_folder
 
@@ -30,7 +27,7 @@ def test_a_checkpoint_with_a_payload_stops_the_run_before_any_series(phantom, tm
     torch.save(checkpoint, checkpoint_path)
     cohort = tmp_path / "cohort.parquet"
     row = cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
-    pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, [row])
     done = subprocess.run(
         [
             sys.executable,

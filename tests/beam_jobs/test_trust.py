@@ -24,7 +24,7 @@ import pytest
 from beam_jobs.cli import main
 from beam_jobs.publish import read_table
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.models import HuWindow, save_torchscript
 from tests.support.phantoms import make_phantom
 
@@ -46,14 +46,8 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
         )
         rows.append(cohort_row(p, ct_url=str(p.ct_dir), seg_url=str(p.seg_path)))
     path = base / "cohort.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
+    write_cohort(path, rows)
     return path, rows
-
-
-def _cohort_file(tmp_path: Path, rows: list[dict], name: str = "c.parquet") -> Path:
-    path = tmp_path / name
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), path)
-    return path
 
 
 def _kept(out: Path) -> dict[str, int]:

@@ -18,14 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.cli import main
-from pipeline.outputs.schemas import COHORT_SCHEMA
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "us-central1-docker.pkg.dev/my-project/lnq/lnq-worker:0.1.0"
@@ -36,7 +33,7 @@ def launch_cohort(gcs_bucket: str, phantom, upload_series) -> str:  # type: igno
     """A cohort on Cloud Storage whose series are in the (local) S3 bucket, as IDC's are."""
     row = cohort_row(phantom, ct_url=upload_series(phantom.ct_dir), seg_url=upload_series(phantom.seg_path))
     buffer = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), buffer)
+    write_cohort(buffer, [row])
     path = f"gs://{gcs_bucket}/cohorts/launch.parquet"
     with FileSystems.create(path) as f:
         f.write(buffer.getvalue())

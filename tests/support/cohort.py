@@ -1,7 +1,7 @@
-"""Cohort rows for phantoms, as ``lnq cohort`` writes them (from ``pipeline/demo/cohort.py``)."""
+"""Cohort rows and files for phantoms, as ``lnq cohort`` writes them (from ``pipeline/demo/cohort.py``)."""
 
 from __future__ import annotations
 
-from pipeline.demo.cohort import cohort_row
+from pipeline.demo.cohort import cohort_row, write_cohort
 
-__all__ = ["cohort_row"]
+__all__ = ["cohort_row", "write_cohort"]

@@ -18,17 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pydicom
 import pytest
 from PIL import Image
 
 from pipeline.dicom.seg_writer import segment_tracking
-from pipeline.outputs.schemas import COHORT_SCHEMA
 from tests.support import cdp, ohif, orthanc
 from tests.support import ohif_page as page
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import Phantom, make_phantom
 
 LENGTH_TOLERANCE_MM = 0.005
@@ -107,7 +105,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, upload_series, s3_endpoint: st
     base = tmp_path_factory.mktemp("viewer-run")
     phantom = make_phantom(base / "phantom", patient_id="viewer_001", seed=7, noise_sd=0.0, anatomy=False)
     row = cohort_row(phantom, ct_url=upload_series(phantom.ct_dir), seg_url=upload_series(phantom.seg_path))
-    pq.write_table(pa.Table.from_pylist([row], schema=COHORT_SCHEMA), base / "cohort.parquet")
+    write_cohort(base / "cohort.parquet", [row])
     model = save_torchscript(
         HuWindow(40.0, 70.0),
         base / "window.pt",

@@ -11,13 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from beam_jobs.launch import run
 from pipeline.outputs.analytics import decimals, duckdb_sql, format_result, run_query
-from pipeline.outputs.schemas import COHORT_SCHEMA
-from tests.support.cohort import cohort_row
+from tests.support.cohort import cohort_row, write_cohort
 from tests.support.models import HuWindow, save_torchscript
 from tests.support.phantoms import make_phantom
 
@@ -48,7 +46,7 @@ def phantom_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
         )
     )
     cohort = base / "cohort.parquet"
-    pq.write_table(pa.Table.from_pylist(rows, schema=COHORT_SCHEMA), cohort)
+    write_cohort(cohort, rows)
     model = save_torchscript(HuWindow(40.0, 70.0), base / "window.pt", patch_size=(8, 40, 40))
     output = base / "out"
     run(
