@@ -15,12 +15,11 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import machine
+from bench.harness import lnq_command, machine
 
 GOAL_S = 60.0
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
             out = Path(tmp) / f"demo-{i}"
             start, cpu_start = time.perf_counter(), _children_cpu_s()
             done = subprocess.run(
-                [sys.executable, "-m", "beam_jobs.cli", "demo", "--output", str(out)],
+                lnq_command("demo", "--output", str(out)),
                 capture_output=True,
                 text=True,
                 env=env,

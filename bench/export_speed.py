@@ -20,17 +20,15 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from bench._procmem import TreeSampler
-from bench.harness import ROOT, machine
+from bench.harness import ROOT, lnq_command, machine
 
 GIB = 1024**3
-LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 
 
 def make_series(work: Path, n_slices: int) -> Path:
@@ -63,7 +61,7 @@ def run_child(command: list[str], output: Path) -> dict:
 def reference_run(cohort: Path, output: Path) -> dict:
     from beam_jobs.publish import read_table
 
-    done = run_child([*LNQ, "run", "--cohort", str(cohort), "--output", str(output), "--fresh"], output)
+    done = run_child(lnq_command("run", "--cohort", str(cohort), "--output", str(output), "--fresh"), output)
     (series,) = read_table(str(output), "series").to_pylist()
     shutil.rmtree(output, ignore_errors=True)
     stages = {
@@ -75,7 +73,7 @@ def reference_run(cohort: Path, output: Path) -> dict:
 def export_run(cohort: Path, output: Path) -> dict:
     import pyarrow.parquet as pq
 
-    command = [*LNQ, "export-training", "--cohort", str(cohort), "--output", str(output), "--fresh"]
+    command = lnq_command("export-training", "--cohort", str(cohort), "--output", str(output), "--fresh")
     done = run_child(command, output)
     (case,) = pq.read_table(output / "Dataset501_LNQ" / "cases.parquet").to_pylist()
     shutil.rmtree(output, ignore_errors=True)

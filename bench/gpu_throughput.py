@@ -43,12 +43,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.harness import ROOT
+from bench.harness import ROOT, lnq_command
 from bench.local_run import finished_series, read_progress, stage_seconds
 from pipeline.enums import NodeSource, Stage
 from pipeline.outputs.schemas import burden_column
-
-LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 
 
 @dataclass
@@ -157,19 +155,19 @@ def make_models(work: Path, names: list[str], nnunet_fg_offset: float = 3.6) -> 
 
 def write_cohort(work: Path, n_series: int, n_slices: int) -> Path:
     from bench.harness import lnq_sized_phantom
-    from bench.local_run import write_cohort as write
     from pipeline.demo.cohort import cohort_row
+    from pipeline.demo.cohort import write_cohort as write
 
     rows = []
     for i in range(n_series):
         phantom = lnq_sized_phantom(work / f"p{i}", n_slices, seed=100 + i)
         rows.append(cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path)))
-    return write(rows, work / "cohort.parquet")
+    return write(work / "cohort.parquet", rows)
 
 
 def run_lnq(model: str, args: list[str], cohort: Path, output: Path, workers: int, device: str) -> GpuRun:
     command = [
-        *LNQ,
+        *lnq_command(),
         "run",
         "--cohort",
         str(cohort),

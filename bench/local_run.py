@@ -47,10 +47,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench._procmem import TreeSampler
-from bench.harness import ROOT, child_env, machine, module_command
+from bench.harness import ROOT, child_env, lnq_command, machine, module_command
 from bench.pipeline_stages import make_series
 
-LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 GIB = 2**30
 PROGRESS = re.compile(r"\[\d+/\d+\] series ")
 MEDIAN_SLICES = 108
@@ -160,7 +159,7 @@ def run_lnq(
 ) -> LnqRun:
     """Run ``lnq run`` on ``cohort``, time its '[done/total]' lines, read its series table back."""
     command = [
-        *LNQ,
+        *lnq_command(),
         "run",
         "--cohort",
         str(cohort),
@@ -312,8 +311,8 @@ def main() -> None:
 
     report: dict = {"load_before": load(), "beam_modes": effective_beam_modes()}
     help_s = {
-        "lnq --help": [wall([*LNQ, "--help"]) for _ in range(5)],
-        "lnq run --help": [wall([*LNQ, "run", "--help"]) for _ in range(5)],
+        "lnq --help": [wall(lnq_command("--help")) for _ in range(5)],
+        "lnq run --help": [wall(lnq_command("run", "--help")) for _ in range(5)],
     }
     runs: dict[str, list[LnqRun]] = {name: [] for name in args.modes}
     with tempfile.TemporaryDirectory(prefix="lnq-bench-local-") as tmp:

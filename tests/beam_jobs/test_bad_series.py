@@ -10,7 +10,6 @@ output and work folders, and the whole process tree under 8 GB.
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,11 +18,11 @@ import pytest
 
 from beam_jobs.publish import read_table
 from bench._procmem import TreeSampler
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.faults import read_leftovers, under_subreaper
 from tests.support.phantoms import Phantom, make_phantom
 
-LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 STABLE = ("voxel_count", "volume_ml", "long_axis_mm", "short_axis_mm", "max_diameter_3d_mm", "mean_hu")
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from beam_jobs.publish import read_table
-
-LNQ = [sys.executable, "-m", "beam_jobs.cli"]
+from tests.support.cli import LNQ
 
 
 @pytest.fixture(scope="module")

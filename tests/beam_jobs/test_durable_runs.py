@@ -24,10 +24,9 @@ from beam_jobs import publish as publish_module
 from beam_jobs.cli import main
 from beam_jobs.publish import read_table
 from pipeline.outputs.schemas import TABLES
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import make_phantom
-
-LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from beam_jobs.publish import read_table
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import make_phantom
 
@@ -66,9 +67,7 @@ def planned(
     env = nnunet_env(base)
     export = _run(
         [
-            sys.executable,
-            "-m",
-            "beam_jobs.cli",
+            *LNQ,
             "export-training",
             "--cohort",
             str(cohort),
@@ -162,9 +161,7 @@ def test_train_then_lnq_run_scores_the_held_out_cases(planned) -> None:  # type:
     out = base / "scored"
     run = _run(
         [
-            sys.executable,
-            "-m",
-            "beam_jobs.cli",
+            *LNQ,
             "run",
             "--cohort",
             str(cohort),

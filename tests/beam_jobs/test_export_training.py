@@ -21,10 +21,10 @@ from beam_jobs.cli import main
 from pipeline.training.nifti import read_nifti
 from pipeline.training.settings import IGNORE, LYMPH_NODE
 from pipeline.training.splits import fold_of
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import Phantom, make_phantom
 
-LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 DATASET = "Dataset501_LNQ"
 
 

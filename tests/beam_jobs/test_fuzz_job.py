@@ -9,7 +9,6 @@ each failure an error row at a known stage, and the clean series measured.
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from scipy import ndimage
 
 from beam_jobs.publish import read_table
 from pipeline.enums import Stage
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.fuzz import corrupt_ct_header, corrupt_ct_pixels, corrupt_seg_header
 from tests.support.phantoms import make_phantom
@@ -63,9 +63,7 @@ def test_a_fuzzed_cohort_finishes_with_every_row_accounted_for(tmp_path: Path) -
     write_cohort(cohort, rows)
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "beam_jobs.cli",
+            *LNQ,
             "run",
             "--cohort",
             str(cohort),

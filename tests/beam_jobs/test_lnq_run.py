@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,9 @@ from beam_jobs.publish import read_table
 from pipeline.geometry import Geometry
 from pipeline.measure.nodes import measure_nodes
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import make_phantom
-
-LNQ = [sys.executable, "-m", "beam_jobs.cli"]
 
 
 def _lnq(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

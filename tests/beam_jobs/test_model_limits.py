@@ -5,12 +5,12 @@ process of the run (model host, fork server, children) outlives it."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from beam_jobs.publish import read_table
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.faults import read_leftovers, under_subreaper
 from tests.support.models import save_torchscript
@@ -32,9 +32,7 @@ def test_a_hanging_model_costs_one_series_not_the_run(tmp_path: Path) -> None:
     write_cohort(cohort, rows)
     model = save_torchscript(HangsOnBright(), tmp_path / "model" / "hangs.pt", patch_size=(8, 32, 32))
     command = [
-        sys.executable,
-        "-m",
-        "beam_jobs.cli",
+        *LNQ,
         "run",
         "--cohort",
         str(cohort),

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.isolated_targets import Payload
 from tests.support.models import make_nnunet_folder
@@ -30,9 +30,7 @@ def test_a_checkpoint_with_a_payload_stops_the_run_before_any_series(phantom, tm
     write_cohort(cohort, [row])
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "beam_jobs.cli",
+            *LNQ,
             "run",
             "--cohort",
             str(cohort),

@@ -24,6 +24,7 @@ import pytest
 from beam_jobs.cli import main
 from beam_jobs.publish import read_table
 from pipeline.outputs.schemas import COHORT_SCHEMA, TABLES
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.models import HuWindow, save_torchscript
 from tests.support.phantoms import make_phantom
@@ -146,7 +147,7 @@ def test_an_upgrade_that_changes_a_measurement_is_not_resumed_with_the_old_numbe
     path, _ = cohort
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    lnq = [sys.executable, "-m", "beam_jobs.cli", "run", "--cohort", str(path), "--output", str(out)]
+    lnq = [*LNQ, "run", "--cohort", str(path), "--output", str(out)]
     assert subprocess.run(lnq, env=env, capture_output=True, timeout=300, cwd=tmp_path).returncode == 0
     before = {r["tracking_uid"]: r["volume_ml"] for r in read_table(str(out), "nodes").to_pylist()}
     upgraded = tmp_path / "upgraded"

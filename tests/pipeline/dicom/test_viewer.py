@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from PIL import Image
 from pipeline.dicom.seg_writer import segment_tracking
 from tests.support import cdp, ohif, orthanc
 from tests.support import ohif_page as page
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.phantoms import Phantom, make_phantom
 
@@ -114,7 +114,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, upload_series, s3_endpoint: st
         spacing_mm=[2.5, 1.5, 1.5],
         patch_size=(8, 48, 48),
     )
-    command = [sys.executable, "-m", "beam_jobs.cli", "run", "--cohort", str(base / "cohort.parquet")]
+    command = [*LNQ, "run", "--cohort", str(base / "cohort.parquet")]
     command += [
         "--output",
         str(base / "out"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from pipeline.geometry import mask_to_sitk
 from pipeline.measure.components import label_nodes
 from pipeline.measure.nodes import measure_labelled
 from tests.conftest import REAL_CT
+from tests.support.cli import LNQ
 from tests.support.phantoms import ct_datasets, write_seg
 
 
@@ -180,9 +180,7 @@ def test_cli_prints_json(phantom, prediction) -> None:
     path, _ = prediction
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "beam_jobs.cli",
+            *LNQ,
             "evaluate",
             "--pred",
             str(path),

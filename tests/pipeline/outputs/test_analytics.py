@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 
 from beam_jobs.launch import run
 from pipeline.outputs.analytics import decimals, duckdb_sql, format_result, run_query
+from tests.support.cli import LNQ
 from tests.support.cohort import cohort_row, write_cohort
 from tests.support.models import HuWindow, save_torchscript
 from tests.support.phantoms import make_phantom
@@ -98,9 +98,7 @@ def test_cli_json_is_one_array_of_row_objects(phantom_run) -> None:
     output, _ = phantom_run
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "beam_jobs.cli",
+            *LNQ,
             "analytics",
             "--output",
             str(output),
@@ -122,9 +120,7 @@ def test_cli_json_is_one_array_of_row_objects(phantom_run) -> None:
     assert all(type(r["n_nodes_short_axis_ge_10mm"]) is int for r in rows)  # was 1.0: a count is an integer
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "beam_jobs.cli",
+            *LNQ,
             "analytics",
             "--output",
             str(output),
