@@ -281,7 +281,9 @@ def test_usage_mistakes_touch_nothing(cohort, tmp_path: Path, capsys) -> None:  
     assert "--partial-background" in capsys.readouterr().out
 
 
-def _export_pipeline(p, rows, dataset: str, tmp_path: Path, *, token: str, job_holds_lock: bool):  # type: ignore[no-untyped-def]
+def _export_pipeline(  # type: ignore[no-untyped-def]
+    p, rows, dataset: str, *, work_dir: str | None, token: str, job_holds_lock: bool, fetch=None
+):
     """The export's pipeline on ``rows`` (all pending), as the launcher builds it."""
     from pipeline.fetch.s5cmd import FetchConfig
     from pipeline.isolation import Limits
@@ -291,10 +293,10 @@ def _export_pipeline(p, rows, dataset: str, tmp_path: Path, *, token: str, job_h
     plan = plan_cases(rows, test_annotation="full")
     config = export_training.ExportConfig(
         dataset=dataset,
-        fetch=FetchConfig(),
+        fetch=fetch or FetchConfig(),
         background=KnownBackground(),
         limits=Limits(),
-        work_dir=str(tmp_path),
+        work_dir=work_dir,
         test_annotation="full",
     )
     return export_training.build(
@@ -327,7 +329,9 @@ def test_a_job_handed_the_lock_finishes_the_dataset_and_releases_it(cohort, tmp_
     held.release()  # the launcher has exited: the lock stays, the job's
     assert (tmp_path / DATASET / "_lnq" / "lock.json").is_file()
     with TestPipeline(runner="FnApiRunner") as p:
-        summary = _export_pipeline(p, rows[:2], dataset, tmp_path, token=held.token, job_holds_lock=True)
+        summary = _export_pipeline(
+            p, rows[:2], dataset, work_dir=str(tmp_path), token=held.token, job_holds_lock=True
+        )
         expected = export_training.ExportSummary(
             n_cohort=2, n_ok=2, n_failed=0, n_training=1, n_test=1, dataset=dataset
         )
@@ -350,7 +354,9 @@ def test_a_job_whose_lock_was_taken_over_does_not_finish_the_dataset(cohort, tmp
     try:
         with pytest.raises(Exception, match="no longer holds the lock .*; the dataset was not finished"):
             with TestPipeline(runner="FnApiRunner") as p:
-                _export_pipeline(p, rows[:1], dataset, tmp_path, token="an-older-run", job_holds_lock=True)
+                _export_pipeline(
+                    p, rows[:1], dataset, work_dir=str(tmp_path), token="an-older-run", job_holds_lock=True
+                )
         assert not (tmp_path / DATASET / "dataset.json").exists()
         assert (tmp_path / DATASET / "_lnq" / "lock.json").is_file()  # still the other run's
     finally:
@@ -420,33 +426,17 @@ def test_the_job_is_built_for_remote_workers(cohort) -> None:  # type: ignore[no
     import apache_beam as beam
 
     from pipeline.fetch.s5cmd import GCS_ENDPOINT, FetchConfig
-    from pipeline.isolation import Limits
-    from pipeline.training.cases import plan_cases
-    from pipeline.training.settings import KnownBackground
 
     _, rows, _ = cohort
-    dataset = "gs://b/out/Dataset501_LNQ"
-    config = export_training.ExportConfig(
-        dataset=dataset,
-        fetch=FetchConfig(endpoint_url=GCS_ENDPOINT),
-        background=KnownBackground(),
-        limits=Limits(),
-        work_dir=None,
-        test_annotation="full",
-    )
-    plan = plan_cases(rows, test_annotation="full")
     p = beam.Pipeline()
-    export_training.build(
+    _export_pipeline(
         p,
-        list(zip(rows, plan, strict=True)),
-        config=config,
-        plan=plan,
-        store=export_cases.case_store(dataset, config.key()),
-        sources={},
-        dataset_name="LNQ",
-        progress_dir=None,
-        lock_token="handed-to-the-job",
+        rows,
+        "gs://b/out/Dataset501_LNQ",
+        work_dir=None,
+        token="handed-to-the-job",
         job_holds_lock=True,
+        fetch=FetchConfig(endpoint_url=GCS_ENDPOINT),
     )
     proto = p.to_runner_api()
     names = {t.unique_name.split("/")[0] for t in proto.components.transforms.values()}
