@@ -61,6 +61,14 @@ def _launch(parameters: dict[str, str], template: Path, bucket: str) -> subproce
     )
 
 
+def _only_the_lock(output: str, *, locked: str) -> dict:  # type: ignore[type-arg]
+    """What a launch left under ``output``: only the lock of ``locked``, handed to the job; its job."""
+    written = [m.path for m in FileSystems.match([f"{output}/**"])[0].metadata_list]
+    assert written == [f"{locked}/_lnq/lock.json"]
+    with FileSystems.open(f"{locked}/_lnq/lock.json") as f:
+        return json.loads(f.read())["job"]  # type: ignore[no-any-return]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("gpu", "machine", "accelerator"),
@@ -91,11 +99,8 @@ def test_the_template_launches_as_googles_launcher_runs_it(  # type: ignore[no-u
     assert "Traceback" not in done.stderr
 
     # nothing published at launch: the job publishes as its last step
-    written = [m.path for m in FileSystems.match([f"{output}/**"])[0].metadata_list]
-    assert written == [f"{output}/_lnq/lock.json"]
-    with FileSystems.open(f"{output}/_lnq/lock.json") as f:
-        held = json.loads(f.read())
-    assert held["job"]["runner"] == "DataflowRunner" and held["job"]["project"] == "my-project"
+    job_lock = _only_the_lock(output, locked=output)
+    assert job_lock["runner"] == "DataflowRunner" and job_lock["project"] == "my-project"
 
     job = json.loads((tmp_path / "job.json").read_text())
     options = job["environment"]["sdkPipelineOptions"]["options"]
@@ -204,11 +209,8 @@ def test_the_template_launches_the_training_export(  # type: ignore[no-untyped-d
         in (done.stdout)
     )
     assert "finishes the dataset as its last step" in done.stdout
-    written = [m.path for m in FileSystems.match([f"{output}/**"])[0].metadata_list]
-    assert written == [f"{dataset}/_lnq/lock.json"]
-    with FileSystems.open(f"{dataset}/_lnq/lock.json") as f:
-        held = json.loads(f.read())
-    assert held["job"]["runner"] == "DataflowRunner" and held["job"]["region"] == "us-central1"
+    job_lock = _only_the_lock(output, locked=dataset)
+    assert job_lock["runner"] == "DataflowRunner" and job_lock["region"] == "us-central1"
     job = json.loads((tmp_path / "export.json").read_text())
     (pool,) = job["environment"]["workerPools"]
     assert pool["workerHarnessContainerImage"] == IMAGE
