@@ -158,17 +158,8 @@ def test_memory_limit_applies_to_the_command() -> None:
 _CALLER = textwrap.dedent(
     """
     import sys
-    from pipeline.bounded import kill_all, run_bounded
-    import os, signal
-    def kill_on_signals():  # as lnq's handler does: kill every live group, then die of the signal
-        import contextlib
-        def handler(number, frame):
-            kill_all()
-            signal.signal(number, signal.SIG_DFL)
-            os.kill(os.getpid(), number)
-        for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, handler)
-        return contextlib.nullcontext()
+    from pipeline.bounded import run_bounded
+    from tests.support.signals import kill_on_signals  # as lnq's handler does
     command = ["sh", "-c", "sleep 60 & echo $! > {d}/grandchild; echo $$ > {d}/child; wait"]
     if sys.argv[1] == "handler":
         with kill_on_signals():

@@ -221,17 +221,7 @@ def test_stall_on_one_object_heals_on_the_next_attempt(
 _FETCHING_CHILD = textwrap.dedent(
     """
     import os, sys
-    from pipeline.bounded import kill_all
-    import os, signal
-    def kill_on_signals():  # as lnq's handler does: kill every live group, then die of the signal
-        import contextlib
-        def handler(number, frame):
-            kill_all()
-            signal.signal(number, signal.SIG_DFL)
-            os.kill(os.getpid(), number)
-        for number in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(number, handler)
-        return contextlib.nullcontext()
+    from tests.support.signals import kill_on_signals  # as lnq's handler does
     from pipeline.fetch.s5cmd import FetchConfig, fetch_series
     config = FetchConfig(endpoint_url=os.environ["LNQ_TEST_ENDPOINT"], timeout_s=60, stall_timeout_s=60)
     def fetch():
