@@ -153,18 +153,13 @@ def _stripped_copy(phantom: Phantom, folder: Path, keywords: list[str], *, empty
     folder.mkdir(parents=True)
     for path in phantom.ct_dir.iterdir():
         ds = pydicom.dcmread(path)
-        for keyword in keywords:
-            if empty:
-                ds.add_new(
-                    pydicom.datadict.tag_for_keyword(keyword), pydicom.datadict.dictionary_VR(keyword), None
-                )
-            elif keyword in ds:
-                delattr(ds, keyword)
+        _strip([ds], keywords, empty=empty)
         ds.save_as(folder / path.name)
     return folder
 
 
 def _strip(headers: list[pydicom.Dataset], keywords: list[str], *, empty: bool) -> None:
+    """Remove ``keywords`` from each header (or leave them present and empty)."""
     for ds in headers:
         for keyword in keywords:
             if empty:
