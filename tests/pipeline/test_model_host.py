@@ -10,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import List  # noqa: UP035  (TorchScript reads List[Tensor])
 
@@ -114,6 +115,17 @@ def _row(phantom: Phantom) -> dict:
     return cohort_row(phantom, ct_url=str(phantom.ct_dir), seg_url=str(phantom.seg_path))
 
 
+def _in_threads(run: Callable[[int], None], n: int, *, gap_s: float) -> None:
+    """``run(i)`` for each of ``n`` items in a thread of its own, started ``gap_s`` apart, as a
+    worker's threads take series; waits for all."""
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for thread in threads:
+        thread.start()
+        time.sleep(gap_s)
+    for thread in threads:
+        thread.join(300)
+
+
 def _at_once(
     host: ModelHost, config: ProcessConfig, phantoms: list[Phantom], *, gap_s: float = 0.5
 ) -> list[OutcomeRows]:
@@ -123,12 +135,7 @@ def _at_once(
     def run(i: int) -> None:
         results[i] = outcome_rows(process_series(_row(phantoms[i]), config=config, model=host))
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(phantoms))]
-    for thread in threads:
-        thread.start()
-        time.sleep(gap_s)
-    for thread in threads:
-        thread.join(300)
+    _in_threads(run, len(phantoms), gap_s=gap_s)
     assert all(r is not None for r in results)
     return results  # type: ignore[return-value]
 
@@ -199,12 +206,7 @@ def _predict_at_once(
         except IsolatedFailure as exc:
             outcomes[i] = exc.error
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(phantoms))]
-    for thread in threads:
-        thread.start()
-        time.sleep(gap_s)
-    for thread in threads:
-        thread.join(300)
+    _in_threads(run, len(phantoms), gap_s=gap_s)
     return outcomes
 
 
