@@ -149,25 +149,27 @@ def finish_export(
 
 
 class FinishFn(beam.DoFn):
-    """The export's last step: check the run still holds the dataset's lock, finish the dataset
-    (:func:`finish_export`), and, when the job holds the lock (it runs without its launcher),
-    release it."""
+    """The export's last step: while the run still holds the dataset's lock, finish the dataset
+    (:func:`finish_export`); when the job holds the lock (it runs without its launcher), release it."""
 
-    def __init__(self, *, lock_token: str, job_holds_lock: bool, **finish: Any):
+    def __init__(self, *, config: ExportConfig, lock_token: str, job_holds_lock: bool, **finish: Any):
+        self._config = config
         self._lock_token = lock_token
         self._job_holds_lock = job_holds_lock
         self._finish = finish
 
     def setup(self) -> None:
         if self._job_holds_lock:  # this worker may have exported no case
-            lock.JobHeartbeat.start(self._finish["config"].dataset, self._lock_token)
+            lock.JobHeartbeat.start(self._config.dataset, self._lock_token)
 
     def process(self, n_exported: int) -> Iterator[ExportSummary]:
-        dataset = self._finish["config"].dataset
-        lock.ensure_token(dataset, self._lock_token, unwritten="the dataset was not finished")
-        summary = finish_export(n_exported, **self._finish)
-        if self._job_holds_lock and not lock.release_token(dataset, self._lock_token):
-            logger.warning("dataset %s: the lock was no longer this export's at the end", dataset)
+        with lock.last_step(
+            self._config.dataset,
+            self._lock_token,
+            release=self._job_holds_lock,
+            unwritten="the dataset was not finished",
+        ):
+            summary = finish_export(n_exported, config=self._config, **self._finish)
         yield summary
 
 

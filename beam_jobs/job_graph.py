@@ -73,10 +73,8 @@ class PublishFn(beam.DoFn):
             n_processed,
             len(request.cohort_uids),
         )
-        lock.ensure_token(request.output, request.token)
-        summary = publish_run(request, n_processed=n_processed)
-        if not lock.release_token(request.output, request.token):
-            logger.warning("output %s: the lock was no longer this run's at the end", request.output)
+        with lock.last_step(request.output, request.token):
+            summary = publish_run(request, n_processed=n_processed)
         yield summary
 
 

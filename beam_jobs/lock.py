@@ -12,8 +12,9 @@ The lock spans the job wherever it runs. The launcher takes it before anything i
 refreshes its heartbeat about every minute while it runs the job itself (the local runner). When the
 job runs without the launcher (Dataflow, a flex template), the launcher hands the lock to the job
 (:meth:`OutputLock.hand_to_job`, ``job`` records the runner and, when known, the job's id): the
-job's workers refresh ``job.worker_heartbeat_at`` (:class:`JobHeartbeat`) and its last step,
-publishing, releases it by token (:func:`release_token`). A lock is stale when
+job's workers refresh ``job.worker_heartbeat_at`` (:class:`JobHeartbeat`) and its last step
+(publishing, or finishing a training set) runs only while the job still holds it and releases it by
+token (:func:`last_step`). A lock is stale when
 
 - its holder ran on this host and is gone, or its heartbeat is older than ``stale_after_s``
   (launcher-held);
@@ -616,6 +617,19 @@ def ensure_token(output: str, token: str, *, unwritten: str = "nothing was publi
             f"output {output}: this run no longer holds the lock {store.where} "
             f"(another run took it over, or it was deleted); {unwritten}"
         )
+
+
+@contextlib.contextmanager
+def last_step(
+    output: str, token: str, *, release: bool = True, unwritten: str = "nothing was published"
+) -> Iterator[None]:
+    """A job's last step under the output's lock: it runs only while the run of ``token`` still
+    holds the lock (else :class:`OutputLocked`, saying ``unwritten``), and, with ``release``, lets
+    go of the lock once the step is done (a step that fails leaves the lock to go stale)."""
+    ensure_token(output, token, unwritten=unwritten)
+    yield
+    if release and not release_token(output, token):
+        logger.warning("output %s: the lock was no longer this run's at the end", output)
 
 
 def release_token(output: str, token: str) -> bool:
